@@ -1,0 +1,293 @@
+"""The reconcile loop: read the store, decide purely, act through flavors, record.
+
+One ``step(now)`` is one pass over every host:
+
+1. observe heartbeats: a host is *seen* at ``now`` when its ``heartbeats/NAME`` key has a
+   new revision (the controller's clock, not the host's); a changed report updates the
+   topology (networks and storage it reaches);
+2. for each host, the first decision that applies:
+   Installing → bootstrap through the flavors;
+   liveness (:func:`~clustercore.lifecycle.liveness_event`: missed or resumed heartbeats);
+   Initializing (with a report) → discover facts, check connectivity, then Up;
+   connectivity (:func:`~clustercore.lifecycle.connectivity_event`: NonOperational and back);
+   PreparingForMaintenance → one drain move, or Maintenance when empty;
+3. each decision is committed as one transaction (host compare-and-swap + its event), then
+   flavors are told. A lost compare-and-swap is reported in the step's result and the host
+   is decided again on the next pass with fresh data: nothing is overwritten.
+
+Use ``step`` from another program's loop, or ``run`` as a long-running runner.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+import attrs
+
+from clustercore import join
+from clustercore.clock import Clock
+from clustercore.errors import ClusterError, Conflict, CorruptEntry, FlavorError
+from clustercore.events import Event, EventLog
+from clustercore.lifecycle import (
+    HostEvent,
+    LivenessPolicy,
+    connectivity_event,
+    liveness_event,
+    transition,
+)
+from clustercore.maintenance import plan_drain
+from clustercore.model import (
+    Host,
+    HostReport,
+    HostState,
+    NonOperationalReason,
+    Placement,
+    PlacementState,
+    Workload,
+)
+from clustercore.plugins import Plugins
+from clustercore.scheduling.engine import DEFAULT_FILTERS, DEFAULT_WEIGHERS, build_views
+from clustercore.state import HEARTBEATS, HOSTS, PLACEMENTS, ClusterState, Versioned, encode
+from clustercore.store.base import Check, Delete, Put, Store
+from clustercore.topology import Topology
+
+log = logging.getLogger(__name__)
+
+S = HostState
+
+
+@attrs.frozen
+class StepReport:
+    """What one pass did: the events it recorded, the conflicts it met, the errors it saw."""
+
+    time: float
+    hosts: int
+    events: tuple[Event, ...] = ()
+    conflicts: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class Decision:
+    """A transition to commit: ``base`` is the host to transition (it may carry new facts)."""
+
+    base: Host
+    event: HostEvent
+    reason: str
+    non_operational: NonOperationalReason | None = None
+
+
+class Controller:
+    def __init__(self, store: Store, plugins: Plugins, clock: Clock, state: ClusterState | None = None,
+                 events: EventLog | None = None) -> None:
+        self.store = store
+        self.plugins = plugins
+        self.clock = clock
+        self.state = state or ClusterState(store)
+        self.events = events or EventLog(store)
+        self.topology = Topology()
+        self._beat_rev: dict[str, int] = {}
+        self._last_seen: dict[str, float] = {}
+        self._report_bytes: dict[str, bytes] = {}
+        self.reports: dict[str, HostReport] = {}
+        self._located: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ observation
+
+    def last_seen(self, host: str) -> float | None:
+        """When this controller last saw ``host``'s heartbeat change."""
+        return self._last_seen.get(host)
+
+    def _observe(self, now: float, errors: list[str]) -> None:
+        n = len(HEARTBEATS)
+        beat_rev, report_bytes = self._beat_rev, self._report_bytes
+        for kv in self.store.list(HEARTBEATS):
+            name = kv.key[n:]
+            if beat_rev.get(name) == kv.mod_revision:
+                continue
+            beat_rev[name] = kv.mod_revision
+            self._last_seen[name] = now
+            if report_bytes.get(name) != kv.value:
+                try:
+                    report = self.state.report(kv)
+                except CorruptEntry as exc:
+                    errors.append(str(exc))
+                    log.error("%s", exc)
+                    continue
+                report_bytes[name] = kv.value
+                self.reports[name] = report
+                self.topology.set_reachable(name, report.networks, report.storage)
+
+    # ------------------------------------------------------------------ committing
+
+    def commit(self, current: Versioned[Host], decision: Decision, now: float,
+               extra: Sequence[Put | Delete] = (), delete: bool = False) -> tuple[Host, Event]:
+        """Store ``decision`` (compare-and-swap on ``current``) with its event, then tell the
+        flavors. Raises Conflict when the host changed since it was read."""
+        old = current.value
+        new = transition(decision.base, decision.event, now, decision.reason, decision.non_operational)
+        event = Event(now, f"host/{old.name}", decision.event.value, decision.reason, str(old.state), str(new.state))
+        key = HOSTS + old.name
+        write: Put | Delete = Delete(key) if delete else Put(key, encode(new))
+        self.store.txn([Check(key, current.revision)], [write, self.events.put_op(event), *extra])
+        log.info("%s", event)
+        for failure in self.plugins.host_transition(old, new, decision.event.value, decision.reason):
+            self.events.record(Event(now, f"host/{old.name}", "flavor-error", str(failure)))
+        return new, event
+
+    # ------------------------------------------------------------------ deciding
+
+    def decide(self, host: Host, now: float, policy: LivenessPolicy, workloads: int) -> Decision | None:
+        """The next transition for ``host``, or None. Only Installing and Initializing call
+        flavors (bootstrap, discovery); everything else is pure."""
+        state = host.state
+        if state is S.INSTALLING:
+            event, reason = join.bootstrap(host, self.plugins)
+            return Decision(host, event, reason)
+        live = liveness_event(host, self._last_seen.get(host.name), now, policy, workloads)
+        if live is not None:
+            return Decision(host, live[0], live[1])
+        if state is S.INITIALIZING:
+            return self._initialize(host) if host.name in self.reports else None
+        missing = self.topology.missing(host.name)
+        conn = connectivity_event(host, *missing)
+        if conn is not None:
+            return Decision(host, *conn)
+        return None
+
+    def _initialize(self, host: Host) -> Decision:
+        try:
+            updated = join.with_descriptions(host, self.plugins.describe_host(host))
+        except FlavorError as exc:
+            return Decision(host, HostEvent.NOT_OPERATIONAL, str(exc), NonOperationalReason.FLAVOR_CHECK_FAILED)
+        conn = connectivity_event(updated, *self.topology.missing(host.name))
+        if conn is not None:
+            return Decision(updated, *conn)
+        return Decision(updated, HostEvent.INITIALIZED, "facts discovered, required networks and storage reached")
+
+    # ------------------------------------------------------------------ the pass
+
+    def step(self, now: float | None = None) -> StepReport:
+        """One reconcile pass at ``now`` (the clock's time by default)."""
+        with self._lock:
+            return self._step(self.clock.now() if now is None else now)
+
+    def _step(self, now: float) -> StepReport:
+        events: list[Event] = []
+        conflicts: list[str] = []
+        errors: list[str] = []
+        config = self.state.config().value
+        self.topology.require(config.required_networks, config.required_storage)
+        hosts = self.state.hosts()
+        self._observe(now, errors)
+        counts: dict[str, int] | None = None
+        located = self._located
+        for name, current in hosts.items():
+            host = current.value
+            if located.get(name) != current.revision:
+                self.topology.add_host(host)
+                located[name] = current.revision
+            workloads = 0
+            if host.state is S.CONNECTING:
+                if counts is None:
+                    counts = self._counts()
+                workloads = counts.get(name, 0)
+            try:
+                decision = self.decide(host, now, config.liveness, workloads)
+                if decision is None and host.state is S.PREPARING_FOR_MAINTENANCE:
+                    decision = self._drain(current, now, events, errors)
+                if decision is None:
+                    continue
+                events.append(self.commit(current, decision, now)[1])
+            except Conflict as exc:
+                conflicts.append(str(exc))
+                log.warning("%s: will decide %s again with fresh data", exc, name)
+            except ClusterError as exc:
+                errors.append(str(exc))
+                log.error("host %s: %s", name, exc)
+        for gone in set(self._located) - set(hosts):
+            self.topology.remove_host(gone)
+            del self._located[gone]
+        self.events.maybe_prune()
+        return StepReport(now, len(hosts), tuple(events), tuple(conflicts), tuple(errors))
+
+    def _counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for p in self.state.placements().values():
+            counts[p.value.host] = counts.get(p.value.host, 0) + 1
+        return counts
+
+    # ------------------------------------------------------------------ maintenance
+
+    def _drain(self, current: Versioned[Host], now: float, events: list[Event], errors: list[str]) -> Decision | None:
+        """One step of draining: move one workload, or finish when none is left."""
+        host = current.value
+        placements = self.state.placements()
+        mine = [p for p in placements.values() if p.value.host == host.name]
+        if not mine:
+            try:
+                self.plugins.prepare_maintenance(host)
+            except FlavorError as exc:
+                errors.append(str(exc))
+                self.events.record(Event(now, f"host/{host.name}", "prepare-maintenance-failed", str(exc)))
+                return None
+            return Decision(host, HostEvent.DRAINED, "no workloads left")
+        workloads = {n: v.value for n, v in self.state.workloads().items()}
+        hosts = [v.value for v in self.state.hosts().values()]
+        views = build_views(hosts, workloads, (p.value for p in placements.values()))
+        plan = plan_drain(host.name, views, (*DEFAULT_FILTERS, *self.plugins.filters),
+                          (*DEFAULT_WEIGHERS, *self.plugins.weighers))
+        for stuck in plan.stuck:
+            errors.append(str(stuck))
+        if plan.moves:
+            move = plan.moves[0]
+            self.move(placements[move.workload], workloads[move.workload], move.target, now)
+            events.append(Event(now, f"workload/{move.workload}", "migrated", f"drain of {host.name}",
+                                move.source, move.target))
+        return None
+
+    def move(self, current: Versioned[Placement], workload: Workload, target: str, now: float) -> Placement:
+        """Move a placed workload to ``target`` through its flavor's driver. The store says
+        MIGRATING while it moves and names the new host only after the driver succeeds; on
+        failure the placement is back on its source, RUNNING."""
+        placement = current.value
+        key = PLACEMENTS + placement.workload
+        source = self.state.host(placement.host).value
+        dest = self.state.host(target).value
+        driver = self.plugins.driver(workload.flavor)
+        moving = attrs.evolve(placement, state=PlacementState.MIGRATING, target=target, since=now)
+        rev = self.store.put(key, encode(moving), expect=current.revision)
+        try:
+            if driver.live_migration:
+                driver.migrate(workload, source, dest)
+            else:
+                driver.stop(workload, source)
+                driver.start(workload, dest)
+        except Exception as exc:
+            back = attrs.evolve(placement, state=PlacementState.RUNNING, target=None, reason=f"move failed: {exc}")
+            self.store.txn([Check(key, rev)], [Put(key, encode(back)), self.events.put_op(
+                Event(now, f"workload/{workload.name}", "migration-failed", str(exc), source.name, target))])
+            raise FlavorError(workload.flavor, "migrate", f"{type(exc).__name__}: {exc}") from exc
+        moved = Placement(workload.name, target, PlacementState.RUNNING, now, None, f"moved from {source.name}")
+        self.store.txn([Check(key, rev)], [Put(key, encode(moved)), self.events.put_op(
+            Event(now, f"workload/{workload.name}", "migrated", "", source.name, target))])
+        return moved
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, interval: float = 1.0, stop: threading.Event | None = None, steps: int | None = None) -> int:
+        """Step every ``interval`` seconds (of the injected clock) until ``stop`` is set or
+        ``steps`` passes are done. Returns the number of passes."""
+        done = 0
+        while not (stop is not None and stop.is_set()) and (steps is None or done < steps):
+            started = self.clock.now()
+            try:
+                self.step(started)
+            except Exception:  # a runner must survive a bad pass; the next one retries
+                log.exception("reconcile pass failed")
+            done += 1
+            self.clock.sleep(max(0.0, interval - (self.clock.now() - started)))
+        return done

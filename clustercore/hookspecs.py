@@ -1,0 +1,120 @@
+"""The flavor contract: every hook a flavor may implement, and nothing else.
+
+A flavor is any object or module with functions marked ``@hookimpl`` and named after the
+specs below. It is found through the entry-point group ``clustercore.flavors`` (built-in
+flavors load exactly that way too) or passed to :class:`clustercore.plugins.Plugins`.
+A flavor implements only the hooks it needs; a hook implementation may take a subset of
+the arguments. Unknown ``clustercore_*`` names fail loudly at load (``check_pending``).
+
+The hooks are few on purpose. Objects (workload drivers, scheduler filters and weighers)
+are handed over once through :func:`clustercore_register`; the other hooks are the moments
+in a host's life where every flavor has a say. Every hook below is called for every flavor
+(none is ``firstresult``); the core merges the answers and attributes failures to the
+flavor that raised them (:class:`~clustercore.errors.FlavorError`).
+
+Writing one::
+
+    from clustercore.plugins import hookimpl
+
+    class MyFlavor:
+        name = "mine"
+
+        @hookimpl
+        def clustercore_register(self, registry):
+            registry.add_driver(MyDriver())
+
+        @hookimpl
+        def clustercore_bootstrap_host(self, host):
+            return None if can_run_on(host) else "runtime missing"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import pluggy
+
+from clustercore.model import Host, Workload
+
+if TYPE_CHECKING:
+    from clustercore.plugins import HostDescription, Registry
+
+PROJECT = "clustercore"
+hookspec = pluggy.HookspecMarker(PROJECT)
+
+
+@hookspec(historic=True)
+def clustercore_register(registry: Registry) -> None:
+    """Hand the flavor's objects to the core.
+
+    When: once per flavor, as soon as both the flavor and the plugin manager exist
+    (historic: a flavor added later is called on its arrival).
+    Arguments: ``registry``, a :class:`~clustercore.plugins.Registry`; call its
+    ``add_driver`` (one :class:`~clustercore.driver.WorkloadDriver` per workload flavor
+    name), ``add_filter`` and ``add_weigher`` (scheduler plugins, see
+    :mod:`clustercore.scheduling`).
+    Returns: nothing.
+    """
+
+
+@hookspec
+def clustercore_describe_host(host: Host) -> HostDescription | None:
+    """Discover what the flavor knows of a host.
+
+    When: each time a host enters Initializing (after joining, after coming back).
+    Arguments: ``host``, the current host (its ``address`` tells where to look).
+    Returns: a :class:`~clustercore.plugins.HostDescription`: ``facts`` (JSON-like, stored
+    under the flavor's name in ``Host.facts``) and ``extended`` resources the flavor
+    offers on the host (for example ``{"pci/10de:1eb8": 2}``), added to the host's
+    capacity; or None when the flavor has nothing to say. Raising makes the host
+    NonOperational with reason ``flavor-check-failed``.
+    """
+
+
+@hookspec
+def clustercore_bootstrap_host(host: Host) -> str | None:
+    """Prepare a joining host, or say why it cannot join.
+
+    When: once per install, while the host is Installing (after approval when approval is
+    required).
+    Arguments: ``host``.
+    Returns: None when the host is ready for this flavor, or the reason it is not (the
+    host becomes InstallFailed with that reason, prefixed by the flavor's name). Raising
+    counts as failing with the exception's message.
+    """
+
+
+@hookspec
+def clustercore_maintenance_veto(host: Host, workloads: Sequence[Workload]) -> str | None:
+    """Object to a host entering maintenance.
+
+    When: when an operator asks for maintenance, before the host changes state.
+    Arguments: ``host``, and ``workloads`` placed on it (all flavors).
+    Returns: None to allow, or the reason to refuse (for example a workload of this flavor
+    that can neither migrate nor stop). Any veto refuses the request with
+    :class:`~clustercore.errors.MaintenanceVetoed`, listing every flavor's reason.
+    """
+
+
+@hookspec
+def clustercore_prepare_maintenance(host: Host) -> None:
+    """Get a host ready for maintenance once its workloads are gone.
+
+    When: when a host's drain is complete, just before it enters Maintenance.
+    Arguments: ``host`` (still PreparingForMaintenance).
+    Returns: nothing. Raising leaves the host PreparingForMaintenance; the controller
+    tries again on its next pass and records the failure as an event.
+    """
+
+
+@hookspec
+def clustercore_host_transition(old: Host, new: Host, event: str, reason: str) -> None:
+    """React to a host changing state.
+
+    When: after the change is stored (so it is a fact, not a proposal).
+    Arguments: ``old`` and ``new`` host, the ``event`` name (a
+    :class:`~clustercore.lifecycle.HostEvent` value) and its human ``reason``.
+    Returns: nothing. An exception is logged and recorded as an event; it does not undo
+    the transition.
+    """

@@ -1,0 +1,117 @@
+"""Value objects: arithmetic, round trips, and bad input named by field."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from clustercore.errors import ValidationError
+from clustercore.model import FenceDevice, FrozenMap, Host, HostState, Placement, Resources, Workload
+
+names = st.from_regex(r"[a-z][a-z0-9-]{0,15}", fullmatch=True)
+resources = st.builds(
+    Resources,
+    cpu=st.integers(0, 512),
+    memory=st.integers(0, 1 << 22),
+    extended=st.dictionaries(st.sampled_from(["pci/10de:1eb8", "hugepages-1G", "proc/slots"]), st.integers(0, 16)),
+)
+
+
+@given(resources, resources)
+def test_resources_add_then_subtract_is_identity(a: Resources, b: Resources) -> None:
+    assert (a + b) - b == a
+
+
+@given(resources, resources)
+def test_fits_exactly_when_no_shortfall(a: Resources, b: Resources) -> None:
+    assert a.fits(b) == (not a.shortfall(b))
+    assert a.fits(a + b)
+    for name in a.shortfall(b):
+        assert a.get(name) > b.get(name)
+
+
+@given(resources)
+def test_resources_round_trip_through_dict_and_json(r: Resources) -> None:
+    assert Resources.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+
+
+@given(names, resources, st.dictionaries(names, names, max_size=3), st.sampled_from(list(HostState)))
+def test_host_round_trips(name: str, capacity: Resources, labels: dict[str, str], state: HostState) -> None:
+    host = Host(name, capacity=capacity, labels=labels, state=state,
+                fence_devices=(FenceDevice("fence_ipmilan", "127.0.0.1", 6230, "admin", "secret"),),
+                facts={"virt": {"models": ["Haswell", "Skylake"], "numa": {"cells": 2}}})
+    again = Host.from_dict(json.loads(json.dumps(host.to_dict())))
+    assert again == host
+    assert hash(again) == hash(host)
+
+
+def test_frozen_values_are_immutable_and_hashable() -> None:
+    w = Workload("w", "fake", labels={"app": "db"}, spec={"disks": [{"size": 10}]})
+    with pytest.raises(AttributeError):
+        w.name = "x"  # type: ignore[misc]
+    assert isinstance(w.spec["disks"][0], FrozenMap)
+    assert {w: 1}[Workload("w", "fake", labels={"app": "db"}, spec={"disks": [{"size": 10}]})] == 1
+
+
+def test_fence_password_never_in_repr() -> None:
+    host = Host("h", fence_devices=(FenceDevice("fence_ipmilan", "10.0.0.1", password="hunter2"),))
+    assert "hunter2" not in repr(host)
+    assert "hunter2" not in str(host)
+
+
+def test_allocatable_defaults_to_capacity() -> None:
+    assert Host("h", capacity=Resources(4, 1024)).allocatable == Resources(4, 1024)
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "problem"),
+    [
+        ({}, "name", "is required"),
+        ({"name": "bad name!"}, "name", "must match"),
+        ({"name": "h", "capacity": {"memory": -1}}, "capacity.memory", ">= 0"),
+        ({"name": "h", "capacity": {"memory": "lots"}}, "capacity.memory", "integer"),
+        ({"name": "h", "capacity": {"extended": {"BAD NAME": 1}}}, "capacity.extended.BAD NAME", "resource names"),
+        ({"name": "h", "capacity": {"cpu": 2}, "allocatable": {"cpu": 4}}, "allocatable", "exceeds capacity in cpu"),
+        ({"name": "h", "labels": {"a": 1}}, "labels.a", "strings"),
+        ({"name": "h", "state": "Sleeping"}, "state", "must be one of"),
+        ({"name": "h", "fence_devices": [{"agent": "fence_ipmilan"}]}, "fence_devices[0].address", "required"),
+        ({"name": "h", "fence_devices": [{"agent": "x", "address": "a", "port": 70000}]}, "fence_devices[0].port",
+         "port"),
+        ({"name": "h", "capcity": {}}, "capcity", "unknown field"),
+        ("h1", "<root>", "mapping"),
+    ],
+)
+def test_malformed_host_names_the_field(data: object, field: str, problem: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Host.from_dict(data)
+    assert info.value.field == field
+    assert problem in str(info.value)
+    assert info.value.kind == "host"
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"name": "w"}, "flavor"),
+        ({"name": "w", "flavor": "Virt!"}, "flavor"),
+        ({"name": "w", "flavor": "virt", "priority": 1.5}, "priority"),
+        ({"name": "w", "flavor": "virt", "ha": "yes"}, "ha"),
+        ({"name": "w", "flavor": "virt", "requests": {"cpu": -2}}, "requests.cpu"),
+        ({"name": "w", "flavor": "virt", "affinity": [{"selector": {}}]}, "affinity[0].selector"),
+        ({"name": "w", "flavor": "virt", "affinity": [{"selector": {"a": "b"}, "max_per_scope": 0}]},
+         "affinity[0].max_per_scope"),
+        ({"name": "w", "flavor": "virt", "spec": ["not", "a", "map"]}, "spec"),
+    ],
+)
+def test_malformed_workload_names_the_field(data: object, field: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Workload.from_dict(data)
+    assert info.value.field == field and info.value.kind in ("workload", "resources", "affinity rule")
+
+
+def test_placement_round_trip() -> None:
+    p = Placement("w", "h1", target="h2", reason="drain")
+    assert Placement.from_dict(p.to_dict()) == p

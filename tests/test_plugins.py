@@ -1,0 +1,155 @@
+"""The flavor contract: loading, typed hook calls, and the check_flavor conformance suite."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pluggy
+import pytest
+
+from clustercore import Host, HostDescription, Plugins, Registry, Workload, hookimpl
+from clustercore.errors import ConformanceError, FlavorError, UnknownFlavor
+from clustercore.model import HostState, Resources
+from clustercore.scheduling.engine import HostView
+from clustercore.testing import FakeDriver, FakeFlavor, check_flavor
+
+HOST = Host("h1", capacity=Resources(8, 8192), state=HostState.UP)
+OTHER = Host("h2", capacity=Resources(8, 8192), state=HostState.UP)
+WORK = Workload("w1", "fake", requests=Resources(1, 512))
+
+
+def test_fake_flavor_passes_the_conformance_suite() -> None:
+    report = check_flavor(FakeFlavor("fake"), HOST, WORK, OTHER)
+    assert report.flavor == "fake"
+    assert {"loading", "start then inspect", "migrate: gone from source", "stop is idempotent"} <= set(report.passed)
+
+
+def failures(flavor: object, target: Host | None = OTHER) -> str:
+    with pytest.raises(ConformanceError) as info:
+        check_flavor(flavor, HOST, WORK, target)
+    return str(info.value)
+
+
+def test_a_misspelled_hook_fails_with_the_known_names() -> None:
+    class Typo(FakeFlavor):
+        def clustercore_bootstrap_hots(self, host: Host) -> None:
+            """Not marked, so pluggy alone would ignore it silently."""
+
+    message = failures(Typo("fake"))
+    assert "clustercore_bootstrap_hots is not a clustercore hook" in message
+    assert "clustercore_bootstrap_host" in message
+
+
+def test_a_hook_with_an_argument_the_spec_lacks_fails_loading() -> None:
+    class WrongArgs(FakeFlavor):
+        @hookimpl
+        def clustercore_maintenance_veto(self, host: Host, urgency: int) -> None:  # type: ignore[override]
+            return None
+
+    message = failures(WrongArgs("fake"))
+    assert "loading" in message and "urgency" in message
+
+
+def test_a_stop_that_does_not_stop_fails() -> None:
+    class Sticky(FakeDriver):
+        def stop(self, workload: Workload, host: Host, force: bool = False) -> None:
+            if not force:
+                return
+            super().stop(workload, host, force)
+
+    flavor = FakeFlavor("fake")
+    flavor.driver = Sticky("fake")
+    message = failures(flavor)
+    assert "still RUNNING on h2 after stop returned" in message
+    assert flavor.driver.where("w1") == [], "check_flavor cleans up after itself"
+
+
+def test_a_migration_that_copies_instead_of_moving_fails() -> None:
+    class Cloner(FakeDriver):
+        def migrate(self, workload: Workload, source: Host, target: Host) -> None:
+            self.start(workload, target)
+
+    flavor = FakeFlavor("fake")
+    flavor.driver = Cloner("fake")
+    assert "still RUNNING on h1: it runs twice" in failures(flavor)
+
+
+def test_no_driver_for_the_workload_flavor_fails() -> None:
+    class NoDriver(FakeFlavor):
+        @hookimpl
+        def clustercore_register(self, registry: Registry) -> None:
+            pass
+
+    message = failures(NoDriver("fake"))
+    assert "clustercore_register added no WorkloadDriver" in message
+    assert "no driver for flavor 'fake'" in message
+
+
+def test_bad_host_descriptions_and_filters_fail() -> None:
+    class Liar(FakeFlavor):
+        @hookimpl
+        def clustercore_register(self, registry: Registry) -> None:
+            registry.add_driver(self.driver)
+            registry.add_filter(EmptyReason())
+
+        @hookimpl
+        def clustercore_describe_host(self, host: Host) -> HostDescription:
+            return HostDescription(extended={"gpu/x": -1})
+
+    class EmptyReason:
+        name = "empty-reason"
+
+        def check(self, workload: Workload, view: HostView) -> str | None:
+            return ""
+
+    message = failures(Liar("fake"))
+    assert "bad extended resource 'gpu/x'=-1" in message
+    assert "filter empty-reason: check must return None or a non-empty reason" in message
+
+
+def test_a_flavor_without_a_name_is_refused() -> None:
+    class Nameless:
+        pass
+
+    with pytest.raises(ConformanceError, match="name"):
+        check_flavor(Nameless(), HOST, WORK)
+
+
+def test_unknown_hookimpls_fail_at_load() -> None:
+    class Unknown:
+        name = "unknown"
+
+        @hookimpl
+        def clustercore_frobnicate(self) -> None:
+            pass
+
+    with pytest.raises(pluggy.PluginValidationError, match="unknown hook 'clustercore_frobnicate'"):
+        Plugins([Unknown()], entry_points=False)
+
+
+def test_hook_failures_name_the_flavor() -> None:
+    class Fails(FakeFlavor):
+        @hookimpl
+        def clustercore_maintenance_veto(self, host: Host, workloads: Sequence[Workload]) -> str:
+            raise RuntimeError("boom")
+
+    plugins = Plugins([Fails("failing")], entry_points=False)
+    with pytest.raises(FlavorError) as info:
+        plugins.maintenance_vetoes(HOST, [])
+    assert (info.value.flavor, info.value.hook) == ("failing", "clustercore_maintenance_veto")
+    with pytest.raises(UnknownFlavor, match="loaded: failing"):
+        plugins.driver("virt")
+
+
+def test_flavors_added_later_still_register() -> None:
+    plugins = Plugins([FakeFlavor("a")], entry_points=False)
+    plugins.add(FakeFlavor("b"))
+    assert plugins.driver("b").flavor == "b"
+    assert plugins.names == ("a", "b")
+
+
+def test_bootstrap_merges_every_flavors_refusal() -> None:
+    plugins = Plugins([FakeFlavor("a", refuse={"h1": "no kvm"}), FakeFlavor("b", refuse={"h1": "no disk"})],
+                      entry_points=False)
+    assert plugins.bootstrap_host(HOST) == {"a": "no kvm", "b": "no disk"}
+    assert plugins.bootstrap_host(OTHER) == {}
