@@ -57,7 +57,7 @@ class Demo:
         placements = self.cluster.placements()
         for host in self.cluster.hosts().values():
             running = sorted(p.workload for p in placements.values() if p.host == host.name)
-            reason = f"  ({host.reason})" if host.reason else ""
+            reason = f"  ({host.reason})" if host.state is not HostState.UP else ""
             print(f"    {host.name:<8} {host.state.value:<24} {len(running)} workload(s){reason}", file=self.out)
 
     def new_events(self) -> None:

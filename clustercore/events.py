@@ -54,7 +54,7 @@ class Event:
         return event
 
     def __str__(self) -> str:
-        change = f" {self.old} -> {self.new}" if self.old or self.new else ""
+        change = f" {self.old or '(none)'} -> {self.new or '(none)'}" if self.old or self.new else ""
         return f"{self.subject}: {self.kind}{change}" + (f" ({self.reason})" if self.reason else "")
 
 

@@ -24,7 +24,7 @@ V = TypeVar("V")
 T = TypeVar("T")
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
-RESOURCE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:-]{0,126}$")
+RESOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]{0,126}$")
 
 
 class FrozenMap(Mapping[K, V]):
@@ -197,15 +197,22 @@ class Reader:
             choices = ", ".join(str(m.value) for m in kind)
             raise self.fail(name, f"must be one of {choices}", value) from None
 
+    def _inner(self, parse: Callable[[object, str], T], value: object, path: str) -> T:
+        """Parse a nested definition; its errors are reported as errors of this one."""
+        try:
+            return parse(value, path)
+        except ValidationError as exc:
+            raise ValidationError(self.kind, exc.field, exc.problem, exc.value) from None
+
     def nested(self, name: str, parse: Callable[[object, str], T], default: T) -> T:
         value = self.get(name)
-        return default if value is None else parse(value, self.field(name))
+        return default if value is None else self._inner(parse, value, self.field(name))
 
     def items(self, name: str, parse: Callable[[object, str], T]) -> tuple[T, ...]:
         value = self.get(name) or ()
         if not isinstance(value, (list, tuple)):
             raise self.fail(name, "must be a list", value)
-        return tuple(parse(item, f"{self.field(name)}[{i}]") for i, item in enumerate(value))
+        return tuple(self._inner(parse, item, f"{self.field(name)}[{i}]") for i, item in enumerate(value))
 
     def done(self) -> None:
         """Reject fields nobody read: a typo must not pass silently."""

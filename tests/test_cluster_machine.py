@@ -11,9 +11,9 @@ operator events and workload submissions, and checks after every step that:
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, multiple, rule
 
 from clustercore import Cluster, ClusterConfig, FakeClock, HostReport, HostState, Plugins, Resources, Workload
 from clustercore.errors import HostBusy, InvalidTransition, NoValidHost, UnknownHost
@@ -49,6 +49,10 @@ class ClusterMachine(RuleBasedStateMachine):
         self.count = 0
         self.workloads = 0
 
+    @initialize(target=hosts)
+    def two_hosts(self) -> object:
+        return multiple(self.register(True), self.register(True))
+
     @rule(target=hosts, approval=st.booleans())
     def register(self, approval: bool) -> str:
         self.count += 1
@@ -63,6 +67,13 @@ class ClusterMachine(RuleBasedStateMachine):
     @rule(name=hosts, alive=st.booleans())
     def agent(self, name: str, alive: bool) -> None:
         (self.alive.add if alive else self.alive.discard)(name)
+
+    @rule(name=hosts, refuse=st.booleans())
+    def bootstrap_outcome(self, name: str, refuse: bool) -> None:
+        if refuse:
+            self.flavor.refuse[name] = "injected refusal"
+        else:
+            self.flavor.refuse.pop(name, None)
 
     @rule(name=hosts, reachable=st.booleans())
     def network(self, name: str, reachable: bool) -> None:
@@ -79,6 +90,8 @@ class ClusterMachine(RuleBasedStateMachine):
         report = self.cluster.step()
         assert not report.conflicts
         after = self.cluster.hosts()
+        for host in after.values():
+            event(f"state {host.state}")
         for name, host in after.items():
             old = before[name]
             if host.state is not old.state:
@@ -117,6 +130,7 @@ class ClusterMachine(RuleBasedStateMachine):
             assert err.total == len(snapshot)
             return
         assert accepts_workloads(snapshot[placement.host]), snapshot[placement.host]
+        event("workload placed")
 
     @invariant()
     def hosts_are_in_declared_states(self) -> None:
@@ -142,7 +156,7 @@ class ClusterMachine(RuleBasedStateMachine):
 
 
 ClusterMachine.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=200, stateful_step_count=50, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 TestClusterMachine = ClusterMachine.TestCase
 
