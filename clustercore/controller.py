@@ -49,7 +49,7 @@ from clustercore.model import (
 )
 from clustercore.plugins import Plugins
 from clustercore.scheduling.engine import DEFAULT_FILTERS, DEFAULT_WEIGHERS, build_views
-from clustercore.state import HEARTBEATS, HOSTS, PLACEMENTS, ClusterState, Versioned, encode
+from clustercore.state import HEARTBEATS, HOSTS, PLACEMENTS, ClusterState, Informer, Versioned, encode
 from clustercore.store.base import Check, Delete, Put, Store
 from clustercore.topology import Topology
 
@@ -88,11 +88,12 @@ class Controller:
         self.state = state or ClusterState(store)
         self.events = events or EventLog(store)
         self.topology = Topology()
-        self._beat_rev: dict[str, int] = {}
+        self._host_informer = Informer(store, HOSTS)
+        self._beat_informer = Informer(store, HEARTBEATS)
+        self._hosts: dict[str, Versioned[Host]] = {}
         self._last_seen: dict[str, float] = {}
         self._report_bytes: dict[str, bytes] = {}
         self.reports: dict[str, HostReport] = {}
-        self._located: dict[str, int] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ observation
@@ -101,25 +102,41 @@ class Controller:
         """When this controller last saw ``host``'s heartbeat change."""
         return self._last_seen.get(host)
 
-    def _observe(self, now: float, errors: list[str]) -> None:
-        n = len(HEARTBEATS)
-        beat_rev, report_bytes = self._beat_rev, self._report_bytes
-        for kv in self.store.list(HEARTBEATS):
-            name = kv.key[n:]
-            if beat_rev.get(name) == kv.mod_revision:
+    def _sync_hosts(self, errors: list[str]) -> None:
+        changed, deleted = self._host_informer.sync()
+        for name in deleted:
+            self._hosts.pop(name, None)
+            self.topology.remove_host(name)
+        for name in changed:
+            kv = self._host_informer.items[name]
+            try:
+                current = self.state.decode_host(kv)
+            except CorruptEntry as exc:
+                errors.append(str(exc))
+                log.error("%s (skipped)", exc)
+                self._hosts.pop(name, None)
                 continue
-            beat_rev[name] = kv.mod_revision
+            self._hosts[name] = current
+            self.topology.add_host(current.value)
+
+    def _observe(self, now: float, errors: list[str]) -> None:
+        """Heartbeats that changed since the last pass: those hosts are seen ``now``."""
+        changed, _ = self._beat_informer.sync()
+        items, report_bytes = self._beat_informer.items, self._report_bytes
+        for name in changed:
             self._last_seen[name] = now
-            if report_bytes.get(name) != kv.value:
-                try:
-                    report = self.state.report(kv)
-                except CorruptEntry as exc:
-                    errors.append(str(exc))
-                    log.error("%s", exc)
-                    continue
-                report_bytes[name] = kv.value
-                self.reports[name] = report
-                self.topology.set_reachable(name, report.networks, report.storage)
+            kv = items[name]
+            if report_bytes.get(name) == kv.value:
+                continue
+            try:
+                report = self.state.report(kv)
+            except CorruptEntry as exc:
+                errors.append(str(exc))
+                log.error("%s", exc)
+                continue
+            report_bytes[name] = kv.value
+            self.reports[name] = report
+            self.topology.set_reachable(name, report.networks, report.storage)
 
     # ------------------------------------------------------------------ committing
 
@@ -181,15 +198,22 @@ class Controller:
         errors: list[str] = []
         config = self.state.config().value
         self.topology.require(config.required_networks, config.required_storage)
-        hosts = self.state.hosts()
+        self._sync_hosts(errors)
         self._observe(now, errors)
+        hosts = self._hosts
         counts: dict[str, int] | None = None
-        located = self._located
+        up = S.UP
+        connecting_after = config.liveness.connecting_after
+        incomplete = self.topology.incomplete
+        last_seen = self._last_seen
         for name, current in hosts.items():
             host = current.value
-            if located.get(name) != current.revision:
-                self.topology.add_host(host)
-                located[name] = current.revision
+            if host.state is up and name not in incomplete:
+                # The common case, kept cheap: an Up host, heard from recently, missing nothing.
+                seen = last_seen.get(name)
+                since = host.since
+                if now - (since if seen is None or seen < since else seen) <= connecting_after:
+                    continue
             workloads = 0
             if host.state is S.CONNECTING:
                 if counts is None:
@@ -208,9 +232,6 @@ class Controller:
             except ClusterError as exc:
                 errors.append(str(exc))
                 log.error("host %s: %s", name, exc)
-        for gone in set(self._located) - set(hosts):
-            self.topology.remove_host(gone)
-            del self._located[gone]
         self.events.maybe_prune()
         return StepReport(now, len(hosts), tuple(events), tuple(conflicts), tuple(errors))
 

@@ -25,9 +25,9 @@ from typing import Any, Generic, Protocol, TypeVar
 import attrs
 
 from clustercore.config import ClusterConfig
-from clustercore.errors import CorruptEntry, UnknownHost, UnknownWorkload, ValidationError
+from clustercore.errors import Compacted, CorruptEntry, UnknownHost, UnknownWorkload, ValidationError
 from clustercore.model import Host, HostReport, Placement, Workload
-from clustercore.store.base import KeyValue, Put, Store
+from clustercore.store.base import EventType, KeyValue, Put, Store, Watch
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,14 @@ class ClusterState:
         kv = self.store.get(prefix + name)
         return None if kv is None else self._decode(kv, prefix, parse)
 
+    def decode_host(self, kv: KeyValue) -> Versioned[Host]:
+        """One ``hosts/`` entry decoded (cached per revision); CorruptEntry when it is not a host."""
+        try:
+            return self._decode(kv, HOSTS, Host.from_dict)
+        except CorruptEntry as exc:
+            self.corrupt[kv.key] = exc.problem
+            raise
+
     def hosts(self) -> dict[str, Versioned[Host]]:
         return self._list(HOSTS, Host.from_dict)
 
@@ -137,3 +145,62 @@ class ClusterState:
     def config(self) -> Versioned[ClusterConfig]:
         found = self._get("config/", "cluster", ClusterConfig.from_dict)
         return found if found is not None else Versioned(ClusterConfig(), 0)
+
+
+class Informer:
+    """A local copy of every key under ``prefix``, kept current by a watch (the Kubernetes
+    informer pattern): one listing, then only changes. ``sync()`` applies what arrived and
+    says which names changed or vanished; when the watch's history was compacted away it
+    lists again, so nothing is ever missed."""
+
+    def __init__(self, store: Store, prefix: str) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.items: dict[str, KeyValue] = {}
+        self._watch: Watch | None = None
+
+    def sync(self) -> tuple[set[str], set[str]]:
+        """(changed, deleted) names since the last sync."""
+        if self._watch is None:
+            return self._relist()
+        try:
+            events = self._watch.get(0)
+        except Compacted:
+            log.info("watch on %s fell behind the store's history; listing again", self.prefix)
+            return self._relist()
+        changed: set[str] = set()
+        deleted: set[str] = set()
+        n = len(self.prefix)
+        items = self.items
+        for event in events:
+            kv = event.kv
+            name = kv.key[n:]
+            current = items.get(name)
+            if current is not None and current.mod_revision >= kv.mod_revision:
+                continue  # already seen through the listing
+            if event.type is EventType.DELETE:
+                if current is not None:
+                    del items[name]
+                    deleted.add(name)
+                    changed.discard(name)
+            else:
+                items[name] = kv
+                changed.add(name)
+                deleted.discard(name)
+        return changed, deleted
+
+    def _relist(self) -> tuple[set[str], set[str]]:
+        if self._watch is not None:
+            self._watch.cancel()
+        self._watch = self.store.watch(self.prefix, self.store.revision + 1)
+        n = len(self.prefix)
+        listed = {kv.key[n:]: kv for kv in self.store.list(self.prefix)}
+        changed = {name for name, kv in listed.items() if self.items.get(name) != kv}
+        deleted = set(self.items) - set(listed)
+        self.items = listed
+        return changed, deleted
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None

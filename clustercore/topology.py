@@ -33,6 +33,8 @@ class Topology:
         self.required_storage = frozenset(required_storage)
         self._missing: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
         self._located: dict[str, frozenset[tuple[str, str]]] = {}
+        #: Hosts that miss something required (kept current, for a cheap "all fine?" test).
+        self.incomplete: set[str] = set()
 
     def require(self, networks: Iterable[str], storage: Iterable[str]) -> None:
         """Change what every host must reach (recomputes every host's answer)."""
@@ -66,6 +68,7 @@ class Topology:
             self.graph.remove_node(node)
         self._missing.pop(name, None)
         self._located.pop(name, None)
+        self.incomplete.discard(name)
 
     def set_reachable(self, name: str, networks: Iterable[str], storage: Iterable[str]) -> None:
         """Record what host ``name`` reports it reaches (replacing its previous report)."""
@@ -81,10 +84,15 @@ class Topology:
 
     def _recompute(self, name: str) -> None:
         reached = {other for other in self.graph.neighbors((HOST, name))} if (HOST, name) in self.graph else set()
-        self._missing[name] = (
+        missing = (
             frozenset(n for n in self.required_networks if (NETWORK, n) not in reached),
             frozenset(s for s in self.required_storage if (STORAGE, s) not in reached),
         )
+        self._missing[name] = missing
+        if missing[0] or missing[1]:
+            self.incomplete.add(name)
+        else:
+            self.incomplete.discard(name)
 
     def missing(self, name: str) -> tuple[frozenset[str], frozenset[str]]:
         """(networks, storage) that host ``name`` is required to reach and does not."""

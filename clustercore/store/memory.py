@@ -42,7 +42,7 @@ class MemoryWatch:
 
 
 class MemoryStore:
-    def __init__(self, clock: Clock | None = None, history: int = 100_000) -> None:
+    def __init__(self, clock: Clock | None = None, history: int = 20_000) -> None:
         self.clock = clock or SystemClock()
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
