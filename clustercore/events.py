@@ -12,7 +12,6 @@ import itertools
 import json
 import logging
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -90,9 +89,6 @@ class EventLog:
             for kv in sorted(entries, key=lambda kv: kv.mod_revision)[:excess]:
                 if self.store.get(kv.key) is not None:
                     self.store.delete(kv.key)
-
-    def __iter__(self) -> Iterator[Event]:
-        return iter(self.query())
 
     def query(self, subject: str | None = None, kind: str | None = None, since: float | None = None) -> list[Event]:
         """Events in the order they were written, filtered. Corrupt entries are logged and skipped."""

@@ -124,8 +124,6 @@ TRANSITIONS: Mapping[tuple[HostState, HostEvent], Target] = _compile(_ROWS)
 
 #: States whose hosts must keep heartbeating.
 MONITORED = frozenset({S.UP, S.NON_OPERATIONAL, S.INITIALIZING, S.PREPARING_FOR_MAINTENANCE})
-#: States in which a host may have workloads running that the cluster relies on.
-ACTIVE = MONITORED | {S.CONNECTING}
 
 
 def allowed_events(state: HostState) -> tuple[HostEvent, ...]:

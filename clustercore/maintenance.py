@@ -35,10 +35,6 @@ class DrainPlan:
     moves: tuple[Move, ...]
     stuck: tuple[NoValidHost, ...] = ()
 
-    @property
-    def complete(self) -> bool:
-        return not self.stuck
-
 
 def plan_drain(
     host: str, views: Sequence[HostView], filters: Sequence[HostFilter], weighers: Sequence[HostWeigher]

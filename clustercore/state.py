@@ -27,7 +27,7 @@ import attrs
 from clustercore.config import ClusterConfig
 from clustercore.errors import Compacted, CorruptEntry, UnknownHost, UnknownWorkload, ValidationError
 from clustercore.model import Host, HostReport, Placement, Workload
-from clustercore.store.base import EventType, KeyValue, Put, Store, Watch
+from clustercore.store.base import EventType, KeyValue, Store, Watch
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,6 @@ class Versioned(Generic[T]):
 
 def encode(obj: _Encodable) -> bytes:
     return json.dumps(obj.to_dict(), separators=(",", ":"), sort_keys=True).encode()
-
-
-def put(key: str, obj: _Encodable) -> Put:
-    return Put(key, encode(obj))
 
 
 class ClusterState:
