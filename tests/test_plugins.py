@@ -8,7 +8,7 @@ import pluggy
 import pytest
 
 from clustercore import Host, HostDescription, Plugins, Registry, Workload, hookimpl
-from clustercore.errors import ConformanceError, FlavorError, UnknownFlavor
+from clustercore.errors import ConformanceError, FlavorError, NoValidHost, UnknownFlavor
 from clustercore.model import HostState, Resources
 from clustercore.scheduling.engine import HostView
 from clustercore.testing import FakeDriver, FakeFlavor, check_flavor
@@ -146,6 +146,51 @@ def test_flavors_added_later_still_register() -> None:
     plugins.add(FakeFlavor("b"))
     assert plugins.driver("b").flavor == "b"
     assert plugins.names == ("a", "b")
+
+
+def test_a_flavor_weigher_and_filter_steer_placement() -> None:
+    """Flavor plugins join the core's filters and weighers when the cluster places work."""
+    from clustercore import Cluster, FakeClock, HostReport
+
+    class PreferLabelled:
+        name = "prefer-fast"
+        multiplier = 10.0
+
+        def weigh(self, workload: Workload, view: HostView) -> float:
+            return 1.0 if view.host.labels.get("disk") == "fast" else 0.0
+
+    class NoOdd:
+        name = "no-odd"
+
+        def check(self, workload: Workload, view: HostView) -> str | None:
+            return "odd host" if view.host.name.endswith(("1", "3")) else None
+
+    class Steering(FakeFlavor):
+        @hookimpl
+        def clustercore_register(self, registry: Registry) -> None:
+            registry.add_driver(self.driver)
+            registry.add_weigher(PreferLabelled())
+            registry.add_filter(NoOdd())
+
+    clock = FakeClock()
+    cluster = Cluster(plugins=Plugins([Steering("fake")], entry_points=False), clock=clock)
+    for i in range(1, 5):
+        cluster.register_host({"name": f"h{i}", "capacity": {"cpu": 8, "memory": 8192},
+                               "labels": {"disk": "fast"} if i == 4 else {}})
+    for _ in range(2):
+        for i in range(1, 5):
+            cluster.heartbeat(f"h{i}", HostReport())
+        clock.advance(1)
+        cluster.step()
+    # Without the weigher, h2 (most free memory, first by name) would win.
+    assert cluster.submit(Workload("w", "fake", requests=Resources(1, 4096))).host == "h4"
+    # h4 is now fuller than h2, but the weigher's multiplier outweighs free memory.
+    assert cluster.submit(Workload("w2", "fake", requests=Resources(1, 1024))).host == "h4"
+    # Only h2 has room for 7000 MiB among the hosts the flavor's filter allows.
+    assert cluster.submit(Workload("w3", "fake", requests=Resources(1, 7000))).host == "h2"
+    with pytest.raises(NoValidHost) as info:
+        cluster.submit(Workload("w4", "fake", requests=Resources(1, 7000)))
+    assert info.value.reasons == {"odd host": 2, "insufficient memory": 2}
 
 
 def test_bootstrap_merges_every_flavors_refusal() -> None:
