@@ -24,7 +24,7 @@ from clustercore.events import Event, EventLog
 from clustercore.lifecycle import HostEvent
 from clustercore.model import Host, HostReport, HostState, Placement, PlacementState, Workload
 from clustercore.plugins import Plugins
-from clustercore.scheduling.engine import DEFAULT_FILTERS, DEFAULT_WEIGHERS, build_views, place
+from clustercore.scheduling.engine import Row
 from clustercore.state import CONFIG_KEY, HEARTBEATS, HOSTS, PLACEMENTS, WORKLOADS, ClusterState, encode
 from clustercore.store.base import Check, Delete, Put, Store
 from clustercore.store.memory import MemoryStore
@@ -169,11 +169,7 @@ class Cluster:
         if self.state.placement(name) is not None:
             raise Conflict(PLACEMENTS + name, 0, self.state.placement(name).revision)  # type: ignore[union-attr]
         driver = self.plugins.driver(workload.flavor)
-        workloads = self.workloads()
-        placements = self.placements()
-        views = build_views(self.hosts().values(), workloads, placements.values())
-        target = place(workload, views, (*DEFAULT_FILTERS, *self.plugins.filters),
-                       (*DEFAULT_WEIGHERS, *self.plugins.weighers))
+        target = self.controller.scheduler().select(workload)
         now = self.clock.now()
         key = PLACEMENTS + name
         starting = Placement(name, target, PlacementState.STARTING, now)
@@ -206,6 +202,12 @@ class Cluster:
         if current is None:
             raise UnknownWorkload(name)
         self.store.delete(WORKLOADS + name, expect=current.mod_revision)
+
+    def explain(self, workload: Workload | Mapping[str, Any]) -> list[Row]:
+        """Dry run of placing ``workload``: every host with its reason or its scores."""
+        if not isinstance(workload, Workload):
+            workload = Workload.from_dict(workload)
+        return self.controller.scheduler().explain(workload)
 
     # ------------------------------------------------------------------ reconciling
 

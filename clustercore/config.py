@@ -7,7 +7,7 @@ from typing import Any
 import attrs
 
 from clustercore.lifecycle import LivenessPolicy
-from clustercore.model import NAME_RE, Reader
+from clustercore.model import NAME_RE, FrozenMap, Reader, ratio_map
 
 
 @attrs.frozen
@@ -15,7 +15,9 @@ class ClusterConfig:
     """``required_networks`` and ``required_storage`` must be reachable from every host
     that runs workloads (a host that loses one goes NonOperational until it is back);
     ``approval_required`` keeps joining hosts in PendingApproval until an operator
-    approves them; ``events_retained`` bounds the event log."""
+    approves them; ``events_retained`` bounds the event log; ``policy`` names the
+    scheduling policy; ``overcommit`` gives per-resource ratios (``{"cpu": 4.0}``);
+    ``ha_headroom`` keeps room to restart the HA workloads of any one host (N+1)."""
 
     name: str = "default"
     required_networks: frozenset[str] = frozenset()
@@ -23,6 +25,9 @@ class ClusterConfig:
     approval_required: bool = False
     liveness: LivenessPolicy = attrs.field(factory=LivenessPolicy)
     events_retained: int = 10_000
+    policy: str = "evenly_distributed"
+    overcommit: FrozenMap[str, float] = attrs.field(factory=FrozenMap, converter=ratio_map)
+    ha_headroom: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -32,6 +37,9 @@ class ClusterConfig:
             "approval_required": self.approval_required,
             "liveness": self.liveness.to_dict(),
             "events_retained": self.events_retained,
+            "policy": self.policy,
+            "overcommit": dict(self.overcommit),
+            "ha_headroom": self.ha_headroom,
         }
 
     @classmethod
@@ -44,7 +52,17 @@ class ClusterConfig:
             approval_required=r.boolean("approval_required", False),
             liveness=r.nested("liveness", LivenessPolicy.from_dict, LivenessPolicy()),
             events_retained=r.integer("events_retained", 10_000, minimum=1),
+            policy=r.string("policy", "evenly_distributed", pattern=NAME_RE),
+            overcommit=_ratios(r),
+            ha_headroom=r.boolean("ha_headroom", False),
         )
         r.done()
         return config
 
+
+
+def _ratios(r: Reader) -> FrozenMap[str, float]:
+    raw = r.mapping("overcommit")
+    ratios = Reader("cluster config", raw, r.field("overcommit"))
+    out = {name: ratios.number(name, minimum=0.01) for name in raw}
+    return FrozenMap(out)

@@ -48,7 +48,8 @@ from clustercore.model import (
     Workload,
 )
 from clustercore.plugins import Plugins
-from clustercore.scheduling.engine import DEFAULT_FILTERS, DEFAULT_WEIGHERS, build_views
+from clustercore.scheduling.engine import Scheduler
+from clustercore.scheduling.snapshot import Snapshot
 from clustercore.state import HEARTBEATS, HOSTS, PLACEMENTS, ClusterState, Informer, Versioned, encode
 from clustercore.store.base import Check, Delete, Put, Store
 from clustercore.topology import Topology
@@ -257,10 +258,7 @@ class Controller:
                 return None
             return Decision(host, HostEvent.DRAINED, "no workloads left")
         workloads = {n: v.value for n, v in self.state.workloads().items()}
-        hosts = [v.value for v in self.state.hosts().values()]
-        views = build_views(hosts, workloads, (p.value for p in placements.values()))
-        plan = plan_drain(host.name, views, (*DEFAULT_FILTERS, *self.plugins.filters),
-                          (*DEFAULT_WEIGHERS, *self.plugins.weighers))
+        plan = plan_drain(host.name, self.scheduler())
         for stuck in plan.stuck:
             errors.append(str(stuck))
         if plan.moves:
@@ -269,6 +267,19 @@ class Controller:
             events.append(Event(now, f"workload/{move.workload}", "migrated", f"drain of {host.name}",
                                 move.source, move.target))
         return None
+
+    def scheduler(self, seed: int = 0) -> Scheduler:
+        """A scheduler over the store's current hosts, workloads and placements, with the
+        cluster's policy, overcommit and the flavors' filters and weighers."""
+        config = self.state.config().value
+        snap = Snapshot.build(
+            (v.value for v in self.state.hosts().values()),
+            {n: v.value for n, v in self.state.workloads().items()},
+            (v.value for v in self.state.placements().values()),
+            self.topology,
+        )
+        return Scheduler(snap, self.plugins.policy(config.policy), self.plugins.filters, self.plugins.weighers,
+                         config.overcommit, config.ha_headroom, seed)
 
     def move(self, current: Versioned[Placement], workload: Workload, target: str, now: float) -> Placement:
         """Move a placed workload to ``target`` through its flavor's driver. The store says

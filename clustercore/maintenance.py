@@ -11,13 +11,11 @@ start) and moves the placement in the store only once the driver reports success
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import attrs
 
 from clustercore.errors import NoValidHost
 from clustercore.model import Workload
-from clustercore.scheduling.engine import HostFilter, HostView, HostWeigher, place
+from clustercore.scheduling.engine import Scheduler
 
 
 @attrs.frozen
@@ -36,25 +34,23 @@ class DrainPlan:
     stuck: tuple[NoValidHost, ...] = ()
 
 
-def plan_drain(
-    host: str, views: Sequence[HostView], filters: Sequence[HostFilter], weighers: Sequence[HostWeigher]
-) -> DrainPlan:
-    """Where every workload on ``host`` should go. Pure."""
-    source = next((v for v in views if v.host.name == host), None)
-    if source is None:
+def plan_drain(host: str, scheduler: Scheduler) -> DrainPlan:
+    """Where every workload on ``host`` should go, reserving each target on ``scheduler``
+    so later moves see earlier ones. ``host`` must not be schedulable (it is
+    PreparingForMaintenance), so it is never its own target."""
+    snap = scheduler.snapshot
+    index = snap.index.get(host)
+    if index is None:
         return DrainPlan(host, ())
-    others = {v.host.name: v for v in views if v.host.name != host}
-    moves, stuck = [], []
+    if snap.schedulable[index]:
+        raise ValueError(f"host {host!r} is still schedulable: it would be a target of its own drain")
     ordered: list[Workload] = sorted(
-        source.workloads, key=lambda w: (-w.priority, -w.requests.memory, -w.requests.cpu, w.name)
+        snap.workloads_on(index), key=lambda w: (-w.priority, -w.requests.memory, -w.requests.cpu, w.name)
     )
+    moves, stuck = [], []
     for workload in ordered:
         try:
-            target = place(workload, list(others.values()), filters, weighers)
+            moves.append(Move(workload.name, host, scheduler.schedule(workload)))
         except NoValidHost as exc:
             stuck.append(exc)
-            continue
-        view = others[target]
-        others[target] = attrs.evolve(view, used=view.used + workload.requests, workloads=(*view.workloads, workload))
-        moves.append(Move(workload.name, host, target))
     return DrainPlan(host, tuple(moves), tuple(stuck))

@@ -24,6 +24,7 @@ V = TypeVar("V")
 T = TypeVar("T")
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,252}$")
 RESOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]{0,126}$")
 
 
@@ -90,6 +91,11 @@ def thaw(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
         return sorted(thaw(v) for v in value)
     return value
+
+
+def ratio_map(value: Mapping[str, float] | None) -> FrozenMap[str, float]:
+    """Converter for per-resource ratio maps."""
+    return FrozenMap({str(k): float(v) for k, v in (value or {}).items()})
 
 
 def _frozen_map(value: Mapping[Any, Any] | None) -> FrozenMap[Any, Any]:
@@ -420,6 +426,7 @@ class Host:
     labels: FrozenMap[str, str] = attrs.field(default=EMPTY, converter=_frozen_map)
     location: FrozenMap[str, str] = attrs.field(default=EMPTY, converter=_frozen_map)
     fence_devices: tuple[FenceDevice, ...] = ()
+    taints: tuple[Taint, ...] = ()
     schedulable: bool = True
     state: HostState = HostState.PENDING_APPROVAL
     since: float = 0.0
@@ -437,6 +444,7 @@ class Host:
             "labels": self.labels.thaw(),
             "location": self.location.thaw(),
             "fence_devices": [d.to_dict() for d in self.fence_devices],
+            "taints": [t.to_dict() for t in self.taints],
             "schedulable": self.schedulable,
             "state": self.state.value,
             "since": self.since,
@@ -466,6 +474,7 @@ class Host:
             labels=r.str_map("labels"),
             location=r.str_map("location"),
             fence_devices=r.items("fence_devices", FenceDevice.from_dict),
+            taints=r.items("taints", Taint.from_dict),
             schedulable=r.boolean("schedulable", True),
             state=r.enum("state", HostState, HostState.PENDING_APPROVAL),
             since=r.number("since", 0.0),
@@ -544,6 +553,86 @@ class AffinityRule:
         return rule
 
 
+class TaintEffect(enum.Enum):
+    NO_SCHEDULE = "NoSchedule"  # workloads without a matching toleration are filtered out
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"  # they are weighed down instead
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@attrs.frozen
+class Taint:
+    """A mark that repels workloads that do not tolerate it (Kubernetes' taints)."""
+
+    key: str
+    value: str = ""
+    effect: TaintEffect = TaintEffect.NO_SCHEDULE
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "value": self.value, "effect": self.effect.value}
+
+    @classmethod
+    def from_dict(cls, data: object, path: str = "taint") -> Taint:
+        r = Reader("taint", data, path)
+        taint = cls(r.string("key", pattern=LABEL_RE), r.string("value", ""),
+                    r.enum("effect", TaintEffect, TaintEffect.NO_SCHEDULE))
+        r.done()
+        return taint
+
+
+@attrs.frozen
+class Toleration:
+    """Tolerates taints with this key (and ``value`` unless None, and ``effect`` unless None)."""
+
+    key: str
+    value: str | None = None
+    effect: TaintEffect | None = None
+
+    def tolerates(self, taint: Taint) -> bool:
+        return (taint.key == self.key and (self.value is None or self.value == taint.value)
+                and (self.effect is None or self.effect is taint.effect))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "value": self.value, "effect": self.effect.value if self.effect else None}
+
+    @classmethod
+    def from_dict(cls, data: object, path: str = "toleration") -> Toleration:
+        r = Reader("toleration", data, path)
+        value, effect = r.get("value"), r.get("effect")
+        toleration = cls(
+            r.string("key", pattern=LABEL_RE),
+            None if value is None else r.string("value"),
+            None if effect is None else r.enum("effect", TaintEffect),
+        )
+        r.done()
+        return toleration
+
+
+@attrs.frozen
+class SpreadRule:
+    """Spread the workloads matching ``selector`` over the ``scope`` failure domains
+    (a location key such as ``rack``): no domain may hold more than ``max_skew`` more of
+    them than the emptiest domain (Kubernetes' topology spread constraints)."""
+
+    scope: str
+    selector: FrozenMap[str, str] = attrs.field(converter=_frozen_map)
+    max_skew: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scope": self.scope, "selector": self.selector.thaw(), "max_skew": self.max_skew}
+
+    @classmethod
+    def from_dict(cls, data: object, path: str = "spread") -> SpreadRule:
+        r = Reader("spread rule", data, path)
+        rule = cls(r.string("scope", pattern=re.compile(r"^[a-z][a-z0-9_-]*$")), r.str_map("selector"),
+                   r.integer("max_skew", 1, minimum=1))
+        if not rule.selector:
+            raise r.fail("selector", "must name at least one label", r.get("selector"))
+        r.done()
+        return rule
+
+
 @attrs.frozen
 class Workload:
     """Something that runs on a host: a VM, a process, a job. ``flavor`` names the plugin
@@ -557,6 +646,12 @@ class Workload:
     ha: bool = False
     affinity: tuple[AffinityRule, ...] = ()
     host_selector: FrozenMap[str, str] = attrs.field(default=EMPTY, converter=_frozen_map)
+    preferred_labels: FrozenMap[str, str] = attrs.field(default=EMPTY, converter=_frozen_map)
+    pinned: frozenset[str] = frozenset()
+    networks: frozenset[str] = frozenset()
+    storage: frozenset[str] = frozenset()
+    tolerations: tuple[Toleration, ...] = ()
+    spread: tuple[SpreadRule, ...] = ()
     spec: FrozenMap[str, Any] = attrs.field(default=EMPTY, converter=_frozen_map)
 
     def to_dict(self) -> dict[str, Any]:
@@ -569,6 +664,12 @@ class Workload:
             "ha": self.ha,
             "affinity": [a.to_dict() for a in self.affinity],
             "host_selector": self.host_selector.thaw(),
+            "preferred_labels": self.preferred_labels.thaw(),
+            "pinned": sorted(self.pinned),
+            "networks": sorted(self.networks),
+            "storage": sorted(self.storage),
+            "tolerations": [t.to_dict() for t in self.tolerations],
+            "spread": [r.to_dict() for r in self.spread],
             "spec": self.spec.thaw(),
         }
 
@@ -584,6 +685,12 @@ class Workload:
             ha=r.boolean("ha", False),
             affinity=r.items("affinity", AffinityRule.from_dict),
             host_selector=r.str_map("host_selector"),
+            preferred_labels=r.str_map("preferred_labels"),
+            pinned=r.str_set("pinned"),
+            networks=r.str_set("networks"),
+            storage=r.str_set("storage"),
+            tolerations=r.items("tolerations", Toleration.from_dict),
+            spread=r.items("spread", SpreadRule.from_dict),
             spec=r.mapping("spec"),
         )
         r.done()

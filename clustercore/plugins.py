@@ -19,7 +19,8 @@ from clustercore import hookspecs
 from clustercore.driver import WorkloadDriver
 from clustercore.errors import FlavorError, UnknownFlavor
 from clustercore.model import RESOURCE_RE, FrozenMap, Host, Workload, freeze
-from clustercore.scheduling.engine import HostFilter, HostWeigher
+from clustercore.scheduling.engine import Filter, HostFilter, HostWeigher, Weigher, as_filter, as_weigher
+from clustercore.scheduling.policies import POLICIES, Policy
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,9 @@ class Registry:
 
     def __init__(self) -> None:
         self.drivers: dict[str, WorkloadDriver] = {}
-        self.filters: list[HostFilter] = []
-        self.weighers: list[HostWeigher] = []
+        self.filters: list[Filter | HostFilter] = []
+        self.weighers: list[Weigher | HostWeigher] = []
+        self.policies: dict[str, Policy] = {}
 
     def add_driver(self, driver: WorkloadDriver) -> None:
         if not isinstance(driver, WorkloadDriver):
@@ -51,15 +53,21 @@ class Registry:
             raise ValueError(f"a driver for flavor {driver.flavor!r} is already registered")
         self.drivers[driver.flavor] = driver
 
-    def add_filter(self, host_filter: HostFilter) -> None:
-        if not isinstance(host_filter, HostFilter):
-            raise TypeError(f"{host_filter!r} is not a HostFilter (needs name and check)")
+    def add_filter(self, host_filter: Filter | HostFilter) -> None:
+        """A vectorised ``Filter`` or a per-host ``HostFilter`` (see clustercore.scheduling)."""
+        as_filter(host_filter)  # TypeError now rather than at the first placement
         self.filters.append(host_filter)
 
-    def add_weigher(self, weigher: HostWeigher) -> None:
-        if not isinstance(weigher, HostWeigher):
-            raise TypeError(f"{weigher!r} is not a HostWeigher (needs name, multiplier and weigh)")
+    def add_weigher(self, weigher: Weigher | HostWeigher) -> None:
+        """A vectorised ``Weigher`` or a per-host ``HostWeigher`` (which brings its multiplier)."""
+        as_weigher(weigher)
         self.weighers.append(weigher)
+
+    def add_policy(self, policy: Policy) -> None:
+        """A scheduling policy clusters can select by name."""
+        if policy.name in POLICIES or policy.name in self.policies:
+            raise ValueError(f"a policy named {policy.name!r} exists already")
+        self.policies[policy.name] = policy
 
 
 def flavor_name(plugin: object) -> str:
@@ -100,12 +108,20 @@ class Plugins:
             raise UnknownFlavor(flavor, sorted(self.registry.drivers)) from None
 
     @property
-    def filters(self) -> tuple[HostFilter, ...]:
+    def filters(self) -> tuple[Filter | HostFilter, ...]:
         return tuple(self.registry.filters)
 
     @property
-    def weighers(self) -> tuple[HostWeigher, ...]:
+    def weighers(self) -> tuple[Weigher | HostWeigher, ...]:
         return tuple(self.registry.weighers)
+
+    def policy(self, name: str) -> Policy:
+        """A built-in or flavor-registered policy; ValueError naming the known ones."""
+        found = POLICIES.get(name) or self.registry.policies.get(name)
+        if found is None:
+            known = ", ".join(sorted({*POLICIES, *self.registry.policies}))
+            raise ValueError(f"unknown scheduling policy {name!r} (known: {known})")
+        return found
 
     def _each(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
         """Call every implementation of ``hook``; (flavor, result) pairs, failures wrapped."""

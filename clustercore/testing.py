@@ -13,14 +13,16 @@ import math
 from collections.abc import Sequence
 
 import attrs
+import numpy as np
 
 from clustercore import hookspecs
 from clustercore.clock import FakeClock
 from clustercore.driver import WorkloadDriver, WorkloadState
 from clustercore.errors import ConformanceError
-from clustercore.model import ZERO, Host, HostState, Workload
+from clustercore.model import Host, HostState, Workload
 from clustercore.plugins import HostDescription, Plugins, Registry, flavor_name, hookimpl
-from clustercore.scheduling.engine import HostFilter, HostView, HostWeigher
+from clustercore.scheduling.engine import Filter, HostFilter, HostWeigher, Weigher, as_filter, as_weigher
+from clustercore.scheduling.snapshot import Snapshot
 
 __all__ = ["FakeClock", "FakeDriver", "FakeFlavor", "check_flavor"]
 
@@ -154,8 +156,8 @@ def check_flavor(flavor: object, host: Host, workload: Workload, target: Host | 
         c.expect(isinstance(getattr(driver, "live_migration", None), bool), "driver.live_migration",
                  "must be True or False")
 
-    view = HostView(host, ZERO)
-    _check_plugins(c, plugins.filters, plugins.weighers, workload, view)
+    snap = Snapshot.build([attrs.evolve(host, state=HostState.UP), attrs.evolve(host, name=f"{host.name}-twin")])
+    _check_plugins(c, plugins.filters, plugins.weighers, workload, snap)
 
     _check_hooks(c, plugins, host, workload)
 
@@ -181,22 +183,24 @@ def _check_hooks(c: _Checker, plugins: Plugins, host: Host, workload: Workload) 
     c.expect(not failed, "clustercore_host_transition", "; ".join(str(f) for f in failed))
 
 
-def _check_plugins(c: _Checker, filters: Sequence[HostFilter], weighers: Sequence[HostWeigher],
-                   workload: Workload, view: HostView) -> None:
-    for f in filters:
+def _check_plugins(c: _Checker, filters: Sequence[Filter | HostFilter], weighers: Sequence[Weigher | HostWeigher],
+                   workload: Workload, snap: Snapshot) -> None:
+    candidates = np.arange(snap.size)
+    for plugin in filters:
+        f = as_filter(plugin)
         try:
-            why = f.check(workload, view)
-            c.expect(why is None or (isinstance(why, str) and bool(why)), f"filter {f.name}",
-                     f"check must return None or a non-empty reason, got {why!r}")
+            verdict = f.filter(workload, snap, candidates)
+            ok = all(isinstance(r, str) and r and np.shape(m) == (snap.size,) for r, m in verdict.items())
+            c.expect(ok, f"filter {f.name}", f"must give non-empty reasons with one flag per host, got {verdict!r}")
         except Exception as exc:
             c.failures.append(f"filter {f.name}: raised {type(exc).__name__}: {exc}")
-    for w in weighers:
+    for weigher in weighers:
+        w, factor = as_weigher(weigher)
         try:
-            score = w.weigh(workload, view)
-            ok = isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score)
-            c.expect(ok, f"weigher {w.name}", f"weigh must return a finite number, got {score!r}")
-            c.expect(isinstance(w.multiplier, (int, float)) and math.isfinite(w.multiplier),
-                     f"weigher {w.name} multiplier", f"must be a finite number, got {w.multiplier!r}")
+            scores = np.asarray(w.weigh(workload, snap, candidates), dtype=float)
+            c.expect(scores.shape == (snap.size,) and bool(np.isfinite(scores).all()), f"weigher {w.name}",
+                     f"must give one finite score per candidate, got {scores!r}")
+            c.expect(math.isfinite(factor), f"weigher {w.name} multiplier", f"must be finite, got {factor!r}")
         except Exception as exc:
             c.failures.append(f"weigher {w.name}: raised {type(exc).__name__}: {exc}")
 

@@ -104,7 +104,7 @@ def test_bad_host_descriptions_and_filters_fail() -> None:
 
     message = failures(Liar("fake"))
     assert "bad extended resource 'gpu/x'=-1" in message
-    assert "filter empty-reason: check must return None or a non-empty reason" in message
+    assert "filter empty-reason: must give non-empty reasons" in message
 
 
 def test_a_flavor_without_a_name_is_refused() -> None:

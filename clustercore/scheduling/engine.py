@@ -1,10 +1,22 @@
-"""The filter/weigh engine: pass/fail with a reason per host, then normalised weights.
+"""The filter/weigh engine.
 
-A filter's ``check`` returns None when the host passes and a short reason when it does
-not ("insufficient memory"). A weigher's ``weigh`` returns a raw score; the engine
-normalises each weigher's scores over the candidates to [0, 1] (Nova style) and adds them
-up times the weigher's ``multiplier`` (a negative multiplier stacks instead of spreading).
-Ties go to the first host by name, so placement is deterministic.
+For one workload: every filter marks the hosts it rejects, with a reason (a host keeps the
+first reason that rejected it, in filter order); every weigher scores the remaining
+candidates; each weigher's scores are normalised to [0, 1] over the candidates (min-max,
+Nova style; all equal gives 0) and multiplied by the policy's factor; the best total wins.
+Ties break through a random generator seeded by the caller: deterministic for a seed.
+
+Two ways to write a plugin:
+
+* vectorised (fast): ``Filter.filter(workload, snapshot, candidates) -> {reason: mask}``
+  and ``Weigher.weigh(workload, snapshot, candidates) -> scores`` over numpy columns;
+* per host (simple): ``HostFilter.check(workload, view) -> reason | None`` and
+  ``HostWeigher.weigh(workload, view) -> float``, with a :class:`HostView` of one host.
+  The engine adapts them; they cost a Python call per candidate host.
+
+The :class:`Scheduler` holds a snapshot and the reservations made on it: ``schedule``
+decides and reserves, so the next decision sees the resources taken; ``unreserve`` gives
+them back (idempotent). ``schedule_all`` places a batch, all-or-nothing on request.
 """
 
 from __future__ import annotations
@@ -12,21 +24,46 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import attrs
+import numpy as np
 
 from clustercore.errors import NoValidHost
-from clustercore.lifecycle import accepts_workloads
-from clustercore.model import ZERO, Host, Placement, PlacementState, Resources, Workload
+from clustercore.model import Host, Resources, Workload, ratio_map
+from clustercore.scheduling.snapshot import Mask, Snapshot
+
+if TYPE_CHECKING:
+    from clustercore.scheduling.policies import Policy
 
 log = logging.getLogger(__name__)
 
 
+# --------------------------------------------------------------------------- plugin protocols
+
+
+@runtime_checkable
+class Filter(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def filter(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> Mapping[str, Mask]:
+        """{reason: mask over all hosts, True where the host fails for that reason}."""
+
+
+@runtime_checkable
+class Weigher(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def weigh(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> np.ndarray:
+        """A raw score per candidate (aligned with ``candidates``); higher is better."""
+
+
 @attrs.frozen
 class HostView:
-    """What a filter or weigher sees of one host: the host, what is already reserved on it
-    and the workloads placed there. Immutable."""
+    """What a per-host plugin sees of one host: the host, what is used or reserved on it,
+    and the workloads placed or reserved there."""
 
     host: Host
     used: Resources
@@ -58,97 +95,223 @@ class HostWeigher(Protocol):
         """A raw score: higher is better before the multiplier."""
 
 
-@attrs.frozen
-class HostStateFilter:
-    name: str = "host-state"
-
-    def check(self, workload: Workload, view: HostView) -> str | None:
-        if accepts_workloads(view.host):
-            return None
-        return "unschedulable" if view.host.state.value == "Up" else f"host {view.host.state}"
+def view(snap: Snapshot, index: int) -> HostView:
+    return HostView(snap.hosts[index], snap.host_resources(index, snap.used), snap.workloads_on(index))
 
 
 @attrs.frozen
-class ResourcesFilter:
-    name: str = "resources"
+class PerHostFilter:
+    """Runs a per-host filter on each remaining candidate."""
 
-    def check(self, workload: Workload, view: HostView) -> str | None:
-        short = workload.requests.shortfall(view.free)
-        return f"insufficient {' and '.join(short)}" if short else None
+    inner: HostFilter
 
+    @property
+    def name(self) -> str:
+        return self.inner.name
 
-@attrs.frozen
-class HostSelectorFilter:
-    name: str = "host-selector"
-
-    def check(self, workload: Workload, view: HostView) -> str | None:
-        labels = view.host.labels
-        for key, value in workload.host_selector.items():
-            if labels.get(key) != value:
-                return f"label {key}={value} missing"
-        return None
-
-
-@attrs.frozen
-class FreeMemoryWeigher:
-    """Spread: more free memory is better (Nova's RAMWeigher)."""
-
-    name: str = "free-memory"
-    multiplier: float = 1.0
-
-    def weigh(self, workload: Workload, view: HostView) -> float:
-        return float(view.free.memory)
-
-
-def build_views(
-    hosts: Iterable[Host], workloads: Mapping[str, Workload], placements: Iterable[Placement]
-) -> list[HostView]:
-    """One view per host. A workload counts on its host and, while it migrates, on its
-    target too (both hold its resources until the move ends)."""
-    used: dict[str, Resources] = {}
-    placed: dict[str, list[Workload]] = {}
-    for p in placements:
-        workload = workloads.get(p.workload)
-        if workload is None or p.state is PlacementState.STOPPED:
-            continue
-        for name in (p.host, p.target) if p.target else (p.host,):
-            used[name] = used.get(name, ZERO) + workload.requests
-            placed.setdefault(name, []).append(workload)
-    return [HostView(h, used.get(h.name, ZERO), tuple(placed.get(h.name, ()))) for h in hosts]
-
-
-DEFAULT_FILTERS: tuple[HostFilter, ...] = (HostStateFilter(), ResourcesFilter(), HostSelectorFilter())
-DEFAULT_WEIGHERS: tuple[HostWeigher, ...] = (FreeMemoryWeigher(),)
-
-
-def place(
-    workload: Workload,
-    views: Sequence[HostView],
-    filters: Sequence[HostFilter] = DEFAULT_FILTERS,
-    weighers: Sequence[HostWeigher] = DEFAULT_WEIGHERS,
-) -> str:
-    """The name of the best host for ``workload``; NoValidHost with counts per reason."""
-    reasons: Counter[str] = Counter()
-    candidates: list[HostView] = []
-    for view in views:
-        for f in filters:
-            why = f.check(workload, view)
+    def filter(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> Mapping[str, Mask]:
+        out: dict[str, Mask] = {}
+        for i in candidates:
+            why = self.inner.check(workload, view(snap, int(i)))
             if why is not None:
-                reasons[why] += 1
+                out.setdefault(why, np.zeros(snap.size, dtype=bool))[i] = True
+        return out
+
+
+@attrs.frozen
+class PerHostWeigher:
+    inner: HostWeigher
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def weigh(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> np.ndarray:
+        return np.array([self.inner.weigh(workload, view(snap, int(i))) for i in candidates], dtype=float)
+
+
+def as_filter(plugin: Filter | HostFilter) -> Filter:
+    if isinstance(plugin, Filter):
+        return plugin
+    if isinstance(plugin, HostFilter):
+        return PerHostFilter(plugin)
+    raise TypeError(f"{plugin!r} is neither a Filter (filter) nor a HostFilter (check)")
+
+
+def as_weigher(plugin: Weigher | HostWeigher) -> tuple[Weigher, float]:
+    """The weigher and its factor (a per-host weigher brings its own multiplier)."""
+    if isinstance(plugin, HostWeigher):
+        return PerHostWeigher(plugin), float(plugin.multiplier)
+    if isinstance(plugin, Weigher):
+        return plugin, float(getattr(plugin, "multiplier", 1.0))
+    raise TypeError(f"{plugin!r} is neither a Weigher nor a HostWeigher")
+
+
+# --------------------------------------------------------------------------- results
+
+
+@attrs.frozen
+class Row:
+    """One host in :meth:`Scheduler.explain`: rejected with a reason, or scored."""
+
+    host: str
+    reason: str | None
+    scores: tuple[tuple[str, float], ...] = ()
+    total: float | None = None
+    chosen: bool = False
+
+
+@attrs.frozen
+class BatchResult:
+    placed: Mapping[str, str]
+    failed: Mapping[str, NoValidHost]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+class Scheduler:
+    """Places workloads on a snapshot with a policy; see the module docstring.
+
+    ``ratios`` are per-resource overcommit ratios (``{"cpu": 4.0}``: four vCPUs per CPU);
+    ``ha_headroom`` adds the N+1 filter; ``filters`` and ``weighers`` come from flavors and
+    run after the generic ones.
+    """
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        policy: Policy | None = None,
+        filters: Iterable[Filter | HostFilter] = (),
+        weighers: Iterable[Weigher | HostWeigher] = (),
+        ratios: Mapping[str, float] | None = None,
+        ha_headroom: bool = False,
+        seed: int = 0,
+    ) -> None:
+        from clustercore.scheduling import filters as generic
+        from clustercore.scheduling.policies import EVENLY_DISTRIBUTED
+
+        self.policy = policy or EVENLY_DISTRIBUTED
+        ratios = ratio_map(ratios)
+        core: list[Filter] = [generic.StateFilter(), generic.ResourcesFilter(ratios), generic.HostAffinityFilter(),
+                              generic.ConnectivityFilter(), generic.TaintFilter(), generic.AffinityFilter(),
+                              generic.SpreadFilter()]
+        if ha_headroom:
+            core.append(generic.HeadroomFilter(ratios))
+        self.filters: tuple[Filter, ...] = (*core, *(as_filter(f) for f in filters))
+        self.weighers: tuple[tuple[Weigher, float], ...] = (*self.policy.weighers, *(as_weigher(w) for w in weighers))
+        self.snapshot = snapshot
+        self.rng = np.random.default_rng(seed)
+
+    # ------------------------------------------------------------------ deciding
+
+    def _filter(self, workload: Workload, snap: Snapshot, reasons: np.ndarray | None = None
+                ) -> tuple[np.ndarray, Counter[str]]:
+        failed = np.zeros(snap.size, dtype=bool)
+        counts: Counter[str] = Counter()
+        for f in self.filters:
+            candidates = np.flatnonzero(~failed)
+            if not len(candidates):
                 break
-        else:
-            candidates.append(view)
-    if not candidates:
-        error = NoValidHost(workload.name, len(views), reasons)
-        log.info("%s", error)
-        raise error
-    candidates.sort(key=lambda v: v.host.name)
-    totals = [0.0] * len(candidates)
-    for w in weighers:
-        raw = [w.weigh(workload, v) for v in candidates]
-        low, high = min(raw), max(raw)
-        span = high - low
-        for i, score in enumerate(raw):
-            totals[i] += w.multiplier * ((score - low) / span if span else 0.0)
-    best = max(range(len(candidates)), key=lambda i: (totals[i], -i))
-    return candidates[best].host.name
+            for reason, mask in f.filter(workload, snap, candidates).items():
+                new = mask & ~failed
+                n = int(new.sum())
+                if n:
+                    counts[reason] += n
+                    failed |= new
+                    if reasons is not None:
+                        reasons[new] = reason
+        return np.flatnonzero(~failed), counts
+
+    def _weigh(self, workload: Workload, snap: Snapshot, candidates: np.ndarray
+               ) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
+        total = np.zeros(len(candidates))
+        parts: list[tuple[str, np.ndarray]] = []
+        if len(candidates) < 2:
+            return total, parts
+        for weigher, factor in self.weighers:
+            if factor == 0:
+                continue
+            raw = np.asarray(weigher.weigh(workload, snap, candidates), dtype=float)
+            low, high = raw.min(), raw.max()
+            normal = (raw - low) / (high - low) if high > low else np.zeros_like(raw)
+            total += factor * normal
+            parts.append((weigher.name, factor * normal))
+        return total, parts
+
+    def _choose(self, candidates: np.ndarray, total: np.ndarray) -> int:
+        best = np.flatnonzero(total >= total.max() - 1e-12)
+        pick = best[0] if len(best) == 1 else best[int(self.rng.integers(len(best)))]
+        return int(candidates[pick])
+
+    def select(self, workload: Workload) -> str:
+        """The best host for ``workload`` now (nothing reserved); NoValidHost with counts."""
+        snap = self.snapshot
+        candidates, counts = self._filter(workload, snap)
+        if not len(candidates):
+            error = NoValidHost(workload.name, snap.size, counts)
+            log.info("%s", error)
+            raise error
+        total, _ = self._weigh(workload, snap, candidates)
+        return snap.hosts[self._choose(candidates, total)].name
+
+    def explain(self, workload: Workload) -> list[Row]:
+        """Dry run: every host, rejected with its reason or scored per weigher (normalised
+        times factor), the chosen one marked. Reserves nothing."""
+        snap = self.snapshot
+        reasons = np.full(snap.size, None, dtype=object)
+        candidates, _ = self._filter(workload, snap, reasons)
+        total, parts = self._weigh(workload, snap, candidates)
+        chosen = self._choose(candidates, total) if len(candidates) else -1
+        position = {int(i): k for k, i in enumerate(candidates)}
+        rows = []
+        for i, host in enumerate(snap.hosts):
+            k = position.get(i)
+            if k is None:
+                rows.append(Row(host.name, str(reasons[i])))
+            else:
+                rows.append(Row(host.name, None, tuple((name, float(s[k])) for name, s in parts), float(total[k]),
+                                i == chosen))
+        return rows
+
+    # ------------------------------------------------------------------ reserving
+
+    def reserve(self, workload: Workload, host: str) -> None:
+        """Count ``workload`` on ``host`` for the next decisions. Reserving a workload that
+        is already reserved moves the reservation."""
+        self.snapshot = self.snapshot.unreserve(workload.name).reserve(self.snapshot.index[host], workload)
+
+    def unreserve(self, name: str) -> None:
+        """Give back what ``name`` reserved (a failed bind). Idempotent."""
+        self.snapshot = self.snapshot.unreserve(name)
+
+    def schedule(self, workload: Workload) -> str:
+        """Select a host and reserve it."""
+        host = self.select(workload)
+        self.reserve(workload, host)
+        return host
+
+    def schedule_all(self, workloads: Sequence[Workload], all_or_nothing: bool = False) -> BatchResult:
+        """Place each in order with reservations. All-or-nothing: the first failure
+        releases the batch's reservations and fails the whole batch."""
+        placed: dict[str, str] = {}
+        failed: dict[str, NoValidHost] = {}
+        for workload in workloads:
+            try:
+                placed[workload.name] = self.schedule(workload)
+            except NoValidHost as exc:
+                failed[workload.name] = exc
+                if all_or_nothing:
+                    for name in placed:
+                        self.unreserve(name)
+                    return BatchResult({}, failed)
+        return BatchResult(placed, failed)
+
+
+def place(workload: Workload, snapshot: Snapshot, **options: object) -> str:
+    """One decision with the default policy: the name of the best host."""
+    return Scheduler(snapshot, **options).select(workload)  # type: ignore[arg-type]

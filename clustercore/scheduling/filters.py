@@ -1,0 +1,206 @@
+"""Generic filters: flavor-free reasons a host cannot take a workload.
+
+A filter's ``filter(workload, snapshot, candidates)`` returns ``{reason: mask}``: for each
+reason, a boolean array over all hosts, True where the host fails for that reason
+(``candidates`` are the hosts still in the running; a filter may ignore it and decide for
+every host). The engine keeps, per host, the first reason that excluded it, in filter
+order, and counts hosts per reason for :class:`~clustercore.errors.NoValidHost`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import attrs
+import numpy as np
+
+from clustercore.model import AffinityRule, FrozenMap, TaintEffect, Workload, ratio_map
+from clustercore.scheduling.snapshot import Mask, Snapshot, matches
+from clustercore.topology import NETWORK, STORAGE
+
+Verdict = Mapping[str, Mask]
+
+
+@attrs.frozen
+class StateFilter:
+    """Only Up, schedulable hosts take new workloads."""
+
+    name: str = "host-state"
+
+    def filter(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> Verdict:
+        return snap.state_reasons()
+
+
+@attrs.frozen
+class ResourcesFilter:
+    """The request fits in what is left: ``used + request <= allocatable * ratio`` for every
+    resource, with per-resource overcommit ``ratios`` (default 1.0)."""
+
+    ratios: FrozenMap[str, float] = attrs.field(factory=FrozenMap, converter=ratio_map)
+    name: str = "resources"
+
+    def filter(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> Verdict:
+        vector, unknown = snap.vector(workload.requests)
+        out: dict[str, Mask] = {f"insufficient {r}": np.ones(snap.size, dtype=bool) for r in unknown}
+        for j in np.flatnonzero(vector > 0):
+            resource = snap.resources[j]
+            limit = snap.allocatable[:, j] * self.ratios.get(resource, 1.0)
+            short = snap.used[:, j] + vector[j] > limit + 1e-9
+            if short.any():
+                out[f"insufficient {resource}"] = short
+        return out
+
+
+@attrs.frozen
+class HostAffinityFilter:
+    """Required host labels (``host_selector``) and pinning to named hosts (``pinned``)."""
+
+    name: str = "host-affinity"
+
+    def filter(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> Verdict:
+        out: dict[str, Mask] = {}
+        if workload.pinned:
+            elsewhere = np.ones(snap.size, dtype=bool)
+            for name in workload.pinned:
+                if name in snap.index:
+                    elsewhere[snap.index[name]] = False
+            out["pinned elsewhere"] = elsewhere
+        for key, value in workload.host_selector.items():
+            out[f"label {key}={value} missing"] = ~snap.label_mask(key, value)
+        return out
+
+
+@attrs.frozen
+class ConnectivityFilter:
+    """The host reaches every network and storage the workload needs (topology graph)."""
+
+    name: str = "connectivity"
+
+    def filter(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> Verdict:
+        out: dict[str, Mask] = {}
+        for kind, needed in ((NETWORK, workload.networks), (STORAGE, workload.storage)):
+            for target in sorted(needed):
+                out[f"missing {kind} {target}"] = ~snap.reaching(kind, target)
+        return out
+
+
+@attrs.frozen
+class TaintFilter:
+    """A NoSchedule taint the workload does not tolerate keeps it off the host."""
+
+    name: str = "taints"
+
+    def filter(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> Verdict:
+        out: dict[str, Mask] = {}
+        for i in snap.tainted:
+            for taint in snap.hosts[i].taints:
+                tolerated = any(t.tolerates(taint) for t in workload.tolerations)
+                if taint.effect is TaintEffect.NO_SCHEDULE and not tolerated:
+                    reason = f"untolerated taint {taint.key}={taint.value}"
+                    out.setdefault(reason, np.zeros(snap.size, dtype=bool))[i] = True
+        return out
+
+
+def _scope_counts(snap: Snapshot, rule_scope: str, selector: Mapping[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per host: matching workloads in its ``rule_scope`` domain, and whether it has one."""
+    counts = snap.match_counts(selector)
+    if rule_scope == "host":
+        return counts, np.ones(snap.size, dtype=bool)
+    codes, names = snap.domains(rule_scope)
+    has = codes >= 0
+    per_domain = np.bincount(codes[has], weights=counts[has], minlength=len(names))
+    return np.where(has, per_domain[np.maximum(codes, 0)], 0), has
+
+
+def _label(rule: AffinityRule) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(rule.selector.items()))
+
+
+@attrs.frozen
+class AffinityFilter:
+    """Hard workload-to-workload rules, both ways: the workload's own (affinity: go where
+    matching workloads are; anti-affinity: at most ``max_per_scope`` of them per scope), and
+    the hard anti-affinity of workloads already placed that match this one."""
+
+    name: str = "affinity"
+
+    def filter(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> Verdict:
+        out: dict[str, Mask] = {}
+        for rule in workload.affinity:
+            if not rule.hard:
+                continue
+            counts, has = _scope_counts(snap, rule.scope, rule.selector)
+            if rule.anti:
+                out[f"anti-affinity {_label(rule)} per {rule.scope}"] = has & (counts >= rule.max_per_scope)
+            elif counts.any():
+                out[f"affinity {_label(rule)} per {rule.scope}"] = ~has | (counts == 0)
+            # affinity with nothing placed yet: the first of a group goes anywhere
+        for index, other in snap.placed_with_rules():
+            for rule in other.affinity:
+                if not (rule.hard and rule.anti and matches(workload.labels, rule.selector)):
+                    continue
+                codes, _ = snap.domains(rule.scope)
+                if codes[index] < 0:
+                    continue
+                mask = out.setdefault(f"anti-affinity of {other.name}", np.zeros(snap.size, dtype=bool))
+                mask |= codes == codes[index]
+        return out
+
+
+@attrs.frozen
+class SpreadFilter:
+    """Topology spread: the workload's domain may hold at most ``max_skew`` more matching
+    workloads than the emptiest domain, counting this one."""
+
+    name: str = "spread"
+
+    def filter(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> Verdict:
+        out: dict[str, Mask] = {}
+        for rule in workload.spread:
+            codes, names = snap.domains(rule.scope)
+            has = codes >= 0
+            counts = snap.match_counts(rule.selector)
+            eligible = has & snap.schedulable
+            per_domain = np.bincount(codes[has], weights=counts[has], minlength=len(names))
+            present = np.unique(codes[eligible])
+            low = per_domain[present].min() if len(present) else 0.0
+            own = 1 if matches(workload.labels, rule.selector) else 0
+            skew = np.where(has, per_domain[np.maximum(codes, 0)] + own - low, np.inf)
+            out[f"spread over {rule.scope} (max skew {rule.max_skew})"] = skew > rule.max_skew
+        return out
+
+
+@attrs.frozen
+class HeadroomFilter:
+    """N+1: after placing, the HA workloads of any one host must still fit in the free
+    capacity of the other Up hosts, in aggregate (oVirt's HA reservation). Checked for the
+    resources the workload requests."""
+
+    ratios: FrozenMap[str, float] = attrs.field(factory=FrozenMap, converter=ratio_map)
+    name: str = "ha-headroom"
+
+    def filter(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> Verdict:
+        vector, unknown = snap.vector(workload.requests)
+        if unknown:
+            return {}
+        ratio = np.array([self.ratios.get(r, 1.0) for r in snap.resources])
+        free = np.where(snap.schedulable[:, None], np.maximum(snap.allocatable * ratio - snap.used, 0.0), 0.0)
+        ha = snap.ha_load()
+        total = free.sum(axis=0) - vector
+        cols = vector > 0
+        # Hosts other than the candidate: their HA load against everyone else's free space.
+        others_violate = (ha[:, cols] > (total - free)[:, cols] + 1e-9).any(axis=1)
+        own_need = ha + (vector if workload.ha else 0.0)
+        own_ok = ~(own_need[:, cols] > (total + vector - free)[:, cols] + 1e-9).any(axis=1)
+        n_violating = int(others_violate.sum())
+        if n_violating == 0:
+            ok = own_ok
+        elif n_violating == 1:
+            ok = own_ok & others_violate
+        else:
+            ok = np.zeros(snap.size, dtype=bool)
+        return {"N+1 headroom for HA restarts": ~ok}
+
+
+DEFAULT_FILTERS = (StateFilter(), ResourcesFilter(), HostAffinityFilter(), ConnectivityFilter(), TaintFilter(),
+                   AffinityFilter(), SpreadFilter())
