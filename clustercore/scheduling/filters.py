@@ -119,8 +119,9 @@ def _label(rule: AffinityRule) -> str:
 @attrs.frozen
 class AffinityFilter:
     """Hard workload-to-workload rules, both ways: the workload's own (affinity: go where
-    matching workloads are; anti-affinity: at most ``max_per_scope`` of them per scope), and
-    the hard anti-affinity of workloads already placed that match this one."""
+    matching workloads are; anti-affinity: at most ``max_per_scope`` of them per scope,
+    this one included), and the hard anti-affinity of workloads already placed whose scope
+    would hold more than their ``max_per_scope`` matches with this one added."""
 
     name: str = "affinity"
 
@@ -139,9 +140,10 @@ class AffinityFilter:
             for rule in other.affinity:
                 if not (rule.hard and rule.anti and matches(workload.labels, rule.selector)):
                     continue
+                counts, has = _scope_counts(snap, rule.scope, rule.selector)
+                if not has[index] or counts[index] < rule.max_per_scope:
+                    continue  # the other's scope has room for one more match
                 codes, _ = snap.domains(rule.scope)
-                if codes[index] < 0:
-                    continue
                 mask = out.setdefault(f"anti-affinity of {other.name}", np.zeros(snap.size, dtype=bool))
                 mask |= codes == codes[index]
         return out
@@ -173,8 +175,9 @@ class SpreadFilter:
 @attrs.frozen
 class HeadroomFilter:
     """N+1: after placing, the HA workloads of any one host must still fit in the free
-    capacity of the other Up hosts, in aggregate (oVirt's HA reservation). Checked for the
-    resources the workload requests."""
+    capacity of the other Up hosts, in aggregate, for each resource the workload requests.
+    This is a necessary condition, not a packing: two 4 GiB workloads against free slots of
+    2 and 6 GiB pass it (8 GiB in all) though only one would restart."""
 
     ratios: FrozenMap[str, float] = attrs.field(factory=FrozenMap, converter=ratio_map)
     name: str = "ha-headroom"
