@@ -325,3 +325,11 @@ def test_per_host_plugins_still_work() -> None:
     with pytest.raises(NoValidHost) as info:
         Scheduler(snapshot(hosts), filters=[OnlyB()]).select(work("w", memory=10**6))
     assert info.value.reasons == {"insufficient memory": 3}
+
+
+def test_identical_requests_see_each_others_reservations() -> None:
+    """Decisions memoise per snapshot; a reservation must never reuse a stale memo, or the
+    second of two equal workloads would weigh the hosts as if the first were not there."""
+    for seed in range(8):
+        s = Scheduler(snapshot([host("a"), host("b")]), seed=seed)
+        assert s.schedule(work("w1", memory=3000)) != s.schedule(work("w2", memory=3000)), seed

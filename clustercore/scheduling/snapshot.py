@@ -48,6 +48,23 @@ class _Shared:
         self.state_reasons: dict[str, Mask] | None = None
         self.reach: dict[tuple[str, str], Mask] = {}
         self.ha_load: Floats | None = None
+        self.with_rules = [(i, w) for i, group in enumerate(placed) for w in group if w.affinity]
+        self.pairs: dict[tuple[str, str], Ints] | None = None
+
+    def pair_counts(self) -> dict[tuple[str, str], Ints]:
+        """Per label pair, how many placed workloads on each host carry it (one pass)."""
+        if self.pairs is None:
+            pairs: dict[tuple[str, str], Ints] = {}
+            size = len(self.hosts)
+            for i, group in enumerate(self.placed):
+                for w in group:
+                    for pair in w.labels.items():
+                        counts = pairs.get(pair)
+                        if counts is None:
+                            counts = pairs[pair] = np.zeros(size, dtype=np.int64)
+                        counts[i] += 1
+            self.pairs = pairs
+        return self.pairs
 
 
 @attrs.frozen(eq=False)
@@ -60,6 +77,10 @@ class Snapshot:
     shared: _Shared = attrs.field(repr=False)
     #: (host index, workload) reserved on top of the placed workloads, in order.
     reserved: tuple[tuple[int, Workload], ...] = ()
+    #: This snapshot's match counts per selector (carried forward by ``reserve``).
+    counts: dict[FrozenMap[str, str], Ints] = attrs.field(factory=dict, repr=False)
+    #: Per-snapshot memo for plugins computing the same thing in one decision.
+    memo: dict[object, object] = attrs.field(factory=dict, repr=False)
 
     # ------------------------------------------------------------------ building
 
@@ -114,7 +135,13 @@ class Snapshot:
         used = self.used.copy()
         used[index] += vector
         used.flags.writeable = False
-        return attrs.evolve(self, used=used, reserved=(*self.reserved, (index, workload)))
+        counts = {}
+        for selector, known in self.counts.items():
+            if matches(workload.labels, selector):
+                known = known.copy()
+                known[index] += 1
+            counts[selector] = known
+        return attrs.evolve(self, used=used, reserved=(*self.reserved, (index, workload)), counts=counts, memo={})
 
     def unreserve(self, name: str) -> Snapshot:
         """A new snapshot without the reservation of workload ``name`` (same snapshot when
@@ -129,7 +156,7 @@ class Snapshot:
         for index, workload in drop:
             used[index] -= self.vector(workload.requests)[0]
         used.flags.writeable = False
-        return attrs.evolve(self, used=used, reserved=tuple(keep))
+        return attrs.evolve(self, used=used, reserved=tuple(keep), counts={}, memo={})
 
     # ------------------------------------------------------------------ columns
 
@@ -199,17 +226,25 @@ class Snapshot:
     def match_counts(self, selector: Mapping[str, str]) -> Ints:
         """Per host, how many placed or reserved workloads match ``selector``."""
         key: FrozenMap[str, str] = selector if isinstance(selector, FrozenMap) else FrozenMap(selector)
+        mine = self.counts.get(key)
+        if mine is not None:
+            return mine
         base = self.shared.counts.get(key)
         if base is None:
-            base = np.array([sum(1 for w in group if matches(w.labels, key)) for group in self.shared.placed],
-                            dtype=np.int64)
+            if len(key) == 1:
+                pair = next(iter(key.items()))
+                base = self.shared.pair_counts().get(pair, np.zeros(self.size, dtype=np.int64))
+            else:
+                base = np.array([sum(1 for w in group if matches(w.labels, key)) for group in self.shared.placed],
+                                dtype=np.int64)
             self.shared.counts[key] = base
-        if not self.reserved:
-            return base
-        counts = base.copy()
-        for index, workload in self.reserved:
-            if matches(workload.labels, key):
-                counts[index] += 1
+        counts = base
+        if self.reserved:
+            counts = base.copy()
+            for index, workload in self.reserved:
+                if matches(workload.labels, key):
+                    counts[index] += 1
+        self.counts[key] = counts
         return counts
 
     def state_reasons(self) -> dict[str, Mask]:
@@ -274,9 +309,7 @@ class Snapshot:
 
     def placed_with_rules(self) -> list[tuple[int, Workload]]:
         """(host index, workload) of every placed or reserved workload with affinity rules."""
-        out = [(i, w) for i, group in enumerate(self.shared.placed) for w in group if w.affinity]
-        out += [(i, w) for i, w in self.reserved if w.affinity]
-        return out
+        return self.shared.with_rules + [(i, w) for i, w in self.reserved if w.affinity]
 
     def host_resources(self, index: int, matrix: Floats) -> Resources:
         row = matrix[index]

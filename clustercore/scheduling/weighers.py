@@ -17,13 +17,21 @@ from clustercore.scheduling.snapshot import Snapshot
 
 
 def _utilisation(snap: Snapshot, workload: Workload, candidates: np.ndarray, resources: tuple[str, ...]) -> np.ndarray:
-    """(candidates, resources) fraction of allocatable used once the workload is added."""
-    vector, _ = snap.vector(workload.requests)
-    cols = np.array([j for r in resources if (j := snap.column(r)) is not None], dtype=np.int64)
-    alloc = snap.allocatable[np.ix_(candidates, cols)]
-    used = snap.used[np.ix_(candidates, cols)] + vector[cols]
-    share: np.ndarray = np.divide(used, alloc, out=np.ones_like(used), where=alloc > 0)
-    return share
+    """(candidates, resources) fraction of allocatable used once the workload is added.
+    Computed over all hosts once per decision (memoised on the snapshot)."""
+    key = ("utilisation", workload.requests, resources)
+    share = snap.memo.get(key)
+    if share is None:
+        vector, _ = snap.vector(workload.requests)
+        cols = [j for r in resources if (j := snap.column(r)) is not None]
+        alloc = snap.allocatable[:, cols]
+        used = snap.used[:, cols] + vector[cols]
+        share = np.divide(used, alloc, out=np.ones_like(used), where=alloc > 0)
+        snap.memo.clear()
+        snap.memo[key] = share
+    assert isinstance(share, np.ndarray)
+    picked: np.ndarray = share if len(candidates) == snap.size else share[candidates]
+    return picked
 
 
 @attrs.frozen
