@@ -77,6 +77,8 @@ class Snapshot:
     shared: _Shared = attrs.field(repr=False)
     #: (host index, workload) reserved on top of the placed workloads, in order.
     reserved: tuple[tuple[int, Workload], ...] = ()
+    #: (host index, workload) placed there but counted as gone (see ``release``).
+    released: tuple[tuple[int, Workload], ...] = ()
     #: This snapshot's match counts per selector (carried forward by ``reserve``).
     counts: dict[FrozenMap[str, str], Ints] = attrs.field(factory=dict, repr=False)
     #: Per-snapshot memo for plugins computing the same thing in one decision.
@@ -142,6 +144,14 @@ class Snapshot:
                 known[index] += 1
             counts[selector] = known
         return attrs.evolve(self, used=used, reserved=(*self.reserved, (index, workload)), counts=counts, memo={})
+
+    def release(self, index: int, workload: Workload) -> Snapshot:
+        """A new snapshot in which ``workload``, placed on host ``index``, has left it: what
+        a move must be judged against (the balancer's question "where else could it go?")."""
+        used = self.used.copy()
+        used[index] -= self.vector(workload.requests)[0]
+        used.flags.writeable = False
+        return attrs.evolve(self, used=used, released=(*self.released, (index, workload)), counts={}, memo={})
 
     def unreserve(self, name: str) -> Snapshot:
         """A new snapshot without the reservation of workload ``name`` (same snapshot when
@@ -239,11 +249,14 @@ class Snapshot:
                                 dtype=np.int64)
             self.shared.counts[key] = base
         counts = base
-        if self.reserved:
+        if self.reserved or self.released:
             counts = base.copy()
             for index, workload in self.reserved:
                 if matches(workload.labels, key):
                     counts[index] += 1
+            for index, workload in self.released:
+                if matches(workload.labels, key):
+                    counts[index] -= 1
         self.counts[key] = counts
         return counts
 
@@ -287,29 +300,38 @@ class Snapshot:
                     if w.ha:
                         base[i] += self.vector(w.requests)[0]
             self.shared.ha_load = base
-        if not any(w.ha for _, w in self.reserved):
+        if not any(w.ha for _, w in (*self.reserved, *self.released)):
             return base
         load = base.copy()
         for i, w in self.reserved:
             if w.ha:
                 load[i] += self.vector(w.requests)[0]
+        for i, w in self.released:
+            if w.ha:
+                load[i] -= self.vector(w.requests)[0]
         return load
 
     def workload_counts(self) -> Ints:
         counts = self.shared.workload_count
-        if not self.reserved:
+        if not self.reserved and not self.released:
             return counts
         counts = counts.copy()
         for index, _ in self.reserved:
             counts[index] += 1
+        for index, _ in self.released:
+            counts[index] -= 1
         return counts
 
     def workloads_on(self, index: int) -> tuple[Workload, ...]:
-        return self.shared.placed[index] + tuple(w for i, w in self.reserved if i == index)
+        gone = {w.name for i, w in self.released if i == index}
+        here = tuple(w for w in self.shared.placed[index] if w.name not in gone) if gone else self.shared.placed[index]
+        return here + tuple(w for i, w in self.reserved if i == index)
 
     def placed_with_rules(self) -> list[tuple[int, Workload]]:
         """(host index, workload) of every placed or reserved workload with affinity rules."""
-        return self.shared.with_rules + [(i, w) for i, w in self.reserved if w.affinity]
+        gone = set(self.released)
+        placed = [entry for entry in self.shared.with_rules if entry not in gone] if gone else self.shared.with_rules
+        return placed + [(i, w) for i, w in self.reserved if w.affinity]
 
     def host_resources(self, index: int, matrix: Floats) -> Resources:
         row = matrix[index]
