@@ -1,0 +1,1 @@
+"""Embedding clustercore in other orchestrators: Ganeti (IAllocator)."""
