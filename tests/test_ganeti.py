@@ -1,0 +1,223 @@
+"""The Ganeti IAllocator adapter: hail's answers' shape, Ganeti's rules, bad input."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from clustercore.adapters.ganeti import answer
+
+# shared/ sits beside the checkout (here and in CI).
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ganeti-iallocator"
+HAIL = Path("/usr/lib/ganeti/3.0/usr/lib/ganeti/iallocators/hail")
+SAMPLES = sorted(p.name for p in DATA.glob("*.json")) if DATA.exists() else []
+pytestmark = pytest.mark.skipif(not SAMPLES, reason=f"no IAllocator samples at {DATA}")
+
+
+def sample(name: str) -> dict[str, Any]:
+    return json.loads((DATA / name).read_text())  # type: ignore[no-any-return]
+
+
+def shape(value: Any) -> Any:
+    """The structure of an answer: types and nesting, not the node names chosen."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in sorted(value.items())}
+    if isinstance(value, list):
+        return [shape(v) for v in value[:1]]
+    return type(value).__name__
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_samples_answer_successfully_in_hails_shape(name: str) -> None:
+    ours = answer(sample(name))
+    assert ours["success"] is True, ours["info"]
+    assert set(ours) == {"success", "info", "result"}
+    if not HAIL.exists():
+        pytest.skip("hail is not installed (./dev test installs ganeti-htools-3.0)")
+    run = subprocess.run([str(HAIL), str(DATA / name)], capture_output=True, text=True, timeout=60, check=True)
+    theirs = json.loads(run.stdout)
+    assert theirs["success"] is True
+    assert shape(ours) == shape(theirs)
+    assert type(ours["result"]) is type(theirs["result"]) and len(ours["result"]) == len(theirs["result"])
+    assert ours["info"].split(":")[0] == theirs["info"].split(":")[0] == "Request successful"
+
+
+def test_allocate_drbd_picks_two_distinct_usable_nodes_with_room() -> None:
+    data = sample("hail-alloc-drbd.json")
+    primary, secondary = answer(data)["result"]
+    assert primary != secondary
+    for node in (primary, secondary):
+        n = data["nodes"][node]
+        assert not n["offline"] and not n["drained"] and n["free_disk"] >= data["request"]["disk_space_total"]
+    assert data["nodes"][primary]["free_memory"] >= data["request"]["memory"]
+
+
+def test_offline_and_drained_nodes_are_never_chosen() -> None:
+    data = sample("hail-alloc-drbd.json")
+    data["nodes"]["node1"]["drained"] = True
+    data["nodes"]["node2"]["offline"] = True
+    assert sorted(answer(data)["result"]) == ["node3", "node4"]
+    data["nodes"]["node3"]["drained"] = True
+    result = answer(data)
+    assert result["success"] is False and result["result"] == []
+    assert "Request failed" in result["info"]
+
+
+def test_exclusion_tags_keep_tagged_instances_apart() -> None:
+    data = sample("hail-alloc-drbd.json")
+    for node in ("node1", "node2"):
+        data["nodes"][node]["drained"] = True
+    request = data["request"]
+    request.update(required_nodes=1, disk_template="plain", tags=["test:test"])
+    # instance9 (tag test:test) has node3 as its primary, so node3 is excluded.
+    assert answer(data)["result"] == ["node4"]
+    request["tags"] = []
+    assert answer(copy.deepcopy(data))["success"] is True
+
+
+def test_ipolicy_limits_are_enforced_with_the_reason() -> None:
+    data = sample("hail-alloc-drbd.json")
+    data["request"]["memory"] = 65536
+    result = answer(data)
+    assert result["success"] is False
+    assert "ipolicy" in result["info"] and "memory-size 65536" in result["info"]
+    data = sample("hail-alloc-drbd.json")
+    data["nodegroups"]["uuid-group-1"]["ipolicy"]["disk-templates"] = ["plain"]
+    assert "disk template drbd not allowed" in answer(data)["info"]
+
+
+def test_vcpu_ratio_limits_cpu() -> None:
+    data = sample("hail-alloc-drbd.json")
+    data["request"].update(required_nodes=1, disk_template="plain", vcpus=8)
+    data["nodegroups"]["uuid-group-1"]["ipolicy"]["vcpu-ratio"] = 1.0
+    result = answer(data)
+    assert result["success"] is False and "insufficient cpu" in result["info"]
+
+
+def with_second_group(policy: str) -> dict[str, Any]:
+    data = sample("hail-alloc-drbd.json")
+    group = copy.deepcopy(data["nodegroups"]["uuid-group-1"])
+    group.update(name="spare", alloc_policy=policy)
+    data["nodegroups"]["uuid-group-2"] = group
+    for name in ("spare1", "spare2"):
+        node = copy.deepcopy(data["nodes"]["node1"])
+        node.update(group="uuid-group-2", free_memory=32000)
+        data["nodes"][name] = node
+    return data
+
+
+def test_node_groups_and_their_alloc_policy() -> None:
+    preferred = answer(with_second_group("last_resort"))
+    assert set(preferred["result"]) <= {"node1", "node2", "node3", "node4"}, "last resort only when needed"
+    full = with_second_group("last_resort")
+    for name in ("node1", "node2", "node3", "node4"):
+        full["nodes"][name]["drained"] = True
+    spilled = answer(full)
+    assert sorted(spilled["result"]) == ["spare1", "spare2"] and "Selected group: spare" in spilled["info"]
+    never = with_second_group("unallocable")
+    for name in ("node1", "node2", "node3", "node4"):
+        never["nodes"][name]["drained"] = True
+    assert answer(never)["success"] is False
+
+
+def test_multi_allocate_never_overcommits_a_node() -> None:
+    data = sample("hail-multialloc-dedicated.json")
+    template = data["request"]["instances"][0]
+    data["request"]["instances"] = [dict(template, name=f"i{i}") for i in range(12)]
+    allocated, failed = answer(data)["result"]
+    assert len(allocated) + len(failed) == 12 and failed, "the cluster has room for fewer than twelve"
+    used: dict[str, int] = {}
+    for _, nodes in allocated:
+        used[nodes[0]] = used.get(nodes[0], 0) + template["memory"]
+    for node, memory in used.items():
+        assert memory <= data["nodes"][node]["free_memory"], node
+    assert "node4-full" not in used
+
+
+def test_relocate_keeps_the_primary_and_avoids_the_old_secondary() -> None:
+    data = sample("hail-reloc-drbd.json")
+    (new,) = answer(data)["result"]
+    assert new not in ("node3", "node4")
+    plain = sample("hail-reloc-drbd.json")
+    plain["request"]["name"] = "instance13"
+    result = answer(plain)
+    assert result["success"] is False and "plain cannot be relocated" in result["info"]
+
+
+def test_node_evacuate_moves_off_both_nodes_with_ganetis_opcodes() -> None:
+    data = sample("hail-node-evac.json")
+    moved, failed, jobs = answer(data)["result"]
+    assert failed == []
+    [[name, group, nodes]] = moved
+    assert name == "instance2" and group == "default" and not set(nodes) & {"node3", "node4"}
+    ops = [op["OP_ID"] for op in jobs[0]]
+    assert ops == ["OP_INSTANCE_REPLACE_DISKS", "OP_INSTANCE_MIGRATE", "OP_INSTANCE_REPLACE_DISKS"]
+    assert jobs[0][0]["remote_node"] == nodes[0] and jobs[0][2]["remote_node"] == nodes[1]
+    data["request"]["instances"] = ["instance13"]
+    _, failed, _ = answer(data)["result"]
+    assert failed == [["instance13", "Instances of type plain cannot be relocated"]]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "says"),
+    [
+        (lambda d: d.pop("nodes"), "missing 'nodes'"),
+        (lambda d: d["request"].pop("type"), "missing 'type'"),
+        (lambda d: d["request"].update(type="teleport"), "unsupported 'teleport'"),
+        (lambda d: d["request"].update(memory="lots"), "request.memory: expected int"),
+        (lambda d: d["request"].update(required_nodes=3), "required_nodes: must be 1 or 2"),
+        (lambda d: d["nodes"]["node1"].update(group="nowhere"), "unknown node group 'nowhere'"),
+        (lambda d: d["instances"]["instance2"].update(nodes=["ghost"]), "unknown node 'ghost'"),
+        (lambda d: d.update(request=[]), "expected dict"),
+    ],
+)
+def test_malformed_requests_fail_cleanly_naming_the_problem(mutate: Any, says: str) -> None:
+    data = sample("hail-alloc-drbd.json")
+    mutate(data)
+    result = answer(data)
+    assert result["success"] is False and result["result"] == []
+    assert says in result["info"]
+
+
+def test_the_command_never_prints_a_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    for path in (bad, tmp_path / "missing.json", DATA / "hail-alloc-drbd.json"):
+        run = subprocess.run([sys.executable, "-m", "clustercore.adapters.ganeti", str(path)], capture_output=True,
+                             text=True, timeout=60, check=False)
+        assert run.returncode == 0 and "Traceback" not in run.stderr
+        assert set(json.loads(run.stdout)) == {"success", "info", "result"}
+
+
+junk = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.text(max_size=5), st.lists(st.integers(),
+                 max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(SAMPLES or ["none"]), st.lists(st.tuples(st.integers(0, 10**6), junk), min_size=1,
+                                                      max_size=3))
+def test_any_corruption_gives_an_answer_not_an_exception(name: str, edits: list[tuple[int, Any]]) -> None:
+    data = sample(name)
+    for pick, value in edits:
+        paths: list[tuple[Any, Any]] = []
+
+        def walk(node: Any) -> None:
+            items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+            for key, child in items:
+                paths.append((node, key))
+                walk(child)
+
+        walk(data)
+        container, key = paths[pick % len(paths)]
+        container[key] = value
+    result = answer(data)
+    assert isinstance(result["success"], bool) and isinstance(result["info"], str)
+    json.dumps(result)
