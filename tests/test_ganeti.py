@@ -197,6 +197,16 @@ def test_the_command_never_prints_a_traceback(tmp_path: Path) -> None:
         assert set(json.loads(run.stdout)) == {"success", "info", "result"}
 
 
+def places(node: Any) -> list[tuple[Any, Any]]:
+    """Every (container, key) inside a JSON document."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    out = []
+    for key, child in items:
+        out.append((node, key))
+        out += places(child)
+    return out
+
+
 junk = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.text(max_size=5), st.lists(st.integers(),
                  max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
 
@@ -207,15 +217,7 @@ junk = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.text(max_s
 def test_any_corruption_gives_an_answer_not_an_exception(name: str, edits: list[tuple[int, Any]]) -> None:
     data = sample(name)
     for pick, value in edits:
-        paths: list[tuple[Any, Any]] = []
-
-        def walk(node: Any) -> None:
-            items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-            for key, child in items:
-                paths.append((node, key))
-                walk(child)
-
-        walk(data)
+        paths = places(data)
         container, key = paths[pick % len(paths)]
         container[key] = value
     result = answer(data)
