@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clustercore.adapters.ganeti import answer
+from clustercore.adapters.ganeti import Allocator, GanetiCluster, Spec, answer
 
 # shared/ sits beside the checkout (here and in CI).
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ganeti-iallocator"
@@ -223,3 +223,47 @@ def test_any_corruption_gives_an_answer_not_an_exception(name: str, edits: list[
     result = answer(data)
     assert isinstance(result["success"], bool) and isinstance(result["info"], str)
     json.dumps(result)
+
+
+HBAL = Path("/usr/lib/ganeti/3.0/usr/bin/hbal")
+
+
+def hbal_initial_score(state: Path, group: str) -> float:
+    out = subprocess.run([str(HBAL), "-t", str(state), "-l", "0", "-G", group], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    return float(out.split("Initial score: ")[1].split()[0])
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_group_score_is_hbals_score(name: str, tmp_path: Path) -> None:
+    """Our score of the request's cluster equals what hbal prints for hail's view of it."""
+    if not (HAIL.exists() and HBAL.exists()):
+        pytest.skip("hail/hbal are not installed (./dev test installs ganeti-htools-3.0)")
+    subprocess.run([str(HAIL), "-S", str(tmp_path / "state"), str(DATA / name)], capture_output=True, timeout=60,
+                   check=True)
+    cluster = GanetiCluster(sample(name))
+    for uuid, group in cluster.groups.items():
+        assert cluster.score(uuid) == pytest.approx(hbal_initial_score(tmp_path / "state.pre-ialloc", group.name),
+                                                    abs=1e-7)
+
+
+def test_allocation_lowers_the_score_as_predicted() -> None:
+    """The weigher's vectorised prediction equals the score recomputed after the allocation."""
+    data = sample("hail-alloc-drbd.json")
+    cluster = GanetiCluster(data)
+    allocator = Allocator(cluster)
+    spec = Spec.parse(data["request"], "request")
+    group = next(iter(cluster.groups.values()))
+    for nodes in (1, 2):
+        fresh = GanetiCluster(data)
+        choice = Allocator(fresh).place(spec, nodes, group)
+        fresh.allocate(spec, choice.nodes)
+        assert fresh.score(group.uuid) == pytest.approx(choice.score, abs=1e-9)
+    assert allocator.place(spec, 1, group).score == pytest.approx(
+        min(_score_if_placed(data, spec, node, group.uuid) for node in ("node1", "node2", "node3")), abs=1e-9)
+
+
+def _score_if_placed(data: dict[str, Any], spec: Spec, node: str, group: str) -> float:
+    cluster = GanetiCluster(data)
+    cluster.allocate(spec, [node])
+    return cluster.score(group)

@@ -126,7 +126,11 @@ class GanetiCluster:
         n = len(self.names)
         self.t_mem, self.f_mem, self.t_dsk, self.f_dsk = (np.zeros(n) for _ in range(4))
         self.t_cpu, self.r_cpu, self.u_cpu = np.zeros(n), np.zeros(n), np.zeros(n)
-        self.free_spindles = np.zeros(n)
+        self.free_spindles, self.t_spindles = np.zeros(n), np.ones(n)
+        self.hi_spindles = np.ones(n)  # spindle_count x the group's spindle-ratio
+        self.u_spindles = np.zeros(n)  # spindle use of the instances on the node (primary or secondary)
+        self.n_pri, self.n_sec = np.zeros(n), np.zeros(n)
+        self.down_mem = np.zeros(n)  # memory of stopped primaries: free now, not once they start
         self.exclusive = np.zeros(n, dtype=bool)
         self.offline = np.zeros(n, dtype=bool)
         self.unschedulable = np.zeros(n, dtype=bool)
@@ -140,13 +144,17 @@ class GanetiCluster:
             self.t_cpu[i] = _need(nd, "total_cpus", int, where)
             self.r_cpu[i] = nd.get("reserved_cpus", 0) or 0
             self.free_spindles[i] = nd.get("free_spindles", 0) or 0
-            self.exclusive[i] = bool((nd.get("ndparams") or {}).get("exclusive_storage", False))
+            self.t_spindles[i] = max(nd.get("total_spindles", 0) or 0, 1)
+            ndparams = nd.get("ndparams") or {}
+            self.exclusive[i] = bool(ndparams.get("exclusive_storage", False))
             self.offline[i] = bool(nd.get("offline", False))
             self.unschedulable[i] = bool(nd.get("drained", False)) or not nd.get("vm_capable", True)
             group = _need(nd, "group", str, where)
             if group not in self.groups:
                 raise RequestError(f"{where}.group: unknown node group {group!r}")
             self.group.append(group)
+            ratio = self.groups[group].ipolicy.get("spindle-ratio", 32.0)
+            self.hi_spindles[i] = max(float(ratio) * float(ndparams.get("spindle_count", 1) or 1), 1e-9)
         self.instances: dict[str, Spec] = {}
         self.peers: list[dict[int, float]] = [{} for _ in range(n)]  # secondary -> {primary: memory}
         self.primaries: list[list[str]] = [[] for _ in range(n)]
@@ -174,10 +182,16 @@ class GanetiCluster:
             return
         p = self.index[spec.nodes[0]]
         self.u_cpu[p] += spec.vcpus
+        self.n_pri[p] += 1
+        self.u_spindles[p] += spec.spindle_use
+        if not spec.running:
+            self.down_mem[p] += spec.memory
         self.primaries[p].append(spec.name)
         if len(spec.nodes) > 1 and spec.template in MIRRORED:
             s = self.index[spec.nodes[1]]
             self.peers[s][p] = self.peers[s].get(p, 0.0) + spec.memory
+            self.n_sec[s] += 1
+            self.u_spindles[s] += spec.spindle_use
 
     def allocate(self, spec: Spec, nodes: Sequence[str]) -> None:
         """Record a decision, as Ganeti would see the node afterwards."""
@@ -190,6 +204,12 @@ class GanetiCluster:
             s = self.index[nodes[1]]
             self.f_dsk[s] -= spec.disk
         self._place(attrs.evolve(spec, nodes=tuple(nodes)))
+
+    def score(self, group: str) -> float:
+        """The group's Ganeti cluster score now (what ``hbal`` prints as "Initial score")."""
+        idx = np.array([i for i, g in enumerate(self.group) if g == group and not self.offline[i]], dtype=np.int64)
+        raw = {k: getattr(self, k) for k in RAW} | {"r_mem": self.r_mem}
+        return group_score({k: v[idx] for k, v in raw.items()})
 
     def exclusion_tags(self, spec: Spec) -> frozenset[str]:
         return frozenset(t for t in spec.tags if any(t.startswith(p) for p in self.exclusion_prefixes))
@@ -252,19 +272,59 @@ def _std_after(values: np.ndarray, at: np.ndarray, new: np.ndarray) -> np.ndarra
     return np.sqrt(np.maximum(s2 / n - (s1 / n) ** 2, 0.0))  # type: ignore[no-any-return]
 
 
-def group_score(f_mem: np.ndarray, r_mem: np.ndarray, t_mem: np.ndarray, f_dsk: np.ndarray, t_dsk: np.ndarray,
-                u_cpu: np.ndarray, t_cpu: np.ndarray) -> float:
-    """The Ganeti-style score of a group's online nodes (lower is better)::
+#: Per node inputs of the score (arrays over a group's online nodes).
+RAW = ("t_mem", "f_mem", "down_mem", "r_mem", "t_dsk", "f_dsk", "t_cpu", "u_cpu", "u_spindles", "hi_spindles", "n_pri",
+       "n_sec", "exclusive", "free_spindles", "t_spindles")
+#: Metric -> (weight of its std over nodes, weight of its sum over nodes): hbal's components
+#: as Ganeti 3.0 weighs them (its "forth" copies of disk, vCPU and spindles, equal to the
+#: current ones without forthcoming instances, are folded into weight 1; free memory once
+#: stopped instances start is its own term).
+WEIGHTS = {"free_mem": (0.5, 0.0), "free_mem_forth": (0.5, 0.0), "free_disk": (1.0, 0.0), "vcpu_ratio": (1.0, 0.0),
+           "spindles": (1.0, 0.0), "reserved_mem": (1.0, 0.25), "n1_fail": (0.0, 1.0), "primaries": (3.0, 0.0),
+           "disk_load": (1.0, 0.0)}
 
-        std(free mem %) + std(free disk %) + std(vcpu ratio) + std(reserved mem %)
-          + 0.25 * sum(reserved mem %) + 0.5 * (nodes failing N+1)
 
-    the main terms of hbal's score (its free memory, disk and vCPU terms count twice,
-    once for the current and once for the "forthcoming" state, at weight 0.5 each)."""
-    p_mem = (f_mem - r_mem) / np.maximum(t_mem, 1)
-    p_rem = r_mem / np.maximum(t_mem, 1)
-    return float(p_mem.std() + (f_dsk / np.maximum(t_dsk, 1)).std() + (u_cpu / np.maximum(t_cpu, 1)).std()
-                 + p_rem.std() + 0.25 * p_rem.sum() + 0.5 * float((f_mem < r_mem).sum()))
+def node_metrics(raw: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each metric of :data:`WEIGHTS`, per node (element-wise, so any subset of nodes works)."""
+    return {
+        "free_mem": raw["f_mem"] / np.maximum(raw["t_mem"], 1),
+        "free_mem_forth": (raw["f_mem"] - raw["down_mem"]) / np.maximum(raw["t_mem"], 1),
+        # With exclusive storage, disks are whole spindles: free disk is free spindles.
+        "free_disk": np.where(raw["exclusive"], raw["free_spindles"] / raw["t_spindles"],
+                              raw["f_dsk"] / np.maximum(raw["t_dsk"], 1)),
+        "vcpu_ratio": raw["u_cpu"] / np.maximum(raw["t_cpu"], 1),
+        "spindles": np.where(raw["exclusive"], 0.0, raw["u_spindles"] / raw["hi_spindles"]),
+        "reserved_mem": raw["r_mem"] / np.maximum(raw["t_mem"], 1),
+        "n1_fail": (raw["f_mem"] < raw["r_mem"]).astype(float),  # cannot take its N+1 failover
+        # hbal's cpu, memory and network load (each primary weighs 1) and disk load (primaries
+        # and secondaries); three equal terms for the first.
+        "primaries": raw["n_pri"].astype(float),
+        "disk_load": (raw["n_pri"] + raw["n_sec"]).astype(float),
+    }
+
+
+def group_score(raw: Mapping[str, np.ndarray]) -> float:
+    """The Ganeti cluster score of a group's online nodes (lower is better): hbal's
+    ``sum(weight * statistic)`` over the metrics of :data:`WEIGHTS`, the statistic being the
+    population standard deviation over nodes or the sum. Exclusion-tag conflicts (hbal's
+    ``pri_tags_score``) and location scores are not terms: conflicts are refused outright
+    by :class:`ExclusionTagsFilter`."""
+    metrics = node_metrics(raw)
+    return float(sum(w_std * metrics[k].std() + w_sum * metrics[k].sum() for k, (w_std, w_sum) in WEIGHTS.items()))
+
+
+def score_after(raw: Mapping[str, np.ndarray], at: np.ndarray, changed: Mapping[str, np.ndarray]) -> np.ndarray:
+    """``group_score`` for each j, had node ``at[j]`` the inputs ``changed[.][j]`` (the other
+    inputs as in ``raw``): every candidate of a decision scored at once."""
+    base = node_metrics(raw)
+    new = node_metrics({k: changed.get(k, raw[k][at]) for k in RAW})
+    total = np.zeros(len(at))
+    for k, (w_std, w_sum) in WEIGHTS.items():
+        if w_std:
+            total += w_std * _std_after(base[k], at, new[k])
+        if w_sum:
+            total += w_sum * (base[k].sum() - base[k][at] + new[k])
+    return total
 
 
 @attrs.frozen(eq=False)
@@ -278,32 +338,22 @@ class GanetiScoreWeigher:
         return -self.scores(workload, snap, candidates)
 
     def state(self, snap: Snapshot) -> dict[str, np.ndarray]:
-        """Per host of ``snap`` (built from the cluster as it is now): the score's inputs."""
-        idx = np.array([self.cluster.index[h.name] for h in snap.hosts], dtype=np.int64)
+        """The score's inputs per online host of ``snap`` (built from the cluster as it is now)."""
         c = self.cluster
-        return {"t_mem": c.t_mem[idx], "t_dsk": c.t_dsk[idx], "t_cpu": c.t_cpu[idx], "f_mem": c.f_mem[idx],
-                "r_mem": c.r_mem[idx], "f_dsk": c.f_dsk[idx], "u_cpu": c.u_cpu[idx]}
+        idx = np.array([c.index[h.name] for h in snap.hosts], dtype=np.int64)[snap.up]
+        raw = {k: getattr(c, k) for k in RAW}
+        raw["r_mem"] = c.r_mem
+        return {k: v[idx] for k, v in raw.items()}
 
     def scores(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> np.ndarray:
-        st = self.state(snap)
-        online = snap.up
+        raw = self.state(snap)
         vector, _ = snap.vector(workload.requests)
-        mem, cpu, disk = snap.column("memory"), snap.column("cpu"), snap.column("disk")
-        # Only online nodes count; offline ones are never candidates.
-        pos = np.cumsum(online) - 1
-        sub = {k: v[online] for k, v in st.items()}
-        at = pos[candidates]
-        base = (sub["f_mem"] - sub["r_mem"]) / np.maximum(sub["t_mem"], 1)
-        std_mem = _std_after(base, at, base[at] - vector[mem] / np.maximum(sub["t_mem"][at], 1))
-        dsk = sub["f_dsk"] / np.maximum(sub["t_dsk"], 1)
-        std_dsk = _std_after(dsk, at, dsk[at] - vector[disk] / np.maximum(sub["t_dsk"][at], 1))
-        vr = sub["u_cpu"] / np.maximum(sub["t_cpu"], 1)
-        std_cpu = _std_after(vr, at, vr[at] + vector[cpu] / np.maximum(sub["t_cpu"][at], 1))
-        p_rem = sub["r_mem"] / np.maximum(sub["t_mem"], 1)
-        n1 = float((sub["f_mem"] < sub["r_mem"]).sum())
-        fails = (sub["f_mem"][at] - vector[mem] < sub["r_mem"][at]).astype(float) - (
-            sub["f_mem"][at] < sub["r_mem"][at]).astype(float)
-        return std_mem + std_dsk + std_cpu + p_rem.std() + 0.25 * p_rem.sum() + 0.5 * (n1 + fails)  # type: ignore[no-any-return]
+        mem, cpu, disk, spindles = (vector[snap.column(k)] for k in ("memory", "cpu", "disk", "spindles"))
+        at = (np.cumsum(snap.up) - 1)[candidates]  # offline nodes are never candidates
+        return score_after(raw, at, {"f_mem": raw["f_mem"][at] - mem, "f_dsk": raw["f_dsk"][at] - disk,
+                                     "u_cpu": raw["u_cpu"][at] + cpu, "n_pri": raw["n_pri"][at] + 1,
+                                     "u_spindles": raw["u_spindles"][at] + spindles,
+                                     "free_spindles": raw["free_spindles"][at] - spindles * raw["exclusive"][at]})
 
 
 # --------------------------------------------------------------------------- deciding
@@ -420,49 +470,43 @@ class Allocator:
               counts: Any, exclude: frozenset[str]) -> Choice:
         """Primary and secondary: every primary candidate (the best 32 by their own score on
         large groups) against every possible secondary, vectorised over secondaries."""
-        st = self.weigher.state(snap)
-        online = snap.up & snap.schedulable
-        idx = [self.cluster.index[h.name] for h in snap.hosts]
+        raw = self.weigher.state(snap)
+        up = np.flatnonzero(snap.up)  # the score's positions -> snapshot rows
+        pos = np.cumsum(snap.up) - 1
         disk = snap.column("disk")
-        free_disk = snap.allocatable[:, disk] - snap.used[:, disk]
+        free_disk = (snap.allocatable[:, disk] - snap.used[:, disk])[up]
+        usable = snap.schedulable[up] & (free_disk >= spec.disk)
+        for name in exclude:
+            if name in snap.index and snap.up[snap.index[name]]:
+                usable[pos[snap.index[name]]] = False
+        cluster_idx = [self.cluster.index[snap.hosts[k].name] for k in up]
         if len(primaries) > 256:
             primaries = primaries[np.argsort(primary_scores, kind="stable")[:32]]
         best: Choice | None = None
-        t_mem, t_dsk, t_cpu = st["t_mem"], st["t_dsk"], st["t_cpu"]
-        for p in primaries:
-            p = int(p)
-            f_mem, r_mem, f_dsk, u_cpu = st["f_mem"].copy(), st["r_mem"], st["f_dsk"].copy(), st["u_cpu"].copy()
-            f_mem[p] -= spec.memory
-            f_dsk[p] -= spec.disk
-            u_cpu[p] += spec.vcpus
-            peer = np.array([self.cluster.peers[idx[s]].get(idx[p], 0.0) for s in range(snap.size)])
-            new_reserve = np.maximum(r_mem, peer + spec.memory)
-            ok = online & (free_disk >= spec.disk) & (f_mem >= new_reserve)
+        for row in primaries:
+            p = int(pos[row])
+            after = {k: v.copy() for k, v in raw.items()}  # the group once the primary is placed
+            after["f_mem"][p] -= spec.memory
+            after["f_dsk"][p] -= spec.disk
+            after["u_cpu"][p] += spec.vcpus
+            after["n_pri"][p] += 1
+            after["u_spindles"][p] += spec.spindle_use
+            after["free_spindles"][p] -= spec.spindle_use * after["exclusive"][p]
+            peer = np.array([self.cluster.peers[i].get(cluster_idx[p], 0.0) for i in cluster_idx])
+            reserve = np.maximum(raw["r_mem"], peer + spec.memory)
+            ok = usable & (after["f_mem"] >= reserve)
             ok[p] = False
-            for name in exclude:
-                if name in snap.index:
-                    ok[snap.index[name]] = False
-            secondaries = np.flatnonzero(ok)
-            if not len(secondaries):
+            s = np.flatnonzero(ok)
+            if not len(s):
                 counts["no secondary"] += 1
                 continue
-            # Vectorised over secondaries: only the secondary's disk and reserve change.
-            p_mem = (f_mem - r_mem) / np.maximum(t_mem, 1)
-            p_dsk = f_dsk / np.maximum(t_dsk, 1)
-            p_rem = r_mem / np.maximum(t_mem, 1)
-            s = secondaries
-            new_rem = new_reserve[s]
-            score = (
-                _std_after(p_mem, s, (f_mem[s] - new_rem) / np.maximum(t_mem[s], 1))
-                + _std_after(p_dsk, s, (f_dsk[s] - spec.disk) / np.maximum(t_dsk[s], 1))
-                + (u_cpu / np.maximum(t_cpu, 1)).std()
-                + _std_after(p_rem, s, new_rem / np.maximum(t_mem[s], 1))
-                + 0.25 * (p_rem.sum() - p_rem[s] + new_rem / np.maximum(t_mem[s], 1))
-                + 0.5 * ((f_mem < r_mem).sum() - (f_mem[s] < r_mem[s]) + (f_mem[s] < new_rem))
-            )
+            # Vectorised over secondaries: only the secondary's disk, reserve and load change.
+            score = score_after(after, s, {"f_dsk": after["f_dsk"][s] - spec.disk, "r_mem": reserve[s],
+                                           "n_sec": after["n_sec"][s] + 1,
+                                           "u_spindles": after["u_spindles"][s] + spec.spindle_use})
             k = int(np.argmin(score))
             if best is None or score[k] < best.score - 1e-12:
-                best = Choice((snap.hosts[p].name, snap.hosts[int(s[k])].name), float(score[k]))
+                best = Choice((snap.hosts[int(row)].name, snap.hosts[int(up[s[k]])].name), float(score[k]))
         if best is None:
             raise NoValidHost(spec.name, snap.size, counts)
         return best
@@ -549,25 +593,22 @@ def _relocate(cluster: GanetiCluster, request: Mapping[str, Any]) -> dict[str, A
 
 def _secondary_for(allocator: Allocator, spec: Spec, snap: Snapshot, primary: str, exclude: frozenset[str]
                    ) -> str | None:
+    """The best new secondary for ``spec`` (primary staying on ``primary``), or None."""
     cluster = allocator.cluster
     p = cluster.index[primary]
-    best: tuple[float, str] | None = None
-    for k, host in enumerate(snap.hosts):
-        s = cluster.index[host.name]
-        if host.name in exclude or not (snap.up[k] and snap.schedulable[k]):
-            continue
-        reserve = max(cluster.r_mem[s], cluster.peers[s].get(p, 0.0))
-        if cluster.f_dsk[s] < spec.disk or cluster.f_mem[s] < reserve:
-            continue
-        f_dsk, r_mem = cluster.f_dsk.copy(), cluster.r_mem.copy()
-        f_dsk[s] -= spec.disk
-        r_mem[s] = reserve
-        members = [cluster.index[h.name] for h in snap.hosts]
-        score = group_score(cluster.f_mem[members], r_mem[members], cluster.t_mem[members], f_dsk[members],
-                            cluster.t_dsk[members], cluster.u_cpu[members], cluster.t_cpu[members])
-        if best is None or score < best[0] - 1e-12:
-            best = (score, host.name)
-    return None if best is None else best[1]
+    raw = allocator.weigher.state(snap)
+    up = np.flatnonzero(snap.up)
+    names = [snap.hosts[k].name for k in up]
+    idx = np.array([cluster.index[n] for n in names], dtype=np.int64)
+    reserve = np.maximum(raw["r_mem"], np.array([cluster.peers[i].get(p, 0.0) for i in idx]))
+    ok = (snap.schedulable[up] & (raw["f_dsk"] >= spec.disk) & (raw["f_mem"] >= reserve)
+          & np.array([n not in exclude for n in names], dtype=bool))
+    s = np.flatnonzero(ok)
+    if not len(s):
+        return None
+    score = score_after(raw, s, {"f_dsk": raw["f_dsk"][s] - spec.disk, "r_mem": reserve[s],
+                                 "n_sec": raw["n_sec"][s] + 1, "u_spindles": raw["u_spindles"][s] + spec.spindle_use})
+    return names[int(s[int(np.argmin(score))])]
 
 
 def _multi_allocate(cluster: GanetiCluster, request: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,163 @@
+"""clustercore-iallocator against Ganeti's hail, side by side, on synthetic clusters.
+
+For 100, 1,000 and 5,000 nodes: a single ``allocate`` (plain, one node; and DRBD, two
+nodes, at 100 nodes only: hail needs minutes for it there) and a ``multi-allocate`` of 100 instances. Timed: hail as a
+process (as Ganeti runs it), ours both in process (``answer``, JSON parsing included) and
+as a process (``clustercore-iallocator``, Python start-up included).
+
+Quality is judged by Ganeti itself: the cluster after each side's allocations is written
+in htools' text format (hail's own ``-S`` pre-allocation state plus the new instances,
+with the nodes' free memory and disk reduced) and scored by ``hbal -t`` ("Initial score",
+lower is better). The same writer serves both sides.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from clustercore.adapters.ganeti import answer
+
+TITLE = "Ganeti IAllocator: clustercore-iallocator vs hail"
+HAIL = "/usr/lib/ganeti/3.0/usr/lib/ganeti/iallocators/hail"
+HBAL = "/usr/lib/ganeti/3.0/usr/bin/hbal"
+SPEC = {"memory-size": 2048, "cpu-count": 2, "disk-count": 1, "disk-size": 20480, "nic-count": 1,
+        "spindle-use": 1}
+IPOLICY = {"std": SPEC, "minmax": [{"min": {k: 1 for k in SPEC} | {"memory-size": 128, "disk-size": 128},
+                                    "max": {"memory-size": 65536, "cpu-count": 16, "disk-count": 16,
+                                            "disk-size": 1048576, "nic-count": 8, "spindle-use": 16}}],
+           "vcpu-ratio": 4.0, "spindle-ratio": 32.0, "disk-templates": ["plain", "drbd"]}
+
+
+def cluster(nodes: int, seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    names = [f"node{i:05d}" for i in range(nodes)]
+    free_mem = {n: 65536 - 1024 for n in names}
+    free_dsk = {n: 2_000_000 for n in names}
+    instances: dict[str, Any] = {}
+    for i in range(nodes * 3):
+        memory, disk = rng.choice([1024, 2048, 4096, 8192]), rng.choice([10240, 20480, 51200])
+        primary = rng.choice(names)
+        drbd = rng.random() < 0.3
+        secondary = rng.choice([n for n in names[:64] if n != primary]) if drbd and nodes > 1 else None
+        if free_mem[primary] < memory + 4096 or free_dsk[primary] < disk:
+            continue
+        free_mem[primary] -= memory
+        free_dsk[primary] -= disk
+        if secondary:
+            free_dsk[secondary] -= disk
+        instances[f"inst{i}"] = {
+            "disks": [{"mode": "rw", "size": disk, "spindles": 1}], "disk_space_total": disk,
+            "disk_template": "drbd" if secondary else "plain", "memory": memory, "vcpus": rng.randint(1, 4),
+            "nodes": [primary, secondary] if secondary else [primary], "admin_state": "up", "tags": [],
+            "nics": [], "spindle_use": 1, "hypervisor": "kvm", "os": "debian"}
+    node_data = {n: {"total_memory": 65536, "reserved_memory": 1024, "free_memory": free_mem[n],
+                     "total_disk": 2_000_000, "free_disk": free_dsk[n], "total_cpus": 32, "reserved_cpus": 1,
+                     "total_spindles": 12, "free_spindles": 12, "group": "g1", "offline": False, "drained": False,
+                     "vm_capable": True, "master_capable": True, "master_candidate": False, "tags": [],
+                     "ndparams": {"spindle_count": 1, "exclusive_storage": False},
+                     "primary_ip": "192.0.2.1", "secondary_ip": "198.51.100.1", "i_pri_memory": 0,
+                     "i_pri_up_memory": 0} for n in names}
+    return {"version": 2, "cluster_name": "bench", "cluster_tags": [], "enabled_hypervisors": ["kvm"],
+            "ipolicy": IPOLICY, "nodegroups": {"g1": {"name": "default", "alloc_policy": "preferred",
+                                                      "ipolicy": IPOLICY, "networks": [], "tags": []}},
+            "nodes": node_data, "instances": instances}
+
+
+def new_instance(name: str, template: str = "plain") -> dict[str, Any]:
+    return {"name": name, "disks": [{"mode": "rw", "size": 20480, "spindles": 1}], "disk_space_total": 20480,
+            "disk_template": template, "memory": 2048, "vcpus": 2, "nics": [], "tags": [], "spindle_use": 1,
+            "hypervisor": "kvm", "os": "debian", "required_nodes": 2 if template == "drbd" else 1}
+
+
+def allocations(kind: str, result: Any, request: dict[str, Any]) -> list[tuple[dict[str, Any], list[str]]]:
+    if kind == "allocate":
+        return [(request, result)]
+    by_name = {i["name"]: i for i in request["instances"]}
+    return [(by_name[name], nodes) for name, nodes in result[0]]
+
+
+def hbal_score(pre: str, placed: list[tuple[dict[str, Any], list[str]]], work: Path, tag: str) -> float:
+    groups, nodes, instances, *rest = pre.split("\n\n")
+    rows = [line.split("|") for line in nodes.splitlines()]
+    index = {row[0]: row for row in rows}
+    lines = instances.splitlines()
+    for spec, where in placed:
+        index[where[0]][3] = str(int(index[where[0]][3]) - spec["memory"])
+        for node in where:
+            index[node][5] = str(int(index[node][5]) - spec["disk_space_total"])
+        lines.append(f"{spec['name']}|{spec['memory']}|{spec['disk_space_total']}|{spec['vcpus']}|running|Y|"
+                     f"{where[0]}|{where[1] if len(where) > 1 else ''}|{spec['disk_template']}||1|1|N")
+    text = "\n\n".join([groups, "\n".join("|".join(r) for r in rows), "\n".join(lines), *rest])
+    path = work / f"{tag}.txt"
+    path.write_text(text)
+    out = subprocess.run([HBAL, "-t", str(path), "-l", "0"], capture_output=True, text=True, timeout=600,
+                         check=True).stdout
+    match = re.search(r"Initial score: ([0-9.]+)", out)
+    assert match, out
+    return float(match.group(1))
+
+
+def compare(nodes: int, kind: str, template: str = "plain", count: int = 100) -> dict[str, Any]:
+    data = cluster(nodes, seed=nodes)
+    if kind == "allocate":
+        data["request"] = {"type": "allocate", **new_instance("new0", template)}
+    else:
+        data["request"] = {"type": "multi-allocate", "instances": [new_instance(f"new{i}") for i in range(count)]}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        request = work / "request.json"
+        request.write_text(json.dumps(data))
+        t0 = time.perf_counter()
+        hail = json.loads(subprocess.run([HAIL, "-S", str(work / "state"), str(request)], capture_output=True,
+                                         text=True, timeout=1800, check=True).stdout)
+        hail_s = time.perf_counter() - t0
+        pre = (work / "state.pre-ialloc").read_text()
+        t0 = time.perf_counter()
+        ours = answer(json.loads(request.read_text()))
+        ours_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "clustercore.adapters.ganeti", str(request)], capture_output=True,
+                       timeout=1800, check=True)
+        ours_cli_s = time.perf_counter() - t0
+        assert hail["success"] and ours["success"], (hail["info"], ours["info"])
+        req = data["request"]
+        placed_hail = allocations(kind, hail["result"], req)
+        placed_ours = allocations(kind, ours["result"], req)
+        return {"nodes": nodes, "kind": kind if kind != "allocate" else f"allocate ({template})",
+                "hail_s": hail_s, "ours_s": ours_s, "ours_cli_s": ours_cli_s,
+                "placed": (len(placed_hail), len(placed_ours)),
+                "hail_score": hbal_score(pre, placed_hail, work, "hail"),
+                "ours_score": hbal_score(pre, placed_ours, work, "ours"),
+                "before": hbal_score(pre, [], work, "before")}
+
+
+def run() -> str:
+    if not shutil.which(HAIL) and not Path(HAIL).exists():
+        return "hail is not installed (`apt-get install ganeti-htools-3.0`); nothing measured."
+    rows = []
+    for nodes in (100, 1_000, 5_000):
+        rows.append(compare(nodes, "allocate"))
+        if nodes <= 100:
+            rows.append(compare(nodes, "allocate", "drbd"))
+        rows.append(compare(nodes, "multi-allocate"))
+    lines = ["| nodes | request | hail (s) | ours in process (s) | ours as a process (s) | speed-up (in process) "
+             "| hbal score before | after hail | after ours | placed (hail/ours) |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(f"| {r['nodes']:,} | {r['kind']} | {r['hail_s']:.3f} | {r['ours_s']:.3f} | "
+                     f"{r['ours_cli_s']:.3f} | {r['hail_s'] / r['ours_s']:.1f}x | {r['before']:.5f} | "
+                     f"{r['hail_score']:.5f} | {r['ours_score']:.5f} | {r['placed'][0]}/{r['placed'][1]} |")
+    better = sum(r["ours_score"] <= r["hail_score"] + 1e-6 for r in rows)
+    faster = sum(r["ours_s"] < r["hail_s"] for r in rows)
+    lines += ["", f"Score at least as good as hail's (lower is better, by hbal itself): {better}/{len(rows)} "
+              f"requests; faster than hail in process: {faster}/{len(rows)}."]
+    return "\n".join(lines)
