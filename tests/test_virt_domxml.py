@@ -79,7 +79,7 @@ def test_unbound_device_cannot_be_built() -> None:
     with pytest.raises(domxml.UnboundDevice) as info:
         domxml.build(spec)
     assert info.value.field == "hostdevs[0].address"
-    vf = VMSpec.from_dict(minimal() | {"nics": [{"kind": "hostdev", "source": "pci/8086:154c"}]})
+    vf = VMSpec.from_dict(minimal() | {"nics": [{"kind": "hostdev", "resource": "pci/8086:154c"}]})
     with pytest.raises(domxml.UnboundDevice):
         domxml.build(vf)
 
@@ -109,7 +109,7 @@ def test_requests_count_devices_and_hugepages() -> None:
     spec = VMSpec(name="gpu", uuid="5f0c3a9e-6a43-4f0e-9f5c-2d8b3c0b6a11", vcpus=4,
                   memory=Memory(4096, hugepages=1048576),
                   hostdevs=(HostDevice("pci", resource="pci/10de:1eb8"), HostDevice("pci", resource="pci/10de:1eb8")),
-                  nics=(Nic("hostdev", "pci/8086:154c"),))
+                  nics=(Nic("hostdev", resource="pci/8086:154c"),))
     r = spec.requests()
     assert (r.cpu, r.memory) == (4, 4096)
     assert dict(r.extended) == {"pci/10de:1eb8": 2, "pci/8086:154c": 1, "hugepages-1G": 4}

@@ -60,6 +60,7 @@ def disks(draw: st.DrawFn) -> tuple[Disk, ...]:
             format=draw(st.sampled_from(["raw", "qcow2"])) if kind == "file" else "raw",
             cache=draw(st.sampled_from([None, "none", "writeback", "directsync"])),
             io=draw(st.sampled_from([None, "native", "threads"])),
+            discard=draw(st.sampled_from([None, "unmap", "ignore"])),
             readonly=device == "cdrom" or draw(st.booleans()), shareable=draw(st.booleans()),
             boot=draw(st.sampled_from([None, len(out) + 1])),
             serial=draw(st.sampled_from([None, f"SER{len(out)}"])),
@@ -82,7 +83,8 @@ def nics(draw: st.DrawFn) -> tuple[Nic, ...]:
         mode = {"direct": draw(st.sampled_from(["bridge", "vepa", "private", "passthrough"])),
                 "vhostuser": draw(st.sampled_from(["client", "server"]))}.get(kind)
         model = "virtio" if kind in ("hostdev", "vhostuser") else draw(st.sampled_from(["virtio", "e1000", "rtl8139"]))
-        out.append(Nic(kind, source, model, f"52:54:00:00:00:{i:02x}", mode))
+        resource = draw(st.sampled_from([None, "pci/8086:154c"])) if kind == "hostdev" else None
+        out.append(Nic(kind, source, model, f"52:54:00:00:00:{i:02x}", mode, resource))
     return tuple(out)
 
 
@@ -163,6 +165,7 @@ def vm_specs(draw: st.DrawFn, passthrough: bool = True) -> VMSpec:
         vcpus=vcpus, max_vcpus=vcpu_max if vcpu_max != vcpus or draw(st.booleans()) else None,
         topology=topology, cpu=cpu, numa=numa, pins=pins,
         domain_type=draw(st.sampled_from(["kvm", "qemu"])), machine=machine, firmware=firmware,
+        clock=draw(st.sampled_from(["utc", "localtime"])),
         disks=disk_list, nics=nic_list, graphics=tuple(draw(st.lists(
             st.builds(Graphics, st.sampled_from(["vnc", "spice"]), st.sampled_from(["127.0.0.1", "0.0.0.0", "::1"])),
             max_size=1))),

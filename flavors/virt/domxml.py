@@ -16,7 +16,6 @@ for by resource name, cloud-init documents) is kept in ``<metadata>`` under
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ from lxml import etree
 
 from clustercore.errors import ValidationError
 from flavors.virt.spec import (
-    PCI_RE,
     CloudInit,
     Cpu,
     CpuFeature,
@@ -90,15 +88,15 @@ def build(spec: VMSpec) -> str:
     if spec.firmware.secure_boot:
         _el(features, "smm", state="on")
     _cpu(root, spec)
-    _el(root, "clock", offset="utc")
+    _el(root, "clock", offset=spec.clock)
     _devices(root, spec)
-    return etree.tostring(root, pretty_print=True, encoding="unicode")
+    return str(etree.tostring(root, pretty_print=True, encoding="unicode"))
 
 
 def _metadata(root: etree._Element, spec: VMSpec) -> None:
     resources = [(i, d.resource) for i, d in enumerate(spec.hostdevs) if d.resource and d.kind != "usb"]
     resources_usb = [(i, d.resource) for i, d in enumerate(spec.hostdevs) if d.resource and d.kind == "usb"]
-    vfs = [(i, n.source) for i, n in enumerate(spec.nics) if n.kind == "hostdev" and not PCI_RE.match(n.source or "")]
+    vfs = [(i, n.resource) for i, n in enumerate(spec.nics) if n.resource]
     if not (spec.memory.guaranteed is not None or resources or resources_usb or vfs or spec.cloud_init):
         return
     vm = etree.SubElement(_el(root, "metadata"), f"{NS}vm", nsmap={"clustercore": NAMESPACE})
@@ -106,8 +104,8 @@ def _metadata(root: etree._Element, spec: VMSpec) -> None:
         _el(vm, f"{NS}guaranteed", str(spec.memory.guaranteed), unit="MiB")
     for i, name in resources + resources_usb:
         _el(vm, f"{NS}hostdev", index=str(i), resource=str(name))
-    if vfs:
-        raise UnboundDevice(f"nics[{vfs[0][0]}].source", str(vfs[0][1]))
+    for i, name in vfs:
+        _el(vm, f"{NS}vf", index=str(i), resource=str(name))
     if spec.cloud_init:
         ci = _el(vm, f"{NS}cloud-init")
         _el(ci, f"{NS}user-data", spec.cloud_init.user_data)
@@ -206,6 +204,8 @@ def _disk(devices: etree._Element, d: Disk) -> None:
         driver.set("cache", d.cache)
     if d.io:
         driver.set("io", d.io)
+    if d.discard:
+        driver.set("discard", d.discard)
     if d.kind == "file":
         _el(disk, "source", file=d.source)
     elif d.kind == "block":
@@ -230,7 +230,7 @@ def disk_element(d: Disk) -> str:
     """One ``<disk>`` (for hotplug)."""
     holder = etree.Element("devices")
     _disk(holder, d)
-    return etree.tostring(holder[0], encoding="unicode")
+    return str(etree.tostring(holder[0], encoding="unicode"))
 
 
 def _pci_address(parent: etree._Element, address: str, typed: bool) -> None:
@@ -255,8 +255,8 @@ def _nic(devices: etree._Element, n: Nic, at: str) -> None:
     elif n.kind == "direct":
         _el(nic, "source", dev=str(n.source), mode=str(n.mode))
     elif n.kind == "hostdev":
-        if not PCI_RE.match(n.source or ""):
-            raise UnboundDevice(f"{at}.source", str(n.source))
+        if n.source is None:
+            raise UnboundDevice(f"{at}.source", str(n.resource))
         _pci_address(_el(nic, "source"), str(n.source), typed=True)
     elif n.kind == "vhostuser":
         _el(nic, "source", type="unix", path=str(n.source), mode=str(n.mode))
@@ -268,7 +268,7 @@ def nic_element(n: Nic) -> str:
     """One ``<interface>`` (for hotplug)."""
     holder = etree.Element("devices")
     _nic(holder, n, "nic")
-    return etree.tostring(holder[0], encoding="unicode")
+    return str(etree.tostring(holder[0], encoding="unicode"))
 
 
 def hostdev_element(d: HostDevice, at: str = "hostdev") -> etree._Element:
@@ -318,7 +318,7 @@ def validate(xml: str) -> None:
 _UNITS = {"b": 1, "bytes": 1, "k": 1024, "kib": 1024, "kb": 1000, "m": 1024**2, "mib": 1024**2, "mb": 1000**2,
           "g": 1024**3, "gib": 1024**3, "gb": 1000**3, "t": 1024**4, "tib": 1024**4, "tb": 1000**4}
 # What libvirt adds by itself or what the spec leaves to libvirt's defaults.
-_IGNORED_TOP = {"on_poweroff", "on_reboot", "on_crash", "clock", "pm", "resource", "seclabel", "genid", "title",
+_IGNORED_TOP = {"on_poweroff", "on_reboot", "on_crash", "pm", "resource", "seclabel", "genid", "title",
                 "description", "vcpus", "iothreads"}
 _IGNORED_DEVICES = {"emulator", "controller", "input", "video", "audio"}
 _IGNORED_FEATURES = {"acpi", "apic", "pae", "vmport", "smm", "vmcoreinfo"}
@@ -334,23 +334,12 @@ def _mib(node: etree._Element, where: str) -> int:
     return value // (1024**2)
 
 
-class _Reader:
-    """Walks one domain document, remembering what it understood."""
-
-    def __init__(self, root: etree._Element) -> None:
-        self.root = root
-
-    def child(self, parent: etree._Element, tag: str) -> etree._Element | None:
-        return parent.find(tag)
-
-    def children(self, parent: etree._Element, known: set[str], where: str) -> Iterator[etree._Element]:
-        for node in parent:
-            if not isinstance(node.tag, str):
-                continue  # comments
-            if node.tag not in known:
-                raise UnsupportedXML(f"{where}/{node.tag}", "not supported by the VM spec", etree.tostring(
-                    node, encoding="unicode")[:200])
-            yield node
+def _only(parent: etree._Element | None, known: set[str], where: str) -> None:
+    """Reject any child of ``parent`` not in ``known``, naming where it is."""
+    for node in parent if parent is not None else ():
+        if isinstance(node.tag, str) and node.tag not in known:  # comments have no str tag
+            raise UnsupportedXML(f"{where}/{node.tag}", "not supported by the VM spec",
+                                 etree.tostring(node, encoding="unicode")[:200])
 
 
 def parse(xml: str) -> VMSpec:
@@ -361,25 +350,26 @@ def parse(xml: str) -> VMSpec:
         raise UnsupportedXML("<domain>", f"not well-formed XML: {exc}") from None
     if root.tag != "domain":
         raise UnsupportedXML("/", "the root element must be <domain>", root.tag)
-    r = _Reader(root)
-    known = {"name", "uuid", "metadata", "maxMemory", "memory", "currentMemory", "memoryBacking", "vcpu",
-             "cputune", "numatune", "os", "features", "cpu", "devices"} | _IGNORED_TOP
-    for _ in r.children(root, known, "/domain"):
-        pass
+    _only(root, {"name", "uuid", "metadata", "maxMemory", "memory", "currentMemory", "memoryBacking", "vcpu",
+                 "cputune", "numatune", "os", "features", "cpu", "clock", "devices"} | _IGNORED_TOP, "/domain")
     fields: dict[str, Any] = {"name": _text(root, "name"), "uuid": _text(root, "uuid")}
     domain_type = root.get("type", "kvm")
     if domain_type not in ("kvm", "qemu"):
         raise UnsupportedXML("/domain/@type", "only kvm and qemu domains", domain_type)
     fields["domain_type"] = domain_type
+    clock = root.find("clock")
+    if clock is not None:
+        offset = clock.get("offset", "utc")
+        if offset not in ("utc", "localtime"):
+            raise UnsupportedXML("/domain/clock/@offset", "only utc and localtime clocks", offset)
+        fields["clock"] = offset  # its timers are tuning libvirt picks by itself
     meta = _read_metadata(root)
-    fields["memory"], dimms_from_devices = _read_memory(root, meta)
+    fields["memory"] = _read_memory(root, meta)
     _read_vcpus(root, fields)
     _read_os(root, fields)
-    for node in r.children(root.find("features") if root.find("features") is not None else etree.Element("x"),
-                           _IGNORED_FEATURES, "/domain/features"):
-        pass
+    _only(root.find("features"), _IGNORED_FEATURES, "/domain/features")
     _read_cpu(root, fields)
-    _read_devices(r, root, fields, meta, dimms_from_devices)
+    _read_devices(root, fields, meta)
     try:
         return VMSpec(**fields).check()
     except ValidationError as exc:
@@ -396,7 +386,7 @@ def _text(root: etree._Element, path: str) -> str:
 
 
 def _read_metadata(root: etree._Element) -> dict[str, Any]:
-    meta: dict[str, Any] = {"resources": {}}
+    meta: dict[str, Any] = {"resources": {}, "vfs": {}}
     vm = root.find(f"metadata/{NS}vm")
     if vm is None:
         return meta
@@ -405,6 +395,8 @@ def _read_metadata(root: etree._Element) -> dict[str, Any]:
         meta["guaranteed"] = int(str(guaranteed.text))
     for dev in vm.findall(f"{NS}hostdev"):
         meta["resources"][int(dev.get("index", "-1"))] = dev.get("resource")
+    for dev in vm.findall(f"{NS}vf"):
+        meta["vfs"][int(dev.get("index", "-1"))] = dev.get("resource")
     ci = vm.find(f"{NS}cloud-init")
     if ci is not None:
         net = ci.find(f"{NS}network-config")
@@ -414,15 +406,12 @@ def _read_metadata(root: etree._Element) -> dict[str, Any]:
     return meta
 
 
-def _read_memory(root: etree._Element, meta: dict[str, Any]) -> tuple[Memory, bool]:
+def _read_memory(root: etree._Element, meta: dict[str, Any]) -> Memory:
     memory = root.find("memory")
     if memory is None:
         raise UnsupportedXML("/domain/memory", "is required")
     size = _mib(memory, "/domain/memory")
-    current = root.find("currentMemory")
-    if current is not None and _mib(current, "/domain/currentMemory") != size:
-        # A balloon target below the boot size is runtime state, not the definition.
-        pass
+    # currentMemory (a balloon target) is runtime state, not the definition.
     maximum = slots = None
     max_node = root.find("maxMemory")
     if max_node is not None:
@@ -445,7 +434,7 @@ def _read_memory(root: etree._Element, meta: dict[str, Any]) -> tuple[Memory, bo
                        int(d.findtext("target/node") or "0"))
                   for d in root.findall("devices/memory"))
     return Memory(size=size, maximum=maximum, slots=slots or 0, dimms=dimms, hugepages=hugepages,
-                  guaranteed=meta.get("guaranteed")), bool(dimms)
+                  guaranteed=meta.get("guaranteed"))
 
 
 def _read_vcpus(root: etree._Element, fields: dict[str, Any]) -> None:
@@ -528,18 +517,23 @@ def _read_cpu(root: etree._Element, fields: dict[str, Any]) -> None:
                            for c in cells)
 
 
-def _read_devices(r: _Reader, root: etree._Element, fields: dict[str, Any], meta: dict[str, Any],
-                  dimms: bool) -> None:
+def _read_devices(root: etree._Element, fields: dict[str, Any], meta: dict[str, Any]) -> None:
     devices = root.find("devices")
     if devices is None:
         devices = etree.Element("devices")
     known = {"disk", "interface", "serial", "console", "channel", "graphics", "watchdog", "memballoon", "rng", "tpm",
              "hostdev", "memory"} | _IGNORED_DEVICES
-    disks, nics, graphics, hostdevs = [], [], [], []
+    disks: list[Disk] = []
+    nics: list[Nic] = []
+    graphics: list[Graphics] = []
+    hostdevs: list[HostDevice] = []
     fields["serial"] = fields["guest_agent"] = fields["rng"] = fields["tpm"] = False
     fields["balloon"] = True  # libvirt adds a virtio balloon unless told "none"
     seed: str | None = None
-    for node in r.children(devices, known, "/domain/devices"):
+    _only(devices, known, "/domain/devices")
+    for node in devices:
+        if not isinstance(node.tag, str) or node.tag in _IGNORED_DEVICES:
+            continue
         at = f"/domain/devices/{node.tag}"
         if node.tag == "disk":
             disk = _read_disk(node, f"{at}[{len(disks) + 1}]")
@@ -548,7 +542,7 @@ def _read_devices(r: _Reader, root: etree._Element, fields: dict[str, Any], meta
             else:
                 disks.append(disk)
         elif node.tag == "interface":
-            nics.append(_read_nic(node, f"{at}[{len(nics) + 1}]"))
+            nics.append(_read_nic(node, f"{at}[{len(nics) + 1}]", meta["vfs"].get(len(nics))))
         elif node.tag in ("serial", "console"):
             if node.get("type") != "pty":
                 raise UnsupportedXML(f"{at}/@type", "only pty serial consoles", node.get("type"))
@@ -614,6 +608,7 @@ def _read_disk(node: etree._Element, at: str) -> Disk:
         bus=target.get("bus", "virtio"), format=driver.get("type", "raw") if driver is not None else "raw",
         cache=driver.get("cache") if driver is not None else None,
         io=driver.get("io") if driver is not None else None,
+        discard=driver.get("discard") if driver is not None else None,
         readonly=node.find("readonly") is not None, shareable=node.find("shareable") is not None,
         boot=int(boot.get("order", "1")) if boot is not None else None,
         serial=node.findtext("serial"),
@@ -628,7 +623,7 @@ def _pci(source: etree._Element | None, at: str) -> str:
     return f"{parts[0]:04x}:{parts[1]:02x}:{parts[2]:02x}.{parts[3]:x}"
 
 
-def _read_nic(node: etree._Element, at: str) -> Nic:
+def _read_nic(node: etree._Element, at: str, resource: str | None) -> Nic:
     kind = node.get("type", "")
     if kind not in ("bridge", "network", "direct", "hostdev", "vhostuser", "user"):
         raise UnsupportedXML(f"{at}/@type", "not supported by the VM spec", kind)
@@ -654,7 +649,7 @@ def _read_nic(node: etree._Element, at: str) -> Nic:
     else:
         src = None
     return Nic(kind=kind, source=src, model=model.get("type", "virtio") if model is not None else "virtio",
-               mac=mac.get("address") if mac is not None else None, mode=mode)
+               mac=mac.get("address") if mac is not None else None, mode=mode, resource=resource)
 
 
 def _read_hostdev(node: etree._Element, at: str, resource: str | None) -> HostDevice:

@@ -168,6 +168,7 @@ class Disk:
     cache: str | None = attrs.field(default=None, metadata=_choices("none", "writeback", "writethrough",
                                                                      "directsync", "unsafe"))
     io: str | None = attrs.field(default=None, metadata=_choices("native", "threads", "io_uring"))
+    discard: str | None = attrs.field(default=None, metadata=_choices("unmap", "ignore"))
     readonly: bool = False
     shareable: bool = False
     boot: int | None = attrs.field(default=None, metadata=_minimum(1))
@@ -178,7 +179,8 @@ class Disk:
 class Nic:
     """A NIC. ``source`` by kind: ``bridge`` a bridge, ``network`` a libvirt network,
     ``direct`` a host interface (macvtap, ``mode`` bridge/vepa/private/passthrough),
-    ``hostdev`` an SR-IOV VF (PCI address, or a resource name such as ``pci/8086:154c``),
+    ``hostdev`` an SR-IOV VF (its PCI address, or ``resource`` such as ``pci/8086:154c``
+    and the address once bound),
     ``vhostuser`` a socket path (``mode`` client/server), ``user`` none (user-mode
     networking, for labs)."""
 
@@ -188,6 +190,7 @@ class Nic:
     mac: str | None = attrs.field(default=None, metadata=_pattern(MAC_RE))
     mode: str | None = attrs.field(default=None, metadata=_choices("bridge", "vepa", "private", "passthrough",
                                                                     "client", "server"))
+    resource: str | None = attrs.field(default=None, metadata=_pattern(RESOURCE_RE))
 
 
 @attrs.frozen
@@ -252,6 +255,7 @@ class VMSpec:
     arch: str = attrs.field(default="x86_64", metadata=_choices("x86_64"))
     machine: str = attrs.field(default="pc", metadata=_pattern(re.compile(r"^(pc|q35)([A-Za-z0-9_.-]*)$")))
     firmware: Firmware = Firmware()
+    clock: str = attrs.field(default="utc", metadata=_choices("utc", "localtime"))
     disks: tuple[Disk, ...] = attrs.field(default=(), converter=_by_target)
     nics: tuple[Nic, ...] = ()
     graphics: tuple[Graphics, ...] = ()
@@ -291,9 +295,9 @@ class VMSpec:
     def device_requests(self) -> dict[str, int]:
         """Extended resources asked for by name (``pci/...``, ``usb/...``, ``mdev/...``)."""
         wanted: dict[str, int] = {}
-        names = [d.resource for d in self.hostdevs] + [n.source for n in self.nics if n.kind == "hostdev"]
+        names = [d.resource for d in self.hostdevs] + [n.resource for n in self.nics]
         for name in names:
-            if name and RESOURCE_RE.match(name):
+            if name:
                 wanted[name] = wanted.get(name, 0) + 1
         return wanted
 
@@ -379,7 +383,7 @@ class VMSpec:
         for i, h in enumerate(self.hostdevs):
             self._check_hostdev(h, f"hostdevs[{i}]", fail)
         devices = [h.address or (h.vendor, h.product) for h in self.hostdevs if h.address or h.vendor]
-        devices += [n.source for n in self.nics if n.kind == "hostdev" and PCI_RE.match(n.source or "")]
+        devices += [n.source for n in self.nics if n.kind == "hostdev" and n.source]
         if len(set(devices)) != len(devices):
             raise fail("hostdevs", "a host device is passed through twice (hostdevs and SR-IOV NICs)", devices)
         return self
@@ -402,13 +406,16 @@ class VMSpec:
             raise fail(f"{at}.target", f"a {d.bus} disk is named {want}*", d.target)
 
     def _check_nic(self, n: Nic, at: str, fail: Any) -> None:
+        if n.resource is not None and (n.kind != "hostdev" or not n.resource.startswith("pci/")):
+            raise fail(f"{at}.resource", "only an SR-IOV VF (kind hostdev) is asked for as pci/VVVV:PPPP",
+                       n.resource)
         if n.kind == "user":
             if n.source is not None:
                 raise fail(f"{at}.source", "user networking has no source", n.source)
-        elif n.source is None:
+        elif n.source is None and n.resource is None:
             raise fail(f"{at}.source", f"is required for kind {n.kind}", None)
-        if n.kind == "hostdev" and not (PCI_RE.match(n.source or "") or RESOURCE_RE.match(n.source or "")):
-            raise fail(f"{at}.source", "an SR-IOV VF is a PCI address or a pci/VVVV:PPPP resource", n.source)
+        if n.kind == "hostdev" and n.source is not None and not PCI_RE.match(n.source):
+            raise fail(f"{at}.source", "an SR-IOV VF's source is its PCI address", n.source)
         if n.kind == "vhostuser" and not PATH_RE.match(n.source or ""):
             raise fail(f"{at}.source", "a vhost-user socket is an absolute path", n.source)
         modes = {"direct": {"bridge", "vepa", "private", "passthrough"}, "vhostuser": {"client", "server"}}
@@ -441,7 +448,8 @@ class VMSpec:
     # ------------------------------------------------------------------ dicts
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_dict(self)
+        out: dict[str, Any] = _to_dict(self)
+        return out
 
     @classmethod
     def from_dict(cls, data: object, path: str = "") -> VMSpec:
