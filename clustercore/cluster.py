@@ -10,7 +10,7 @@ attempts raises :class:`~clustercore.errors.Conflict`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -194,6 +194,18 @@ class Cluster:
         self.plugins.driver(workload.flavor).stop(workload, self.host(current.value.host), force=force)
         self.store.txn([Check(PLACEMENTS + name, current.revision)], [Delete(PLACEMENTS + name), self.events.put_op(
             Event(self.clock.now(), f"workload/{name}", "stopped", "", current.value.host, ""))])
+
+    def update_workload(self, name: str, change: Callable[[Workload], Workload], reason: str = "") -> Workload:
+        """Store ``change(current definition)`` as the workload's definition (compare-and-swap:
+        a concurrent update raises Conflict and nothing is written). Flavors call this after
+        an operation the host confirmed (a hotplug), so the store follows the host."""
+        current = self.state.workload(name)
+        new = change(current.value)
+        if new.name != name or new.flavor != current.value.flavor:
+            raise ValueError(f"an update cannot rename {name!r} or change its flavor")
+        self.store.txn([Check(WORKLOADS + name, current.revision)], [Put(WORKLOADS + name, encode(new)),
+                       self.events.put_op(Event(self.clock.now(), f"workload/{name}", "updated", reason))])
+        return new
 
     def delete(self, name: str) -> None:
         """Stop (if placed) and forget a workload."""

@@ -1,0 +1,90 @@
+"""The virtualization flavor: VMs on libvirt as clustercore workloads.
+
+Loaded through the ``clustercore.flavors`` entry point (``virt = flavors.virt:flavor``)
+like any external flavor; nothing in ``clustercore`` imports it. Workloads of flavor
+``vm`` carry a :class:`~flavors.virt.spec.VMSpec`; hosts are libvirt URIs.
+
+==================  ===========================================================
+module              concept
+==================  ===========================================================
+``spec``            the VM: CPUs, memory, NUMA, firmware, disks, NICs, devices...
+``domxml``          libvirt domain XML: builder, parser, schema validation
+``workload``        VMs as workloads (requests), adopting running domains
+``hostfacts``       what a host offers, from libvirt; devices as resources
+``devices``         binding devices asked for by name, at start
+``filters``         VM-aware scheduler filters and weighers
+``driver``          define/start/stop/migrate/inspect through libvirt
+``hotplug``         disks, NICs, devices, vCPUs, memory into running VMs
+==================  ===========================================================
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from clustercore.model import Host, Workload
+from clustercore.plugins import HostDescription, Registry, hookimpl
+from flavors.virt import filters, hostfacts
+from flavors.virt.driver import LibvirtDriver
+from flavors.virt.spec import KIND, VMSpec
+from flavors.virt.workload import adopt, vm_spec, vm_workload
+
+URI_RE = re.compile(r"^[a-z][a-z0-9+]*://")
+
+__all__ = ["KIND", "LibvirtDriver", "VMSpec", "VirtFlavor", "adopt", "flavor", "vm_spec", "vm_workload"]
+
+
+def is_libvirt_host(host: Host) -> bool:
+    """Hosts of this flavor have a libvirt URI as their address."""
+    return bool(URI_RE.match(host.address))
+
+
+class VirtFlavor:
+    """``vcpu_ratio``: vCPUs per hardware thread; ``host_reserve``: MiB kept for the host
+    itself; ``passthrough``: which PCI devices VMs may get (see
+    :func:`~flavors.virt.hostfacts.passthrough_allowed`)."""
+
+    name = "virt"
+
+    def __init__(self, driver: LibvirtDriver | None = None, vcpu_ratio: float = 4.0, host_reserve: int = 1024,
+                 passthrough: Sequence[str] = hostfacts.DEFAULT_PASSTHROUGH) -> None:
+        self.passthrough = tuple(passthrough)
+        self.driver = driver or LibvirtDriver(passthrough=self.passthrough)
+        self.vcpu_ratio = vcpu_ratio
+        self.host_reserve = host_reserve
+
+    @hookimpl
+    def clustercore_register(self, registry: Registry) -> None:
+        registry.add_driver(self.driver)
+        for f in filters.filters(self.vcpu_ratio, self.host_reserve):
+            registry.add_filter(f)
+        registry.add_weigher(filters.VcpuLoadWeigher())
+
+    @hookimpl
+    def clustercore_bootstrap_host(self, host: Host) -> str | None:
+        if not is_libvirt_host(host):
+            return None
+        facts = hostfacts.discover(self.driver.connect(host))  # VirtError names the URI when unreachable
+        usable = {"kvm", "qemu", "test"} & set(facts.get("domain_types", ()))
+        if not usable:
+            return f"libvirt at {host.address} runs no hvm guests (domain types: {facts.get('domain_types')})"
+        return None
+
+    @hookimpl
+    def clustercore_describe_host(self, host: Host) -> HostDescription | None:
+        if not is_libvirt_host(host):
+            return None
+        facts = hostfacts.discover(self.driver.connect(host))
+        return HostDescription(facts=facts, extended=hostfacts.extended_resources(facts, self.passthrough))
+
+    @hookimpl
+    def clustercore_maintenance_veto(self, host: Host, workloads: Sequence[Workload]) -> str | None:
+        pinned = sorted(w.name for w in workloads if w.flavor == KIND and not vm_spec(w).migratable)
+        if pinned:
+            return (f"VMs that cannot live-migrate (passthrough devices or host-passthrough CPU): "
+                    f"{', '.join(pinned)}; stop them first")
+        return None
+
+
+flavor = VirtFlavor()

@@ -564,7 +564,7 @@ def _read_devices(root: etree._Element, fields: dict[str, Any], meta: dict[str, 
         elif node.tag == "tpm":
             fields["tpm"] = True
         elif node.tag == "hostdev":
-            hostdevs.append(_read_hostdev(node, f"{at}[{len(hostdevs) + 1}]",
+            hostdevs.append(read_hostdev(node, f"{at}[{len(hostdevs) + 1}]",
                                           meta["resources"].get(len(hostdevs))))
         elif node.tag == "memory" and node.get("model") != "dimm":
             raise UnsupportedXML(f"{at}/@model", "only DIMM memory devices", node.get("model"))
@@ -652,7 +652,7 @@ def _read_nic(node: etree._Element, at: str, resource: str | None) -> Nic:
                mac=mac.get("address") if mac is not None else None, mode=mode, resource=resource)
 
 
-def _read_hostdev(node: etree._Element, at: str, resource: str | None) -> HostDevice:
+def read_hostdev(node: etree._Element, at: str, resource: str | None) -> HostDevice:
     kind = node.get("type")
     if node.get("mode", "subsystem") != "subsystem" or kind not in ("pci", "usb", "mdev"):
         raise UnsupportedXML(at, f"hostdev {node.get('mode')}/{kind} is not supported")
