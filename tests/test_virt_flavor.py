@@ -170,7 +170,7 @@ def test_gpu_vms_go_only_where_a_free_gpu_is_and_never_share_one(cluster: Cluste
 
 def test_a_vm_with_passthrough_vetoes_maintenance(cluster: Cluster) -> None:
     cluster.submit(vm_workload(vm("t4", HostDevice("pci", resource="pci/10de:1eb8"))))
-    with pytest.raises(MaintenanceVetoed, match="cannot live-migrate.*t4"):
+    with pytest.raises(MaintenanceVetoed, match=r"cannot live-migrate.*t4"):
         cluster.start_maintenance("gpu")
 
 

@@ -139,7 +139,7 @@ def vm_specs(draw: st.DrawFn, passthrough: bool = True) -> VMSpec:
             cells_out.append(NumaCell(cpus, m, draw(st.sampled_from([None, 0, 1]))))
             first += n
         numa = tuple(cells_out)
-    mode = draw(st.sampled_from(["host-model", "host-passthrough", "custom"]))
+    mode = draw(st.sampled_from(["default", "host-model", "host-passthrough", "custom"]))
     cpu = Cpu(mode)
     if mode == "custom":
         features = draw(st.lists(st.sampled_from(["vmx", "pcid", "ssbd", "avx2", "x2apic"]), unique=True, max_size=3))

@@ -152,7 +152,11 @@ def _os(root: etree._Element, spec: VMSpec) -> None:
 
 
 def _cpu(root: etree._Element, spec: VMSpec) -> None:
-    cpu = _el(root, "cpu", mode=spec.cpu.mode)
+    if spec.cpu.mode == "default" and spec.topology is None and not spec.numa:
+        return
+    cpu = _el(root, "cpu")
+    if spec.cpu.mode != "default":
+        cpu.set("mode", spec.cpu.mode)
     if spec.cpu.mode == "custom":
         cpu.set("match", "exact")
         _el(cpu, "model", spec.cpu.model, fallback="forbid")
@@ -491,7 +495,7 @@ def _read_cpu(root: etree._Element, fields: dict[str, Any]) -> None:
     model = cpu.findtext("model")
     features = tuple(CpuFeature(str(f.get("name")), f.get("policy", "require")) for f in cpu.findall("feature"))
     if mode == "custom" and not model:
-        mode = "host-model" if not features else mode  # an empty <cpu> holding only topology or NUMA
+        mode = "default" if not features else mode  # a <cpu> holding only topology or NUMA
     if mode != "custom" and features:
         raise UnsupportedXML("/domain/cpu/feature", f"features with mode {mode} are not supported")
     fields["cpu"] = Cpu(mode, model.strip() if mode == "custom" and model else None, features)

@@ -96,10 +96,13 @@ class CpuFeature:
 
 @attrs.frozen
 class Cpu:
-    """``host-model`` (migratable, the default), ``host-passthrough`` (fastest, pins the VM
-    to identical hosts) or ``custom`` with a named ``model`` and ``features``."""
+    """``default`` (the hypervisor's baseline model: runs and migrates anywhere),
+    ``host-model`` (this host's CPU, migratable to alike hosts), ``host-passthrough``
+    (fastest, pins the VM to identical hosts) or ``custom`` with a named ``model`` and
+    ``features`` (for a cluster-wide baseline)."""
 
-    mode: str = attrs.field(default="host-model", metadata=_choices("host-model", "host-passthrough", "custom"))
+    mode: str = attrs.field(default="default", metadata=_choices("default", "host-model", "host-passthrough",
+                                                                 "custom"))
     model: str | None = attrs.field(default=None, metadata=_pattern(WORD_RE))
     features: tuple[CpuFeature, ...] = ()
 
