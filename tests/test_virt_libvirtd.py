@@ -125,3 +125,16 @@ def test_hotplug_failure_leaves_the_store_unchanged(cluster: Cluster) -> None:
     with pytest.raises(VirtError):
         hotplug.attach_disk(cluster, "fail", Disk("vdb", "/nonexistent/disk.img"))
     assert cluster.workloads()["fail"] == before
+
+
+def test_cluster_cpu_baseline_is_usable_and_starts(cluster: Cluster) -> None:
+    from flavors.virt.hostfacts import cluster_baseline
+
+    facts = cluster.host("lab1").facts["virt"]
+    driver = cluster.plugins.driver("vm")
+    cpu = cluster_baseline(driver.connect(cluster.host("lab1")), [facts["cpu_xml"]],  # type: ignore[attr-defined]
+                           domain_type())
+    assert cpu.mode == "custom" and cpu.features
+    assert cpu.model in facts["cpu_models"] or cpu.model == facts["cpu_model"]
+    placement = cluster.submit(vm_workload(guest("baseline", cpu=cpu)))
+    assert driver.inspect(cluster.workloads()["baseline"], cluster.host(placement.host)) is WorkloadState.RUNNING

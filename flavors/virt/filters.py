@@ -127,7 +127,8 @@ class NumaFilter:
 
 @attrs.frozen
 class CpuModelFilter:
-    """A ``custom`` CPU model must be usable on the host (libvirt's domain capabilities);
+    """A ``custom`` CPU model must be usable on the host (libvirt's domain capabilities) or
+    be the host's own model (what a cluster baseline is made of);
     ``host-passthrough`` needs the same host CPU model as the VM was started with, which the
     scheduler does not know, so such VMs are only placed where they start."""
 
@@ -135,10 +136,11 @@ class CpuModelFilter:
 
     def check(self, workload: Workload, view: HostView) -> str | None:
         spec = _spec(workload)
-        models = facts_of(view).get("cpu_models")
+        facts = facts_of(view)
+        models = facts.get("cpu_models")
         if spec is None or spec.cpu.mode != "custom" or not models:
             return None
-        if spec.cpu.model not in models:
+        if spec.cpu.model not in models and spec.cpu.model != facts.get("cpu_model"):
             return f"CPU model {spec.cpu.model} is not usable on this host"
         return None
 

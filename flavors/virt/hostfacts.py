@@ -17,6 +17,8 @@ from typing import Any
 
 from lxml import etree
 
+from flavors.virt.spec import Cpu, CpuFeature
+
 #: Which PCI devices may be passed through, by default: GPUs and other display
 #: controllers (class 03), processing accelerators (class 12) and SR-IOV virtual functions.
 DEFAULT_PASSTHROUGH = ("class:03*", "class:12*", "vf")
@@ -43,6 +45,7 @@ def parse_capabilities(xml: str) -> dict[str, Any]:
         "cpu_model": cpu.findtext("model", "") if cpu is not None else "",
         "cpu_vendor": cpu.findtext("vendor", "") if cpu is not None else "",
         "cpu_features": sorted(str(f.get("name")) for f in cpu.findall("feature")) if cpu is not None else [],
+        "cpu_xml": etree.tostring(cpu, encoding="unicode") if cpu is not None else "",
         "iommu": host is not None and host.find("iommu") is not None and host.find("iommu").get("support") == "yes",  # type: ignore[union-attr]
     }
     cells: list[dict[str, Any]] = []
@@ -195,6 +198,25 @@ def merge(capabilities: Mapping[str, Any], domcaps: Mapping[str, Any] | None,
     facts["pci"] = sorted((d for d in devs if d["kind"] == "pci"), key=lambda d: d["address"])
     facts["usb"] = sorted((d for d in devs if d["kind"] == "usb"), key=lambda d: (d["bus"], d["device"]))
     return facts
+
+
+def cluster_baseline(conn: Any, cpu_xmls: Sequence[str], virt_type: str = "kvm") -> Cpu:
+    """The most capable CPU every host of ``cpu_xmls`` (their ``cpu_xml`` facts) can run,
+    as libvirt computes it (migratable features only): give it to VMs that must be able
+    to live-migrate to every host of the cluster."""
+    import libvirt
+
+    xmls = [x for x in cpu_xmls if x]
+    if not xmls:
+        raise ValueError("no host CPU descriptions to compute a baseline from")
+    try:
+        xml = conn.baselineHypervisorCPU(None, "x86_64", None, virt_type, xmls,
+                                         libvirt.VIR_CONNECT_BASELINE_CPU_MIGRATABLE)
+    except libvirt.libvirtError:
+        xml = conn.baselineCPU(xmls, 0)  # older drivers
+    root = _root(xml)
+    features = tuple(CpuFeature(str(f.get("name")), f.get("policy", "require")) for f in root.findall("feature"))
+    return Cpu("custom", root.findtext("model"), features)
 
 
 def discover(conn: Any) -> dict[str, Any]:
