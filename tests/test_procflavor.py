@@ -90,6 +90,8 @@ def test_a_malformed_spec_names_the_field(tmp_path: Path, flavor: procflavor.Pro
 def test_bootstrap_refuses_a_missing_directory(tmp_path: Path, flavor: procflavor.ProcessFlavor) -> None:
     host = Host("ghost", address=str(tmp_path / "nowhere"))
     assert "does not exist" in (flavor.clustercore_bootstrap_host(host) or "")
+    other = Host("vm-host", address="qemu+tcp://127.0.0.1:16509/system")  # another flavor's host
+    assert flavor.clustercore_bootstrap_host(other) is None and flavor.clustercore_describe_host(other) is None
 
 
 def test_a_cluster_of_directories_runs_and_drains_real_processes(

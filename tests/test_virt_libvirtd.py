@@ -138,3 +138,16 @@ def test_cluster_cpu_baseline_is_usable_and_starts(cluster: Cluster) -> None:
     assert cpu.model in facts["cpu_models"] or cpu.model == facts["cpu_model"]
     placement = cluster.submit(vm_workload(guest("baseline", cpu=cpu)))
     assert driver.inspect(cluster.workloads()["baseline"], cluster.host(placement.host)) is WorkloadState.RUNNING
+
+
+def test_the_readme_demo_runs_on_real_libvirt_hosts() -> None:
+    import io
+
+    from flavors.virt.demo import main
+
+    out = io.StringIO()
+    assert main(out) == 0
+    text = out.getvalue()
+    assert "MISMATCH" not in text
+    assert "PreparingForMaintenance -> Maintenance" in text and "4 VMs running" in text
+    assert "lab1  Maintenance              libvirt runs -" in text

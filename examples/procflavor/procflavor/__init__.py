@@ -46,6 +46,11 @@ class ProcessSpec:
         return spec
 
 
+def is_proc_host(host: Host) -> bool:
+    """Hosts of this flavor are directories: their address is an absolute path."""
+    return host.address.startswith("/")
+
+
 def slots(host: Host) -> int:
     facts = host.facts.get(FLAVOR)
     if isinstance(facts, Mapping) and isinstance(facts.get("slots"), int):
@@ -163,15 +168,19 @@ class ProcessFlavor:
 
     @hookimpl
     def clustercore_bootstrap_host(self, host: Host) -> str | None:
+        if not is_proc_host(host):
+            return None  # another flavor's host
         directory = Path(host.address)
-        if not host.address or not directory.is_dir():
-            return f"directory {host.address or '(no address)'} does not exist"
+        if not directory.is_dir():
+            return f"directory {host.address} does not exist"
         if not os.access(directory, os.W_OK):
             return f"directory {directory} is not writable"
         return None
 
     @hookimpl
-    def clustercore_describe_host(self, host: Host) -> HostDescription:
+    def clustercore_describe_host(self, host: Host) -> HostDescription | None:
+        if not is_proc_host(host):
+            return None
         count = int(host.labels.get(SLOTS, DEFAULT_SLOTS))
         facts = {"directory": host.address, "python": platform.python_version(), "cpus": os.cpu_count() or 1,
                  "slots": count}
