@@ -151,3 +151,28 @@ def test_the_readme_demo_runs_on_real_libvirt_hosts() -> None:
     assert "MISMATCH" not in text
     assert "PreparingForMaintenance -> Maintenance" in text and "4 VMs running" in text
     assert "lab1  Maintenance              libvirt runs -" in text
+
+
+def test_cloud_init_seed_is_built_and_attached(cluster: Cluster, tmp_path: Path) -> None:
+    from flavors.virt.cloudinit import read_seed
+    from flavors.virt.spec import CloudInit
+
+    seed = tmp_path / "seeds" / "ci.iso"
+    ci = CloudInit(str(seed), "#cloud-config\npassword: demo\n", "instance-id: ci-1\n", "version: 2\n")
+    placement = cluster.submit(vm_workload(guest("ci", cloud_init=ci)))
+    assert read_seed(seed) == {"user-data": ci.user_data, "meta-data": ci.meta_data,
+                               "network-config": "version: 2\n", "label": "cidata"}
+    live = cluster.plugins.driver("vm").live_spec(cluster.workloads()["ci"],  # type: ignore[attr-defined]
+                                                  cluster.host(placement.host))
+    assert live.cloud_init == ci
+
+
+def test_host_device_hotplug_libvirt_refuses_leaves_the_store(cluster: Cluster) -> None:
+    """No passthrough hardware here: a USB device that is not plugged is refused by libvirt."""
+    from flavors.virt.spec import HostDevice
+
+    cluster.submit(vm_workload(guest("usb")))
+    before = cluster.workloads()["usb"]
+    with pytest.raises(VirtError, match="attach hostdev"):
+        hotplug.attach_hostdev(cluster, "usb", HostDevice("usb", vendor="dead", product="beef"))
+    assert cluster.workloads()["usb"] == before

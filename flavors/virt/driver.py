@@ -5,7 +5,8 @@ A host's ``address`` is its libvirt URI (``qemu+tcp://127.0.0.1:16509/system``,
 per URI and reopened when they die.
 
 * start: bind devices asked for by name (:mod:`flavors.virt.devices`, serialised per host
-  so two VMs never get the same device), define the domain, start it;
+  so two VMs never get the same device), write the cloud-init seed (local hosts), define
+  the domain, start it;
 * stop: ACPI shutdown, then destroy after ``shutdown_timeout`` seconds (or at once when
   forced), then undefine, which releases the VM's devices on that host;
 * migrate: libvirt live migration (peer to peer, persistent on the destination,
@@ -22,6 +23,7 @@ import contextlib
 import logging
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -30,7 +32,7 @@ import libvirt
 from clustercore.driver import WorkloadState
 from clustercore.errors import ClusterError
 from clustercore.model import Host, Workload, thaw
-from flavors.virt import devices, domxml, hostfacts
+from flavors.virt import cloudinit, devices, domxml, hostfacts
 from flavors.virt.spec import KIND, Memory, VMSpec
 from flavors.virt.workload import vm_spec
 
@@ -141,6 +143,11 @@ class LibvirtDriver:
                 return
             bound = devices.allocate(spec, host.name, self.facts(host), self.specs_on(host, but=spec.uuid),
                                      self.passthrough)
+            if spec.cloud_init is not None:
+                if not is_local(host.address):
+                    raise VirtError("start", spec.name, host.name, "cloud-init seeds are built on this machine and "
+                                    f"{host.address} is remote: provide {spec.cloud_init.seed} there")
+                cloudinit.write_seed(spec.cloud_init)
             try:
                 dom = self.connect(host).defineXML(domxml.build(bound))
                 dom.create()
@@ -216,6 +223,12 @@ class LibvirtDriver:
         if dom is None:
             raise VirtError("inspect", spec.name, host.name, "no such domain")
         return domxml.parse(dom.XMLDesc(0))
+
+
+def is_local(uri: str) -> bool:
+    """Whether a libvirt URI names this machine (files written here are the host's files)."""
+    host = urllib.parse.urlsplit(uri).hostname
+    return host in (None, "", "localhost", "127.0.0.1", "::1")
 
 
 def _undefine(dom: libvirt.virDomain) -> None:

@@ -218,7 +218,8 @@ class HostDevice:
 @attrs.frozen
 class CloudInit:
     """A NoCloud seed: attached as a CD-ROM (``seed``, an ISO path on the host) built from
-    these documents when the VM starts."""
+    these documents when the VM starts (:mod:`flavors.virt.cloudinit`; on hosts of this
+    machine, a remote host must have the image already)."""
 
     seed: str = attrs.field(metadata=_pattern(PATH_RE))
     user_data: str = ""
