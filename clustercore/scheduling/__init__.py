@@ -8,6 +8,8 @@ protocols), :mod:`.filters` and :mod:`.weighers` (the generic plugins), :mod:`.p
 from clustercore.scheduling.engine import (
     BatchResult,
     Filter,
+    ForFlavor,
+    ForFlavorWeigher,
     HostFilter,
     HostView,
     HostWeigher,
@@ -18,5 +20,5 @@ from clustercore.scheduling.engine import (
 )
 from clustercore.scheduling.snapshot import Snapshot
 
-__all__ = ["BatchResult", "Filter", "HostFilter", "HostView", "HostWeigher", "Row", "Scheduler", "Snapshot",
-           "Weigher", "place"]
+__all__ = ["BatchResult", "Filter", "ForFlavor", "ForFlavorWeigher", "HostFilter", "HostView", "HostWeigher", "Row",
+           "Scheduler", "Snapshot", "Weigher", "place"]

@@ -130,6 +130,46 @@ class PerHostWeigher:
         return np.array([self.inner.weigh(workload, view(snap, int(i))) for i in candidates], dtype=float)
 
 
+@attrs.frozen
+class ForFlavor:
+    """A per-host filter that concerns one workload flavor only: workloads of other flavors
+    skip it without a per-host call (what a flavor's own rules should be wrapped in)."""
+
+    flavor: str
+    inner: HostFilter
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def filter(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> Mapping[str, Mask]:
+        if workload.flavor != self.flavor:
+            return {}
+        return PerHostFilter(self.inner).filter(workload, snap, candidates)
+
+
+@attrs.frozen
+class ForFlavorWeigher:
+    """A per-host weigher for one workload flavor only (zero for the others; its factor is
+    the inner weigher's multiplier)."""
+
+    flavor: str
+    inner: HostWeigher
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def factor(self) -> float:
+        return float(self.inner.multiplier)
+
+    def weigh(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> np.ndarray:
+        if workload.flavor != self.flavor:
+            return np.zeros(len(candidates))
+        return PerHostWeigher(self.inner).weigh(workload, snap, candidates)
+
+
 def as_filter(plugin: Filter | HostFilter) -> Filter:
     if isinstance(plugin, Filter):
         return plugin
@@ -142,6 +182,8 @@ def as_weigher(plugin: Weigher | HostWeigher) -> tuple[Weigher, float]:
     """The weigher and its factor (a per-host weigher brings its own multiplier)."""
     if isinstance(plugin, HostWeigher):
         return PerHostWeigher(plugin), float(plugin.multiplier)
+    if isinstance(plugin, ForFlavorWeigher):
+        return plugin, plugin.factor
     if isinstance(plugin, Weigher):
         return plugin, float(getattr(plugin, "multiplier", 1.0))
     raise TypeError(f"{plugin!r} is neither a Weigher nor a HostWeigher")

@@ -59,7 +59,8 @@ class VirtFlavor:
         registry.add_driver(self.driver)
         for f in filters.filters(self.vcpu_ratio, self.host_reserve):
             registry.add_filter(f)
-        registry.add_weigher(filters.VcpuLoadWeigher())
+        for w in filters.weighers():
+            registry.add_weigher(w)
 
     @hookimpl
     def clustercore_bootstrap_host(self, host: Host) -> str | None:

@@ -14,13 +14,14 @@ only what is known to be missing refuses a host.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import attrs
 
 from clustercore.model import Workload
-from clustercore.scheduling import HostView
+from clustercore.scheduling import ForFlavor, ForFlavorWeigher, HostView
 from flavors.virt.spec import KIND, VMSpec, cpuset
 
 FACTS = "virt"
@@ -31,7 +32,9 @@ def facts_of(view: HostView) -> Mapping[str, Any]:
     return facts if isinstance(facts, Mapping) else {}
 
 
+@functools.lru_cache(maxsize=8192)
 def _spec(workload: Workload) -> VMSpec | None:
+    """The VM spec of a ``vm`` workload (parsed once per distinct workload), else None."""
     if workload.flavor != KIND:
         return None
     return VMSpec.from_dict(workload.spec.thaw(), "spec")
@@ -205,6 +208,12 @@ class VcpuLoadWeigher:
         return -sum(o.vcpu_max for o in _others(view, workload)) / threads
 
 
-def filters(vcpu_ratio: float = 4.0, host_reserve: int = 1024) -> list[Any]:
-    return [VcpuRatioFilter(vcpu_ratio), GuaranteedMemoryFilter(host_reserve), NumaFilter(), CpuModelFilter(),
-            MachineTypeFilter(), DeviceAddressFilter()]
+def filters(vcpu_ratio: float = 4.0, host_reserve: int = 1024) -> list[ForFlavor]:
+    """The flavor's filters, each skipped at no cost for workloads that are not VMs."""
+    rules = (VcpuRatioFilter(vcpu_ratio), GuaranteedMemoryFilter(host_reserve), NumaFilter(), CpuModelFilter(),
+             MachineTypeFilter(), DeviceAddressFilter())
+    return [ForFlavor(KIND, f) for f in rules]
+
+
+def weighers() -> list[ForFlavorWeigher]:
+    return [ForFlavorWeigher(KIND, VcpuLoadWeigher())]

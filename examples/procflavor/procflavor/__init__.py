@@ -19,7 +19,7 @@ import attrs
 
 from clustercore import Host, HostDescription, Registry, Workload, WorkloadState, hookimpl
 from clustercore.model import FrozenMap, Reader
-from clustercore.scheduling import HostView
+from clustercore.scheduling import ForFlavor, HostView
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ class ProcessFlavor:
     @hookimpl
     def clustercore_register(self, registry: Registry) -> None:
         registry.add_driver(self.driver)
-        registry.add_filter(ProcessSlotsFilter())
+        registry.add_filter(ForFlavor(FLAVOR, ProcessSlotsFilter()))
 
     @hookimpl
     def clustercore_bootstrap_host(self, host: Host) -> str | None:
