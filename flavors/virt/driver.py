@@ -9,8 +9,8 @@ per URI and reopened when they die.
   the domain, start it;
 * stop: ACPI shutdown, then destroy after ``shutdown_timeout`` seconds (or at once when
   forced), then undefine, which releases the VM's devices on that host;
-* migrate: libvirt live migration (peer to peer, persistent on the destination,
-  undefined on the source); the migration engine with policies is issue 5's;
+* migrate: live migration under a policy with limits (:mod:`flavors.virt.migration`),
+  persistent on the destination, undefined on the source, confirmed on both hosts;
 * inspect / stats: what libvirt says now.
 
 libvirt errors are re-raised as :class:`VirtError` (``raise ... from``) naming the VM, the
@@ -33,6 +33,7 @@ from clustercore.driver import WorkloadState
 from clustercore.errors import ClusterError
 from clustercore.model import Host, Workload, thaw
 from flavors.virt import cloudinit, devices, domxml, hostfacts
+from flavors.virt.migration import Migrator, Progress
 from flavors.virt.spec import KIND, Memory, VMSpec
 from flavors.virt.workload import vm_spec
 
@@ -63,8 +64,10 @@ class LibvirtDriver:
     live_migration = True
 
     def __init__(self, shutdown_timeout: float = 60.0, passthrough: Sequence[str] = hostfacts.DEFAULT_PASSTHROUGH,
-                 sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic) -> None:
+                 sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic,
+                 migrator: Migrator | None = None) -> None:
         self.shutdown_timeout = shutdown_timeout
+        self.migrator = migrator or Migrator()
         self.passthrough = tuple(passthrough)
         self._sleep = sleep
         self._monotonic = monotonic
@@ -177,7 +180,11 @@ class LibvirtDriver:
                 return  # gone meanwhile: stopped is what was asked
             raise VirtError("stop", spec.name, host.name, str(exc)) from exc
 
-    def migrate(self, workload: Workload, source: Host, target: Host) -> None:
+    def migrate(self, workload: Workload, source: Host, target: Host,
+                progress: Callable[[Progress], None] | None = None, cancel: threading.Event | None = None) -> None:
+        """Live-migrate under :attr:`migrator`'s policy and limits; returns once libvirt
+        reports the VM running on ``target`` and gone from ``source``. On failure the VM
+        still runs on ``source`` (MigrationFailed says why)."""
         spec = vm_spec(workload)
         if not spec.migratable:
             raise NotMigratable("migrate", spec.name, source.name,
@@ -185,15 +192,13 @@ class LibvirtDriver:
         dom = self.domain(spec, source)
         if dom is None or not dom.isActive():
             raise VirtError("migrate", spec.name, source.name, "not running there")
-        flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
-        params: dict[str, Any] = {}
-        uri = target.labels.get("virt/migration-uri")
-        if uri:
-            params[libvirt.VIR_MIGRATE_PARAM_URI] = uri
-        try:
-            dom.migrate3(self.connect(target), params, flags)
-        except libvirt.libvirtError as exc:
-            raise VirtError("migrate", spec.name, f"{source.name} -> {target.name}", str(exc)) from exc
+        self.migrator.migrate(dom, self.connect(target), vm=spec.name, source=source.name, target=target.name,
+                              memory_mib=spec.memory.size, passthrough=spec.passthrough,
+                              uri=target.labels.get("virt/migration-uri"), progress=progress, cancel=cancel)
+        if self.inspect(workload, target) is not WorkloadState.RUNNING or \
+                self.inspect(workload, source) is WorkloadState.RUNNING:
+            raise VirtError("migrate", spec.name, f"{source.name} -> {target.name}",
+                            "libvirt reported success but the VM does not run on the target alone")
 
     def inspect(self, workload: Workload, host: Host) -> WorkloadState:
         dom = self.domain(vm_spec(workload), host)
