@@ -77,12 +77,10 @@ def test_stalled_copy_raises_downtime_then_switches_to_post_copy() -> None:
 def test_limits_cap_per_host_and_in_total() -> None:
     limits = Limits(per_host=1, total=2)
     with limits.slot("a"), limits.slot("b"):
-        with pytest.raises(TimeoutError):
-            with limits.slot("a", timeout=0.05):
-                pass
-        with pytest.raises(TimeoutError):
-            with limits.slot("c", timeout=0.05):
-                pass
+        with pytest.raises(TimeoutError), limits.slot("a", timeout=0.05):
+            pass
+        with pytest.raises(TimeoutError), limits.slot("c", timeout=0.05):
+            pass
         assert limits.active() == {"a": 1, "b": 1}
     assert limits.active() == {}
 
