@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from typing import Any
 
 import attrs
@@ -39,7 +40,7 @@ class Cluster:
     the flavors installed under the ``clustercore.flavors`` entry points, the system clock."""
 
     def __init__(self, store: Store | None = None, plugins: Plugins | None = None, clock: Clock | None = None,
-                 config: ClusterConfig | None = None) -> None:
+                 config: ClusterConfig | None = None, executor: Executor | None = None) -> None:
         self.clock = clock or SystemClock()
         self.store = store if store is not None else MemoryStore(clock=self.clock)
         self.plugins = plugins if plugins is not None else Plugins()
@@ -47,7 +48,7 @@ class Cluster:
         if config is not None:
             self.configure(config)
         self.events = EventLog(self.store, retain=self.config.events_retained)
-        self.controller = Controller(self.store, self.plugins, self.clock, self.state, self.events)
+        self.controller = Controller(self.store, self.plugins, self.clock, self.state, self.events, executor)
 
     # ------------------------------------------------------------------ configuration
 

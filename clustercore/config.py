@@ -17,7 +17,10 @@ class ClusterConfig:
     ``approval_required`` keeps joining hosts in PendingApproval until an operator
     approves them; ``events_retained`` bounds the event log; ``policy`` names the
     scheduling policy; ``overcommit`` gives per-resource ratios (``{"cpu": 4.0}``);
-    ``ha_headroom`` keeps room to restart the HA workloads of any one host (N+1)."""
+    ``ha_headroom`` keeps room to restart the HA workloads of any one host (N+1);
+    ``drain_parallel`` moves of one host run at once during maintenance (oVirt and
+    KubeVirt default to 2 outgoing migrations per host) and ``drain_attempts`` failed moves
+    of one workload make the drain give up (the host returns to Up)."""
 
     name: str = "default"
     required_networks: frozenset[str] = frozenset()
@@ -28,6 +31,8 @@ class ClusterConfig:
     policy: str = "evenly_distributed"
     overcommit: FrozenMap[str, float] = attrs.field(factory=FrozenMap, converter=ratio_map)
     ha_headroom: bool = False
+    drain_parallel: int = 2
+    drain_attempts: int = 3
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +45,8 @@ class ClusterConfig:
             "policy": self.policy,
             "overcommit": dict(self.overcommit),
             "ha_headroom": self.ha_headroom,
+            "drain_parallel": self.drain_parallel,
+            "drain_attempts": self.drain_attempts,
         }
 
     @classmethod
@@ -55,6 +62,8 @@ class ClusterConfig:
             policy=r.string("policy", "evenly_distributed", pattern=NAME_RE),
             overcommit=_ratios(r),
             ha_headroom=r.boolean("ha_headroom", False),
+            drain_parallel=r.integer("drain_parallel", 2, minimum=1),
+            drain_attempts=r.integer("drain_attempts", 3, minimum=1),
         )
         r.done()
         return config

@@ -10,7 +10,8 @@ One ``step(now)`` is one pass over every host:
    liveness (:func:`~clustercore.lifecycle.liveness_event`: missed or resumed heartbeats);
    Initializing (with a report) → discover facts, check connectivity, then Up;
    connectivity (:func:`~clustercore.lifecycle.connectivity_event`: NonOperational and back);
-   PreparingForMaintenance → one drain move, or Maintenance when empty;
+   PreparingForMaintenance → launch drain moves (:class:`~clustercore.maintenance.Drainer`),
+   give up after repeated failures, or Maintenance when empty;
 3. each decision is committed as one transaction (host compare-and-swap + its event), then
    flavors are told. A lost compare-and-swap is reported in the step's result and the host
    is decided again on the next pass with fresh data: nothing is overwritten.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Executor
 
 import attrs
 
@@ -37,7 +39,7 @@ from clustercore.lifecycle import (
     liveness_event,
     transition,
 )
-from clustercore.maintenance import plan_drain
+from clustercore.maintenance import AvoidFilter, Drainer, DrainPolicy, Move, moves_to_launch, plan_drain
 from clustercore.model import (
     Host,
     HostReport,
@@ -48,7 +50,7 @@ from clustercore.model import (
     Workload,
 )
 from clustercore.plugins import Plugins
-from clustercore.scheduling.engine import Scheduler
+from clustercore.scheduling.engine import Filter, HostFilter, Scheduler
 from clustercore.scheduling.snapshot import Snapshot
 from clustercore.state import HEARTBEATS, HOSTS, PLACEMENTS, ClusterState, Informer, Versioned, encode
 from clustercore.store.base import Check, Delete, Put, Store
@@ -82,7 +84,7 @@ class Decision:
 
 class Controller:
     def __init__(self, store: Store, plugins: Plugins, clock: Clock, state: ClusterState | None = None,
-                 events: EventLog | None = None) -> None:
+                 events: EventLog | None = None, executor: Executor | None = None) -> None:
         self.store = store
         self.plugins = plugins
         self.clock = clock
@@ -96,6 +98,7 @@ class Controller:
         self._report_bytes: dict[str, bytes] = {}
         self.reports: dict[str, HostReport] = {}
         self._lock = threading.Lock()
+        self.drainer = Drainer(executor)
 
     # ------------------------------------------------------------------ observation
 
@@ -245,30 +248,53 @@ class Controller:
     # ------------------------------------------------------------------ maintenance
 
     def _drain(self, current: Versioned[Host], now: float, events: list[Event], errors: list[str]) -> Decision | None:
-        """One step of draining: move one workload, or finish when none is left."""
+        """One pass of a drain: collect ended moves, give up after too many failures of one
+        workload, finish when nothing is left, else launch moves up to the parallel limit."""
         host = current.value
+        config = self.state.config().value
+        policy = DrainPolicy(config.drain_parallel, config.drain_attempts)
+        drainer = self.drainer
+        for outcome in drainer.collect(host.name):
+            if outcome.error is not None:
+                errors.append(f"drain of {host.name}: {outcome.move.workload} -> {outcome.move.target}: "
+                              f"{outcome.error}")
+        for workload, attempts in drainer.attempts.get(host.name, {}).items():
+            if attempts >= policy.max_attempts:
+                tried = ", ".join(sorted(drainer.avoid.get(host.name, {}).get(workload, ())))
+                drainer.forget(host.name)
+                return Decision(host, HostEvent.CANCEL_MAINTENANCE,
+                                f"drain gave up: {workload} failed to move {attempts} times (tried {tried})")
         placements = self.state.placements()
         mine = [p for p in placements.values() if p.value.host == host.name]
-        if not mine:
+        in_flight = drainer.in_flight(host.name)
+        if not mine and not in_flight:
             try:
                 self.plugins.prepare_maintenance(host)
             except FlavorError as exc:
                 errors.append(str(exc))
                 self.events.record(Event(now, f"host/{host.name}", "prepare-maintenance-failed", str(exc)))
                 return None
+            drainer.forget(host.name)
             return Decision(host, HostEvent.DRAINED, "no workloads left")
-        workloads = {n: v.value for n, v in self.state.workloads().items()}
-        plan = plan_drain(host.name, self.scheduler())
+        if len(in_flight) >= policy.parallel:
+            return None
+        avoid = drainer.avoid.get(host.name, {})
+        plan = plan_drain(host.name, self.scheduler(extra_filters=[AvoidFilter(dict(avoid))] if avoid else []))
         for stuck in plan.stuck:
             errors.append(str(stuck))
-        if plan.moves:
-            move = plan.moves[0]
-            self.move(placements[move.workload], workloads[move.workload], move.target, now)
-            events.append(Event(now, f"workload/{move.workload}", "migrated", f"drain of {host.name}",
-                                move.source, move.target))
+        for move in moves_to_launch(plan, in_flight, policy):
+            drainer.launch(move, self._run_move)
+        # Inline moves are already done: let this pass see them (and finish the drain).
         return None
 
-    def scheduler(self, seed: int = 0) -> Scheduler:
+    def _run_move(self, move: Move) -> Placement:
+        current = self.state.placement(move.workload)
+        if current is None or current.value.host != move.source:
+            raise ClusterError(f"{move.workload} is no longer on {move.source}")
+        workload = self.state.workload(move.workload).value
+        return self.move(current, workload, move.target, self.clock.now(), reason=f"drain of {move.source}")
+
+    def scheduler(self, seed: int = 0, extra_filters: Sequence[Filter | HostFilter] = ()) -> Scheduler:
         """A scheduler over the store's current hosts, workloads and placements, with the
         cluster's policy, overcommit and the flavors' filters and weighers."""
         config = self.state.config().value
@@ -278,10 +304,11 @@ class Controller:
             (v.value for v in self.state.placements().values()),
             self.topology,
         )
-        return Scheduler(snap, self.plugins.policy(config.policy), self.plugins.filters, self.plugins.weighers,
-                         config.overcommit, config.ha_headroom, seed)
+        return Scheduler(snap, self.plugins.policy(config.policy), [*self.plugins.filters, *extra_filters],
+                         self.plugins.weighers, config.overcommit, config.ha_headroom, seed)
 
-    def move(self, current: Versioned[Placement], workload: Workload, target: str, now: float) -> Placement:
+    def move(self, current: Versioned[Placement], workload: Workload, target: str, now: float,
+             reason: str = "") -> Placement:
         """Move a placed workload to ``target`` through its flavor's driver. The store says
         MIGRATING while it moves and names the new host only after the driver succeeds; on
         failure the placement is back on its source, RUNNING."""
@@ -305,7 +332,7 @@ class Controller:
             raise FlavorError(workload.flavor, "migrate", f"{type(exc).__name__}: {exc}") from exc
         moved = Placement(workload.name, target, PlacementState.RUNNING, now, None, f"moved from {source.name}")
         self.store.txn([Check(key, rev)], [Put(key, encode(moved)), self.events.put_op(
-            Event(now, f"workload/{workload.name}", "migrated", "", source.name, target))])
+            Event(now, f"workload/{workload.name}", "migrated", reason, source.name, target))])
         return moved
 
     # ------------------------------------------------------------------ running
