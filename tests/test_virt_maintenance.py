@@ -3,6 +3,7 @@ destination that dies mid-migration; the store always agrees with libvirt."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections import Counter
@@ -96,10 +97,8 @@ class Harness:
     def close(self) -> None:
         self.cluster.controller.drainer.wait(60)
         for name in list(self.cluster.placements()):
-            try:
+            with contextlib.suppress(Exception):  # a guest on a powered-off host
                 self.cluster.stop(name, force=True)
-            except Exception:  # a guest on a powered-off host
-                pass
         self.pool.shutdown()
         self.driver.close()
 
@@ -160,7 +159,7 @@ class KillingMigrator(Migrator):
             self.victim = kw["target"]
             target = next(h for h in self.lab.hosts if h.name == kw["target"])
 
-            def cut(progress: Any, _target: Any = target, _user: Any = kw.get("progress")) -> None:
+            def cut(progress: Any, _target: Any = target) -> None:
                 if _target.running:
                     _target.power_off()
 
