@@ -10,7 +10,7 @@ attempts raises :class:`~clustercore.errors.Conflict`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
@@ -29,6 +29,7 @@ from clustercore.scheduling.engine import Row
 from clustercore.state import CONFIG_KEY, HEARTBEATS, HOSTS, PLACEMENTS, WORKLOADS, ClusterState, encode
 from clustercore.store.base import Check, Delete, Put, Store
 from clustercore.store.memory import MemoryStore
+from clustercore.upgrade import RollingUpgrade, UpgradeStatus, read_status
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +208,17 @@ class Cluster:
         self.store.txn([Check(WORKLOADS + name, current.revision)], [Put(WORKLOADS + name, encode(new)),
                        self.events.put_op(Event(self.clock.now(), f"workload/{name}", "updated", reason))])
         return new
+
+    # ------------------------------------------------------------------ upgrades
+
+    def rolling_upgrade(self, hosts: Sequence[str] | None = None) -> RollingUpgrade:
+        """Start a rolling upgrade (least loaded host first unless ``hosts`` gives the
+        order); call its ``step()`` after each ``cluster.step()``."""
+        return RollingUpgrade(self, hosts)
+
+    def upgrade_status(self) -> UpgradeStatus | None:
+        """The last rolling upgrade's progress (percent, current host, phase, failure)."""
+        return read_status(self)
 
     def delete(self, name: str) -> None:
         """Stop (if placed) and forget a workload."""

@@ -109,6 +109,19 @@ def clustercore_prepare_maintenance(host: Host) -> None:
 
 
 @hookspec
+def clustercore_upgrade_host(host: Host) -> bool | None:
+    """Upgrade a host during a rolling cluster upgrade (:mod:`clustercore.upgrade`).
+
+    When: once per host, while it is in Maintenance (drained), before it is activated.
+    Arguments: ``host``.
+    Returns: True when the flavor has started a reboot that finishes the upgrade (the host
+    becomes Rebooting and comes back through Initializing once its heartbeats resume);
+    None or False otherwise (the host is activated). Raising fails the upgrade: it stops
+    there, the host stays in Maintenance with the reason recorded.
+    """
+
+
+@hookspec
 def clustercore_host_transition(old: Host, new: Host, event: str, reason: str) -> None:
     """React to a host changing state.
 

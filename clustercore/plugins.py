@@ -172,6 +172,10 @@ class Plugins:
     def prepare_maintenance(self, host: Host) -> None:
         self._each("clustercore_prepare_maintenance", host=host)
 
+    def upgrade_host(self, host: Host) -> bool:
+        """Every flavor upgrades ``host``; True when one of them started a reboot."""
+        return any(bool(answer) for _, answer in self._each("clustercore_upgrade_host", host=host))
+
     def host_transition(self, old: Host, new: Host, event: str, reason: str) -> list[FlavorError]:
         """Tell every flavor; returns the failures (logged) instead of raising."""
         failures = []
