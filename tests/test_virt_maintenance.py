@@ -14,7 +14,7 @@ from typing import Any
 import libvirt
 import pytest
 
-from clustercore import Cluster, ClusterConfig, FakeClock, HostReport, HostState, Plugins
+from clustercore import Cluster, ClusterConfig, FakeClock, Host, HostReport, HostState, Plugins, hookimpl
 from flavors.virt import VirtFlavor
 from flavors.virt.driver import LibvirtDriver
 from flavors.virt.lab import Lab, domain_type
@@ -32,12 +32,12 @@ def lab() -> Iterator[Lab]:
 
 
 class Harness:
-    def __init__(self, lab: Lab, migrator: Migrator | None = None, parallel: int = 2) -> None:
+    def __init__(self, lab: Lab, migrator: Migrator | None = None, parallel: int = 2, *more: object) -> None:
         self.lab = lab
         self.clock = FakeClock()
         self.pool = ThreadPoolExecutor(4)
         self.driver = LibvirtDriver(shutdown_timeout=0.5, migrator=migrator)
-        self.cluster = Cluster(plugins=Plugins([VirtFlavor(self.driver)], entry_points=False), clock=self.clock,
+        self.cluster = Cluster(plugins=Plugins([VirtFlavor(self.driver), *more], entry_points=False), clock=self.clock,
                                config=ClusterConfig(drain_parallel=parallel), executor=self.pool)
         self.silent: set[str] = set()
 
@@ -190,3 +190,39 @@ def test_a_destination_killed_mid_migration_keeps_the_guest_and_the_drain_retrie
         harness.close()
         for host in lab.hosts:
             host.power_on()
+
+
+class NoopUpgrade:
+    name = "noop-upgrade"
+
+    def __init__(self) -> None:
+        self.upgraded: list[str] = []
+
+    @hookimpl
+    def clustercore_upgrade_host(self, host: Host) -> None:
+        self.upgraded.append(host.name)
+
+
+def test_a_rolling_upgrade_of_three_hosts_keeps_every_guest_running(lab: Lab) -> None:
+    for host in lab.hosts:
+        host.power_on()
+    upgrader = NoopUpgrade()
+    harness = Harness(lab, None, 2, upgrader)
+    try:
+        harness.join("lab1", "lab2", "lab3")
+        harness.guests(6)
+        upgrade = harness.cluster.rolling_upgrade()
+        percents = []
+        while not upgrade.status.finished:
+            harness.tick()
+            status = upgrade.step()
+            percents.append(status.percent)
+            running = {g for names in harness.libvirt_runs().values() for g in names}
+            assert running == {f"g{i}" for i in range(6)}  # all guests run at every moment we look
+        assert upgrade.status.phase == "done", upgrade.status.failure
+        assert sorted(upgrader.upgraded) == ["lab1", "lab2", "lab3"]
+        assert percents == sorted(percents) and percents[-1] == 100.0
+        harness.consistent()
+        assert all(h.state is HostState.UP for h in harness.cluster.hosts().values())
+    finally:
+        harness.close()
