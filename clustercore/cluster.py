@@ -36,6 +36,13 @@ log = logging.getLogger(__name__)
 ATTEMPTS = 3
 
 
+def movable(driver: object, workload: Workload) -> bool:
+    """Whether ``workload`` can leave its host (drivers may define ``movable(workload)``;
+    without it, every workload can)."""
+    check = getattr(driver, "movable", None)
+    return True if check is None else bool(check(workload))
+
+
 class Cluster:
     """A cluster on a store. ``Cluster()`` alone is the embedded default: a memory store,
     the flavors installed under the ``clustercore.flavors`` entry points, the system clock."""
@@ -123,11 +130,21 @@ class Cluster:
     def activate_host(self, name: str) -> Host:
         return self._operate(name, HostEvent.ACTIVATE, "activated by operator")
 
-    def start_maintenance(self, name: str) -> Host:
-        """PreparingForMaintenance (the controller drains it), unless a flavor vetoes."""
+    def start_maintenance(self, name: str, stop_unmovable: bool = False) -> Host:
+        """PreparingForMaintenance (the controller drains it), unless a flavor vetoes.
+        Workloads whose driver says they cannot move (``movable``, for example a VM with a
+        passthrough device) veto it with the flavor's reason; ``stop_unmovable`` stops
+        them first instead (their definitions stay, to be started again later)."""
         host = self.host(name)
-        placed = [p.workload for p in self.placements().values() if p.host == name]
         workloads = self.workloads()
+        if stop_unmovable:
+            for p in list(self.placements().values()):
+                w = workloads.get(p.workload)
+                if p.host == name and w is not None and not movable(self.plugins.driver(w.flavor), w):
+                    self.stop(w.name)
+                    self.events.record(Event(self.clock.now(), f"workload/{w.name}", "stopped-for-maintenance",
+                                             f"cannot move off {name}", name, ""))
+        placed = [p.workload for p in self.placements().values() if p.host == name]
         vetoes = self.plugins.maintenance_vetoes(host, [workloads[w] for w in placed if w in workloads])
         if vetoes:
             raise MaintenanceVetoed(name, vetoes)

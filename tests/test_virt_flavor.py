@@ -168,10 +168,15 @@ def test_gpu_vms_go_only_where_a_free_gpu_is_and_never_share_one(cluster: Cluste
     assert plain.host in ("gpu", "plain")
 
 
-def test_a_vm_with_passthrough_vetoes_maintenance(cluster: Cluster) -> None:
+def test_a_vm_with_passthrough_vetoes_maintenance_unless_asked_to_stop_it(cluster: Cluster) -> None:
     cluster.submit(vm_workload(vm("t4", HostDevice("pci", resource="pci/10de:1eb8"))))
     with pytest.raises(MaintenanceVetoed, match=r"cannot live-migrate.*t4"):
         cluster.start_maintenance("gpu")
+    assert "t4" in cluster.placements()
+    cluster.start_maintenance("gpu", stop_unmovable=True)
+    assert "t4" not in cluster.placements() and "t4" in cluster.workloads()
+    assert cluster.host("gpu").state is HostState.PREPARING_FOR_MAINTENANCE
+    assert any(e.kind == "stopped-for-maintenance" for e in cluster.query_events(subject="workload/t4"))
 
 
 def test_vm_aware_filters_explain_refusals(cluster: Cluster) -> None:

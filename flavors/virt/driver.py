@@ -200,6 +200,10 @@ class LibvirtDriver:
             raise VirtError("migrate", spec.name, f"{source.name} -> {target.name}",
                             "libvirt reported success but the VM does not run on the target alone")
 
+    def movable(self, workload: Workload) -> bool:
+        """False for VMs that cannot live-migrate (maintenance stops them only on request)."""
+        return vm_spec(workload).migratable
+
     def inspect(self, workload: Workload, host: Host) -> WorkloadState:
         dom = self.domain(vm_spec(workload), host)
         if dom is None:
