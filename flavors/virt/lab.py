@@ -2,7 +2,7 @@
 
 Each :class:`LabHost` is one ``libvirtd`` (with its ``virtlogd``) in its own mount and PID
 namespace, with its own ``/run``, ``/var/lib/libvirt``, ``/var/log/libvirt`` and
-``/etc/libvirt`` (a copy), its own host uuid, TCP port and migration port range, reachable
+``/etc/libvirt`` (a copy), its own host uuid, TCP port, migration and display port ranges, reachable
 at ``qemu+tcp://127.0.0.1:PORT/system``. The recipe is the one verified in the project's
 LAB notes. Needs root and the Debian packages ``libvirt-daemon-system qemu-system-x86``.
 
@@ -31,6 +31,10 @@ import attrs
 
 BASE_PORT = 16600
 MIGRATION_BASE = 49400
+DISPLAY_BASE = 20000
+WEBSOCKET_BASE = 35000
+# Ports of lab host k (k = its TCP port - BASE_PORT, up to 250): display 20000+50k..,
+# websocket 35000+50k.., migration 49400+20k..: ranges never overlap.
 SCRIPT = """set -e
 mount -t tmpfs tmpfs /run
 mkdir -p /run/libvirt /run/lock
@@ -72,7 +76,8 @@ class LabHost:
 
     @property
     def migration_ports(self) -> tuple[int, int]:
-        low = MIGRATION_BASE + 20 * self.index
+        """20 ports of its own, derived from its TCP port so two labs never share them."""
+        low = MIGRATION_BASE + 20 * (self.port - BASE_PORT)
         return low, low + 19
 
     def prepare(self) -> None:
@@ -88,9 +93,13 @@ class LabHost:
             f'listen_tcp = 1\nlisten_tls = 0\nlisten_addr = "127.0.0.1"\ntcp_port = "{self.port}"\n'
             f'auth_tcp = "none"\nhost_uuid = "{self.host_uuid}"\nlog_outputs = "3:stderr"\n')
         low, high = self.migration_ports
+        display = DISPLAY_BASE + 50 * (self.port - BASE_PORT)  # VNC/SPICE: the hosts share one network
+        websocket = WEBSOCKET_BASE + 50 * (self.port - BASE_PORT)
         (etc / "qemu.conf").write_text(
-            f'migration_port_min = {low}\nmigration_port_max = {high}\nsecurity_driver = "none"\n'
-            'namespaces = [ ]\nuser = "root"\ngroup = "root"\ndynamic_ownership = 0\n')
+            f'migration_port_min = {low}\nmigration_port_max = {high}\n'
+            f'remote_display_port_min = {display}\nremote_display_port_max = {display + 49}\n'
+            f'remote_websocket_port_min = {websocket}\nremote_websocket_port_max = {websocket + 49}\n'
+            'security_driver = "none"\nnamespaces = [ ]\nuser = "root"\ngroup = "root"\ndynamic_ownership = 0\n')
 
     def power_on(self, timeout: float = 30.0) -> None:
         if self.running:
