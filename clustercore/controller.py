@@ -258,12 +258,10 @@ class Controller:
             if outcome.error is not None:
                 errors.append(f"drain of {host.name}: {outcome.move.workload} -> {outcome.move.target}: "
                               f"{outcome.error}")
-        for workload, attempts in drainer.attempts.get(host.name, {}).items():
-            if attempts >= policy.max_attempts:
-                tried = ", ".join(sorted(drainer.avoid.get(host.name, {}).get(workload, ())))
-                drainer.forget(host.name)
-                return Decision(host, HostEvent.CANCEL_MAINTENANCE,
-                                f"drain gave up: {workload} failed to move {attempts} times (tried {tried})")
+        attempts = drainer.attempts.get(host.name, {})
+        for workload, count in attempts.items():
+            if count >= policy.max_attempts:
+                return self._give_up(host, workload, count, "")
         placements = self.state.placements()
         mine = [p for p in placements.values() if p.value.host == host.name]
         in_flight = drainer.in_flight(host.name)
@@ -281,11 +279,20 @@ class Controller:
         avoid = drainer.avoid.get(host.name, {})
         plan = plan_drain(host.name, self.scheduler(extra_filters=[AvoidFilter(dict(avoid))] if avoid else []))
         for stuck in plan.stuck:
+            if attempts.get(stuck.workload) and stuck.workload not in in_flight:
+                # It failed to move and no other host is left to try: retrying cannot help.
+                return self._give_up(host, stuck.workload, attempts[stuck.workload], "; no other host can take it")
             errors.append(str(stuck))
         for move in moves_to_launch(plan, in_flight, policy):
             drainer.launch(move, self._run_move)
         # Inline moves are already done: let this pass see them (and finish the drain).
         return None
+
+    def _give_up(self, host: Host, workload: str, count: int, why: str) -> Decision:
+        tried = ", ".join(sorted(self.drainer.avoid.get(host.name, {}).get(workload, ())))
+        self.drainer.forget(host.name)
+        return Decision(host, HostEvent.CANCEL_MAINTENANCE,
+                        f"drain gave up: {workload} failed to move {count} times (tried {tried}){why}")
 
     def _run_move(self, move: Move) -> Placement:
         current = self.state.placement(move.workload)

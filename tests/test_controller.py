@@ -3,6 +3,7 @@ maintenance, conflicts, corrupt entries, events."""
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
 from clustercore import Cluster, ClusterConfig, FakeClock, HostReport, HostState, Plugins, Workload, hookimpl
@@ -321,3 +322,45 @@ def test_run_steps_on_the_injected_clock() -> None:
     assert env.cluster.controller.run(interval=2.0, steps=5) == 5
     assert env.clock.now() == start + 10.0
     assert env.state("h1") is HostState.INITIALIZING
+
+
+def test_a_failed_move_is_retried_elsewhere_and_the_drain_gives_up_after_the_bound() -> None:
+    env = Env()
+    env.up("h1", "h2", "h3")
+    env.cluster.submit(Workload("w", "fake", requests=Resources(1, 1024), pinned=frozenset({"h1"})))
+    env.cluster.update_workload("w", lambda w: attrs.evolve(w, pinned=frozenset()))
+    env.flavor.driver.fail.add(("migrate", "h2"))  # a move to h2 fails: the retry goes to h3
+    env.cluster.start_maintenance("h1")
+    for _ in range(4):
+        env.tick()
+    assert env.state("h1") is HostState.MAINTENANCE
+    assert env.cluster.placements()["w"].host == "h3" and env.flavor.driver.where("w") == ["h3"]
+    failed = [e for e in env.cluster.query_events(subject="workload/w") if e.kind == "migration-failed"]
+    assert [(e.old, e.new) for e in failed] in ([], [("h1", "h2")])  # the scheduler may pick h3 first
+
+    env.cluster.activate_host("h1")
+    env.tick()
+    env.tick()
+    env.flavor.driver.fail.update({("migrate", "h1"), ("migrate", "h2"), ("migrate", "h3")})
+    env.cluster.start_maintenance("h3")
+    for _ in range(6):
+        env.tick()
+    host = env.cluster.host("h3")
+    assert host.state is HostState.UP  # given up: back in service
+    assert host.reason == "drain gave up: w failed to move 2 times (tried h1, h2); no other host can take it"
+    assert env.cluster.placements()["w"].host == "h3" and env.flavor.driver.where("w") == ["h3"]
+
+
+def test_the_drain_gives_up_after_drain_attempts_failed_moves() -> None:
+    env = Env(drain_attempts=2, drain_parallel=1)
+    env.up("h1", "h2", "h3", "h4")
+    env.cluster.submit(Workload("w", "fake", requests=Resources(1, 1024), pinned=frozenset({"h1"})))
+    env.cluster.update_workload("w", lambda w: attrs.evolve(w, pinned=frozenset()))
+    env.flavor.driver.fail.add(("migrate", "h1"))  # every move off h1 fails
+    env.cluster.start_maintenance("h1")
+    for _ in range(4):
+        env.tick()
+    host = env.cluster.host("h1")
+    assert host.state is HostState.UP and host.reason.startswith("drain gave up: w failed to move 2 times")
+    assert len([e for e in env.cluster.query_events(subject="workload/w") if e.kind == "migration-failed"]) == 2
+    assert env.flavor.driver.where("w") == ["h1"]
