@@ -6,6 +6,7 @@ from typing import Any
 
 import attrs
 
+from clustercore.fencing import FencePolicy
 from clustercore.lifecycle import LivenessPolicy
 from clustercore.model import NAME_RE, FrozenMap, Reader, ratio_map
 
@@ -20,7 +21,8 @@ class ClusterConfig:
     ``ha_headroom`` keeps room to restart the HA workloads of any one host (N+1);
     ``drain_parallel`` moves of one host run at once during maintenance (oVirt and
     KubeVirt default to 2 outgoing migrations per host) and ``drain_attempts`` failed moves
-    of one workload make the drain give up (the host returns to Up)."""
+    of one workload make the drain give up (the host returns to Up); ``fencing`` is the
+    fence policy (:class:`~clustercore.fencing.FencePolicy`, defaults explained there)."""
 
     name: str = "default"
     required_networks: frozenset[str] = frozenset()
@@ -33,6 +35,7 @@ class ClusterConfig:
     ha_headroom: bool = False
     drain_parallel: int = 2
     drain_attempts: int = 3
+    fencing: FencePolicy = attrs.field(factory=FencePolicy)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -47,6 +50,7 @@ class ClusterConfig:
             "ha_headroom": self.ha_headroom,
             "drain_parallel": self.drain_parallel,
             "drain_attempts": self.drain_attempts,
+            "fencing": self.fencing.to_dict(),
         }
 
     @classmethod
@@ -64,6 +68,7 @@ class ClusterConfig:
             ha_headroom=r.boolean("ha_headroom", False),
             drain_parallel=r.integer("drain_parallel", 2, minimum=1),
             drain_attempts=r.integer("drain_attempts", 3, minimum=1),
+            fencing=r.nested("fencing", FencePolicy.from_dict, FencePolicy()),
         )
         r.done()
         return config

@@ -22,6 +22,7 @@ Use ``step`` from another program's loop, or ``run`` as a long-running runner.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Executor
@@ -32,6 +33,7 @@ from clustercore import join
 from clustercore.clock import Clock
 from clustercore.errors import ClusterError, Conflict, CorruptEntry, FlavorError
 from clustercore.events import Event, EventLog
+from clustercore.fencing import FencePolicy, Fencer, fence_decision
 from clustercore.lifecycle import (
     HostEvent,
     LivenessPolicy,
@@ -99,6 +101,10 @@ class Controller:
         self.reports: dict[str, HostReport] = {}
         self._lock = threading.Lock()
         self.drainer = Drainer(executor)
+        self.fencer = Fencer()
+        self.started = clock.now()  # no fencing in the first minutes after the manager starts
+        self._skip_reason: dict[str, str] = {}
+        self._ha_retry: dict[str, tuple[float, float]] = {}  # workload -> (next try, delay)
 
     # ------------------------------------------------------------------ observation
 
@@ -225,11 +231,22 @@ class Controller:
                 workloads = counts.get(name, 0)
             try:
                 decision = self.decide(host, now, config.liveness, workloads)
-                if decision is None and host.state is S.PREPARING_FOR_MAINTENANCE:
+                state = host.state
+                if decision is None and state is S.PREPARING_FOR_MAINTENANCE:
                     decision = self._drain(current, now, events, errors)
+                if decision is None and state in (S.NON_RESPONSIVE, S.FENCING):
+                    decision = self._fence(host, now, config.fencing, errors)
+                elif name in self.fencer.episodes and state not in (S.NON_RESPONSIVE, S.FENCING):
+                    self.fencer.forget(name)
+                    self._skip_reason.pop(name, None)
+                if decision is None and state is S.DOWN:
+                    self._recover(host, now, errors)
                 if decision is None:
                     continue
                 events.append(self.commit(current, decision, now)[1])
+                if decision.event is HostEvent.FENCE:
+                    episode = self.fencer.episode(name)
+                    episode.job = self.drainer.executor.submit(self.fencer.run, host, config.fencing)
             except Conflict as exc:
                 conflicts.append(str(exc))
                 log.warning("%s: will decide %s again with fresh data", exc, name)
@@ -287,6 +304,88 @@ class Controller:
             drainer.launch(move, self._run_move)
         # Inline moves are already done: let this pass see them (and finish the drain).
         return None
+
+    # ------------------------------------------------------------------ fencing and HA
+
+    def _fence(self, host: Host, now: float, policy: FencePolicy, errors: list[str]) -> Decision | None:
+        """A NonResponsive host: soft fence, then hard fence when the policy allows (see
+        :mod:`clustercore.fencing`); a Fencing host: the job's outcome."""
+        episode = self.fencer.episode(host.name)
+        if host.state is S.FENCING:
+            job = episode.job
+            if job is None:
+                return Decision(host, HostEvent.FENCE_FAILED, "fencing was interrupted (manager restart)")
+            if not job.done():
+                return None
+            episode.job = None
+            try:
+                attempts = job.result()
+            except Exception as exc:
+                episode.failed_at, episode.failures = now, episode.failures + 1
+                errors.append(str(exc))
+                return Decision(host, HostEvent.FENCE_FAILED, str(exc))
+            self.fencer.forget(host.name)
+            return Decision(host, HostEvent.FENCED, "powered off, confirmed by status: " + "; ".join(attempts))
+        hosts = [v.value for v in self._hosts.values()]
+        decision = fence_decision(host, hosts, now, self.started, policy, self.plugins.host_alive(host),
+                                  episode.failed_at)
+        if not decision.fence:
+            kind = re.sub(r"\d+", "#", decision.reason)  # one event per kind of reason, not per pass
+            if self._skip_reason.get(host.name) != kind:
+                self._skip_reason[host.name] = kind
+                self.events.record(Event(now, f"host/{host.name}", "fence-skipped", decision.reason))
+            return None
+        if policy.soft_first and episode.soft_at is None:
+            episode.soft_at = now
+            tried = self.plugins.soft_fence(host)
+            episode.soft_tried = bool(tried)
+            if tried:
+                self.events.record(Event(now, f"host/{host.name}", "soft-fence",
+                                         f"tried by {', '.join(tried)}; waiting {policy.soft_wait:.0f} s"))
+                return None
+        if episode.soft_tried and episode.soft_at is not None and now - episode.soft_at < policy.soft_wait:
+            return None
+        return Decision(host, HostEvent.FENCE, decision.reason)
+
+    def _recover(self, host: Host, now: float, errors: list[str]) -> None:
+        """A Down host (fenced or confirmed by an operator): restart its HA workloads
+        elsewhere, highest priority first, retrying with backoff while capacity is short;
+        the others stop with it."""
+        placements = [v for v in self.state.placements().values() if v.value.host == host.name]
+        if not placements:
+            return
+        workloads = {n: v.value for n, v in self.state.workloads().items()}
+        order = sorted(placements, key=lambda v: -(workloads[v.value.workload].priority
+                                                    if v.value.workload in workloads else 0))
+        for current in order:
+            name = current.value.workload
+            workload = workloads.get(name)
+            key = PLACEMENTS + name
+            if workload is None or not workload.ha:
+                self.store.txn([Check(key, current.revision)], [Delete(key), self.events.put_op(
+                    Event(now, f"workload/{name}", "lost", f"{host.name} is down and {name} is not HA",
+                          host.name, ""))])
+                continue
+            retry = self._ha_retry.get(name)
+            if retry is not None and now < retry[0]:
+                continue
+            try:
+                target = self.scheduler().select(workload)
+                self.plugins.driver(workload.flavor).start(workload, self.state.host(target).value)
+            except ClusterError as exc:
+                delay = min(2 * retry[1], 300.0) if retry else 10.0
+                self._ha_retry[name] = (now + delay, delay)
+                errors.append(f"HA restart of {name}: {exc} (retry in {delay:.0f} s)")
+                continue
+            except Exception as exc:
+                delay = min(2 * retry[1], 300.0) if retry else 10.0
+                self._ha_retry[name] = (now + delay, delay)
+                errors.append(f"HA restart of {name} on {target}: {type(exc).__name__}: {exc}")
+                continue
+            self._ha_retry.pop(name, None)
+            moved = Placement(name, target, PlacementState.RUNNING, now, None, f"restarted: {host.name} is down")
+            self.store.txn([Check(key, current.revision)], [Put(key, encode(moved)), self.events.put_op(
+                Event(now, f"workload/{name}", "restarted", f"{host.name} is down", host.name, target))])
 
     def _give_up(self, host: Host, workload: str, count: int, why: str) -> Decision:
         tried = ", ".join(sorted(self.drainer.avoid.get(host.name, {}).get(workload, ())))

@@ -11,6 +11,7 @@ One base class; catch ``ClusterError`` to catch them all::
     ├── HostBusy                 removing (or similar) a host that still runs workloads
     ├── MaintenanceVetoed        a flavor refused to let a host enter maintenance
     ├── NoValidHost              no host passed the scheduler's filters: counts per reason
+    ├── FencingFailed            no fence level confirmed the host off: carries every attempt
     ├── FlavorError              a flavor's hook or driver failed: names the flavor and the hook
     │   ├── UnknownFlavor        no loaded flavor provides a driver of that name
     │   └── ConformanceError     check_flavor() found the flavor breaks the contract
@@ -111,6 +112,16 @@ class NoValidHost(ClusterError):
         self.reasons = dict(reasons)
         parts = ", ".join(f"{n} {r}" for r, n in sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0])))
         super().__init__(f"no valid host for {workload!r}: 0/{total} hosts: {parts or 'no hosts'}")
+
+
+class FencingFailed(ClusterError):
+    """No fencing level confirmed ``host`` powered off. ``attempts`` lists each try
+    (level, device, action, outcome), never a credential."""
+
+    def __init__(self, host: str, attempts: Sequence[str]) -> None:
+        self.host = host
+        self.attempts = tuple(attempts)
+        super().__init__(f"fencing {host} failed after {len(self.attempts)} attempt(s): " + "; ".join(self.attempts))
 
 
 class FlavorError(ClusterError):

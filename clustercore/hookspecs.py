@@ -109,6 +109,31 @@ def clustercore_prepare_maintenance(host: Host) -> None:
 
 
 @hookspec
+def clustercore_soft_fence(host: Host) -> bool | None:
+    """Try to revive a NonResponsive host without powering it off (restart a daemon).
+
+    When: once per fencing episode, before any hard fencing, when the cluster's fence
+    policy says ``soft_first``.
+    Arguments: ``host``.
+    Returns: True when the flavor tried something (the controller then waits the policy's
+    ``soft_wait`` for heartbeats to resume before hard fencing); None or False when it has
+    nothing to try. Raising is recorded and counts as not tried.
+    """
+
+
+@hookspec
+def clustercore_host_alive(host: Host) -> bool | None:
+    """A liveness witness: say whether an unreachable host is known to be alive.
+
+    When: before each decision to fence a NonResponsive host.
+    Arguments: ``host``.
+    Returns: True when the flavor has evidence the host is alive (a fresh storage lease, a
+    peer that still sees it): fencing is skipped while any flavor says so. None or False
+    when it does not know. Raising counts as not knowing.
+    """
+
+
+@hookspec
 def clustercore_upgrade_host(host: Host) -> bool | None:
     """Upgrade a host during a rolling cluster upgrade (:mod:`clustercore.upgrade`).
 

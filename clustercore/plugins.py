@@ -172,6 +172,23 @@ class Plugins:
     def prepare_maintenance(self, host: Host) -> None:
         self._each("clustercore_prepare_maintenance", host=host)
 
+    def soft_fence(self, host: Host) -> list[str]:
+        """The flavors that tried a soft fence of ``host`` (failures are logged, not raised)."""
+        return [flavor for flavor, answer in self._each_quiet("clustercore_soft_fence", host=host) if answer]
+
+    def host_alive(self, host: Host) -> bool:
+        """Whether any flavor's liveness witness says ``host`` is alive."""
+        return any(bool(answer) for _, answer in self._each_quiet("clustercore_host_alive", host=host))
+
+    def _each_quiet(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        results = []
+        for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):
+            try:
+                results.append((impl.plugin_name, impl.function(**{n: kwargs[n] for n in impl.argnames})))
+            except Exception:
+                log.exception("flavor %s failed in %s", impl.plugin_name, hook)
+        return results
+
     def upgrade_host(self, host: Host) -> bool:
         """Every flavor upgrades ``host``; True when one of them started a reboot."""
         return any(bool(answer) for _, answer in self._each("clustercore_upgrade_host", host=host))
