@@ -105,6 +105,7 @@ class Controller:
         self.started = clock.now()  # no fencing in the first minutes after the manager starts
         self._skip_reason: dict[str, str] = {}
         self._ha_retry: dict[str, tuple[float, float]] = {}  # workload -> (next try, delay)
+        self._failed: set[str] | None = None  # placements Failed with their host (None: not scanned yet)
 
     # ------------------------------------------------------------------ observation
 
@@ -159,7 +160,21 @@ class Controller:
         event = Event(now, f"host/{old.name}", decision.event.value, decision.reason, str(old.state), str(new.state))
         key = HOSTS + old.name
         write: Put | Delete = Delete(key) if delete else Put(key, encode(new))
-        self.store.txn([Check(key, current.revision)], [write, self.events.put_op(event), *extra])
+        checks = [Check(key, current.revision)]
+        dead: list[str] = []
+        if new.state is S.DOWN and old.state is not S.DOWN:
+            # Powered off for sure: whatever ran there died, in the same transaction, so a
+            # host that comes back at once cannot make its dead workloads look alive.
+            for name, p in self.state.placements().items():
+                if p.value.host == old.name and p.value.state is not PlacementState.STOPPED:
+                    failed = attrs.evolve(p.value, state=PlacementState.FAILED, since=now, target=None,
+                                          reason=f"{old.name} is down: {decision.reason}")
+                    checks.append(Check(PLACEMENTS + name, p.revision))
+                    extra = [*extra, Put(PLACEMENTS + name, encode(failed))]
+                    dead.append(name)
+        self.store.txn(checks, [write, self.events.put_op(event), *extra])
+        if self._failed is not None:
+            self._failed.update(dead)
         log.info("%s", event)
         for failure in self.plugins.host_transition(old, new, decision.event.value, decision.reason):
             self.events.record(Event(now, f"host/{old.name}", "flavor-error", str(failure)))
@@ -239,8 +254,6 @@ class Controller:
                 elif name in self.fencer.episodes and state not in (S.NON_RESPONSIVE, S.FENCING):
                     self.fencer.forget(name)
                     self._skip_reason.pop(name, None)
-                if decision is None and state is S.DOWN:
-                    self._recover(host, now, errors)
                 if decision is None:
                     continue
                 events.append(self.commit(current, decision, now)[1])
@@ -253,6 +266,7 @@ class Controller:
             except ClusterError as exc:
                 errors.append(str(exc))
                 log.error("host %s: %s", name, exc)
+        self._restart_failed(now, errors)
         self.events.maybe_prune()
         return StepReport(now, len(hosts), tuple(events), tuple(conflicts), tuple(errors))
 
@@ -347,45 +361,47 @@ class Controller:
             return None
         return Decision(host, HostEvent.FENCE, decision.reason)
 
-    def _recover(self, host: Host, now: float, errors: list[str]) -> None:
-        """A Down host (fenced or confirmed by an operator): restart its HA workloads
-        elsewhere, highest priority first, retrying with backoff while capacity is short;
-        the others stop with it."""
-        placements = [v for v in self.state.placements().values() if v.value.host == host.name]
-        if not placements:
+    def _restart_failed(self, now: float, errors: list[str]) -> None:
+        """Workloads whose host went Down (fenced, or confirmed by an operator): the HA ones
+        start elsewhere, highest priority first, retried with backoff while capacity is
+        short; the others are lost with their host. Whatever the host does meanwhile."""
+        if self._failed is None:
+            self._failed = {n for n, p in self.state.placements().items() if p.value.state is PlacementState.FAILED}
+        if not self._failed:
             return
         workloads = {n: v.value for n, v in self.state.workloads().items()}
-        order = sorted(placements, key=lambda v: -(workloads[v.value.workload].priority
-                                                    if v.value.workload in workloads else 0))
-        for current in order:
-            name = current.value.workload
+        failed = [(n, self.state.placement(n)) for n in self._failed]
+        order = sorted(((n, p) for n, p in failed if p is not None and p.value.state is PlacementState.FAILED),
+                       key=lambda np: -(workloads[np[0]].priority if np[0] in workloads else 0))
+        self._failed = {n for n, _ in order}
+        for name, current in order:
+            dead = current.value.host
             workload = workloads.get(name)
             key = PLACEMENTS + name
             if workload is None or not workload.ha:
                 self.store.txn([Check(key, current.revision)], [Delete(key), self.events.put_op(
-                    Event(now, f"workload/{name}", "lost", f"{host.name} is down and {name} is not HA",
-                          host.name, ""))])
+                    Event(now, f"workload/{name}", "lost", f"{dead} is down and {name} is not HA", dead, ""))])
+                self._failed.discard(name)
                 continue
             retry = self._ha_retry.get(name)
             if retry is not None and now < retry[0]:
                 continue
+            target = ""
             try:
                 target = self.scheduler().select(workload)
                 self.plugins.driver(workload.flavor).start(workload, self.state.host(target).value)
-            except ClusterError as exc:
-                delay = min(2 * retry[1], 300.0) if retry else 10.0
-                self._ha_retry[name] = (now + delay, delay)
-                errors.append(f"HA restart of {name}: {exc} (retry in {delay:.0f} s)")
-                continue
             except Exception as exc:
                 delay = min(2 * retry[1], 300.0) if retry else 10.0
                 self._ha_retry[name] = (now + delay, delay)
-                errors.append(f"HA restart of {name} on {target}: {type(exc).__name__}: {exc}")
+                where = f" on {target}" if target else ""
+                detail = str(exc) if isinstance(exc, ClusterError) else f"{type(exc).__name__}: {exc}"
+                errors.append(f"HA restart of {name}{where}: {detail} (retry in {delay:.0f} s)")
                 continue
             self._ha_retry.pop(name, None)
-            moved = Placement(name, target, PlacementState.RUNNING, now, None, f"restarted: {host.name} is down")
+            self._failed.discard(name)
+            moved = Placement(name, target, PlacementState.RUNNING, now, None, f"restarted: {dead} is down")
             self.store.txn([Check(key, current.revision)], [Put(key, encode(moved)), self.events.put_op(
-                Event(now, f"workload/{name}", "restarted", f"{host.name} is down", host.name, target))])
+                Event(now, f"workload/{name}", "restarted", f"{dead} is down", dead, target))])
 
     def _give_up(self, host: Host, workload: str, count: int, why: str) -> Decision:
         tried = ", ".join(sorted(self.drainer.avoid.get(host.name, {}).get(workload, ())))
