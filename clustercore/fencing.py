@@ -33,9 +33,11 @@ the agent only: never to logs, reprs or events.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -182,25 +184,38 @@ class ProcessAgent:
 
 @attrs.frozen
 class IpmiAgent:
-    """IPMI over LAN (lanplus) through pyghmi."""
+    """IPMI over LAN (lanplus) through pyghmi, in a child process per action: pyghmi keeps
+    sessions and an I/O thread in process-wide state and a call can hang, so the child
+    gives every action a hard timeout and a clean session. Credentials go on stdin."""
 
     def power(self, device: FenceDevice, action: str, timeout: float) -> str:
-        from pyghmi.exceptions import IpmiException
-        from pyghmi.ipmi.command import Command
-
+        if action not in ("on", "off", "reboot", "status"):
+            raise AgentError(f"ipmi: unknown action {action!r}")
+        request = {"address": device.address, "port": device.port or 623, "username": device.username,
+                   "password": device.password, "action": action}
         try:
-            cmd = Command(bmc=device.address, userid=device.username, password=device.password,
-                          port=device.port or 623, keepalive=False)
-            try:
-                if action == "status":
-                    return str(cmd.get_power()["powerstate"])
-                state = {"on": "on", "off": "off", "reboot": "reset"}[action]
-                cmd.set_power(state, wait=False)
-                return ""
-            finally:
-                cmd.ipmi_session.logout()
-        except (IpmiException, OSError, KeyError) as exc:
-            raise AgentError(f"ipmi {action} at {device.address}: {_redact(str(exc), device)}") from None
+            run = subprocess.run([sys.executable, "-m", "clustercore.fencing"], input=json.dumps(request),
+                                 capture_output=True, text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise AgentError(f"ipmi {action} at {device.address}: no answer in {timeout:.0f} s") from None
+        if run.returncode != 0:
+            detail = (run.stderr.strip().splitlines() or ["no detail"])[-1]
+            raise AgentError(f"ipmi {action} at {device.address}: {_redact(detail, device)}")
+        return run.stdout.strip()
+
+
+def _ipmi_child() -> None:
+    """``python -m clustercore.fencing``: one pyghmi action, the request as JSON on stdin."""
+    from pyghmi.ipmi.command import Command
+
+    request = json.load(sys.stdin)
+    cmd = Command(bmc=request["address"], userid=request["username"], password=request["password"],
+                  port=request["port"], keepalive=False)
+    action = request["action"]
+    if action == "status":
+        print(cmd.get_power()["powerstate"])
+    else:
+        cmd.set_power({"on": "on", "off": "off", "reboot": "reset"}[action], wait=False)
 
 
 @attrs.frozen
@@ -324,3 +339,10 @@ class Fencer:
 
     def run(self, host: Host, policy: FencePolicy) -> list[str]:
         return hard_fence(host, policy, self.agent_for, self.sleep, self.monotonic)
+
+
+if __name__ == "__main__":
+    try:
+        _ipmi_child()
+    except Exception as exc:
+        sys.exit(f"{type(exc).__name__}: {exc}")

@@ -15,13 +15,24 @@ module              concept
 ``filters``         VM-aware scheduler filters and weighers
 ``driver``          define/start/stop/migrate/inspect through libvirt
 ``hotplug``         disks, NICs, devices, vCPUs, memory into running VMs
+``migration``       live migration policy and monitor
+``cloudinit``       NoCloud seeds
+``lab``             real libvirtd hosts (with IPMI BMCs) on one machine
 ==================  ===========================================================
+
+Soft fencing (``clustercore_soft_fence``): like oVirt's SSH soft fencing, restart libvirtd
+on the host over SSH (``ssh root@HOST systemctl restart libvirtd``, batch mode, started in
+the background; the controller then waits for heartbeats). Hosts on loopback or without a
+host name in their URI are not soft-fenced by default; pass ``soft_fence`` to do
+something else (the lab restarts its namespaced libvirtd).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import subprocess
+from collections.abc import Callable, Sequence
+from urllib.parse import urlsplit
 
 from clustercore.model import Host, Workload
 from clustercore.plugins import HostDescription, Registry, hookimpl
@@ -43,13 +54,16 @@ def is_libvirt_host(host: Host) -> bool:
 class VirtFlavor:
     """``vcpu_ratio``: vCPUs per hardware thread; ``host_reserve``: MiB kept for the host
     itself; ``passthrough``: which PCI devices VMs may get (see
-    :func:`~flavors.virt.hostfacts.passthrough_allowed`)."""
+    :func:`~flavors.virt.hostfacts.passthrough_allowed`); ``soft_fence``: how to revive a
+    host's libvirtd (default :func:`ssh_restart_libvirtd`)."""
 
     name = "virt"
 
     def __init__(self, driver: LibvirtDriver | None = None, vcpu_ratio: float = 4.0, host_reserve: int = 1024,
-                 passthrough: Sequence[str] = hostfacts.DEFAULT_PASSTHROUGH) -> None:
+                 passthrough: Sequence[str] = hostfacts.DEFAULT_PASSTHROUGH,
+                 soft_fence: Callable[[Host], bool] | None = None) -> None:
         self.passthrough = tuple(passthrough)
+        self.soft_fence = soft_fence or ssh_restart_libvirtd
         self.driver = driver or LibvirtDriver(passthrough=self.passthrough)
         self.vcpu_ratio = vcpu_ratio
         self.host_reserve = host_reserve
@@ -86,6 +100,22 @@ class VirtFlavor:
             return (f"VMs that cannot live-migrate (passthrough devices or host-passthrough CPU): "
                     f"{', '.join(pinned)}; stop them first")
         return None
+
+    @hookimpl
+    def clustercore_soft_fence(self, host: Host) -> bool | None:
+        return self.soft_fence(host) if is_libvirt_host(host) else None
+
+
+def ssh_restart_libvirtd(host: Host) -> bool:
+    """Start ``ssh root@HOST systemctl restart libvirtd`` in the background; False when the
+    host has no remote host name (or is on loopback: that would restart this machine's)."""
+    name = urlsplit(host.address).hostname or ""
+    if not name or name in ("localhost", "::1") or name.startswith("127."):
+        return False
+    subprocess.Popen(["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", f"root@{name}",
+                      "systemctl restart libvirtd"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, start_new_session=True)
+    return True
 
 
 flavor = VirtFlavor()

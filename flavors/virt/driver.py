@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -59,6 +60,28 @@ def _quiet(ctx: object, err: object) -> None:
 libvirt.registerErrorHandler(_quiet, None)
 
 
+_LOOP = threading.Lock()
+_loop_started = False
+
+
+def _event_loop() -> None:
+    """libvirt's default event loop, in a daemon thread, once per process: with it a
+    connection notices at once that its daemon died (a power cut) and keepalives close
+    connections to daemons that stopped answering, so ``isAlive()`` tells the truth."""
+    global _loop_started
+    with _LOOP:
+        if _loop_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _loop_started = True
+
+
 class LibvirtDriver:
     flavor = KIND
     live_migration = True
@@ -78,19 +101,38 @@ class LibvirtDriver:
     # ------------------------------------------------------------------ connections
 
     def connect(self, host: Host) -> libvirt.virConnect:
+        """A connection to ``host``'s libvirtd, kept for later calls. Opening holds only
+        this host's lock: a host that hangs never blocks the others."""
         uri = host.address
         with self._guard:
+            opening = self._locks.setdefault("connect:" + uri, threading.Lock())
+        with opening:
             conn = self._conns.get(uri)
             if conn is not None:
                 with contextlib.suppress(libvirt.libvirtError):
                     if conn.isAlive():
                         return conn
+            _event_loop()
             try:
                 conn = libvirt.open(uri)
+                if not uri.startswith("test:"):
+                    conn.setKeepAlive(5, 3)  # a silent daemon closes the connection in 15-20 s
             except libvirt.libvirtError as exc:
                 raise VirtError("connect", "-", host.name, f"cannot open {uri}: {exc}") from exc
-            self._conns[uri] = conn
+            with self._guard:
+                self._conns[uri] = conn
             return conn
+
+    def answers(self, host: Host, timeout: float = 5.0) -> bool:
+        """Whether ``host``'s libvirtd answers within ``timeout`` (a fresh ``virsh`` in a
+        child process, so a hung daemon costs only the timeout): what a manager polls
+        for heartbeats, as oVirt's engine polls VDSM."""
+        try:
+            run = subprocess.run(["virsh", "-c", host.address, "version", "--daemon"], capture_output=True,
+                                 timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            return False
+        return run.returncode == 0
 
     def close(self) -> None:
         with self._guard:

@@ -7,8 +7,13 @@ at ``qemu+tcp://127.0.0.1:PORT/system``. The recipe is the one verified in the p
 LAB notes. Needs root and the Debian packages ``libvirt-daemon-system qemu-system-x86``.
 
 Powering a host off kills the namespace's first process with SIGKILL: every process of
-the host dies at once, its QEMU guests included (a real power cut). :class:`Lab` is a
-context manager and always tears everything down, leaving no process behind.
+the host dies at once, its QEMU guests included (a real power cut). A host can also hang
+(its libvirtd stopped with SIGSTOP: the guests keep running, nothing answers) or lose its
+network (hung, and unreachable for a soft fence too). With ``bmc=True`` every host has an
+IPMI BMC (:class:`LabBmc`, pyghmi's BMC server on a loopback UDP port) whose power off is
+that power cut: real fence agents (``fence_ipmilan``, ``ipmitool``, pyghmi) fence lab
+hosts for real. :class:`Lab` is a context manager and always tears everything down,
+leaving no process behind.
 
     with Lab(3) as lab:
         uri = lab.hosts[0].uri
@@ -26,15 +31,19 @@ import time
 import uuid
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import attrs
 
+from clustercore.model import Host
+
 BASE_PORT = 16600
 MIGRATION_BASE = 49400
+BMC_BASE = 6230
 DISPLAY_BASE = 20000
 WEBSOCKET_BASE = 35000
 # Ports of lab host k (k = its TCP port - BASE_PORT, up to 250): display 20000+50k..,
-# websocket 35000+50k.., migration 49400+20k..: ranges never overlap.
+# websocket 35000+50k.., migration 49400+20k.., BMC (UDP) 6230+k: ranges never overlap.
 SCRIPT = """set -e
 mount -t tmpfs tmpfs /run
 mkdir -p /run/libvirt /run/lock
@@ -43,8 +52,8 @@ mount --bind {dir}/cache /var/cache/libvirt
 mount --bind {dir}/log /var/log/libvirt
 mount --bind {dir}/etc /etc/libvirt
 virtlogd -d
-libvirtd --listen >>{dir}/libvirtd.out 2>&1 &
-wait
+# libvirtd restarted when it dies, as systemd does (a soft fence kills it)
+while true; do libvirtd --listen >>{dir}/libvirtd.out 2>&1 || true; sleep 0.2; done
 """
 
 
@@ -69,6 +78,7 @@ class LabHost:
     port: int
     host_uuid: str = attrs.field(factory=lambda: str(uuid.uuid4()))
     process: subprocess.Popen[bytes] | None = None
+    reachable: bool = True
 
     @property
     def uri(self) -> str:
@@ -139,6 +149,7 @@ class LabHost:
 
     def power_off(self) -> None:
         """A power cut: every process of the host, guests included, dies now."""
+        self.reachable = True  # a host that boots again has its network back
         if self.process is None:
             return
         with contextlib.suppress(ProcessLookupError):
@@ -147,25 +158,189 @@ class LabHost:
             self.process.wait(timeout=10)
         self.process = None
 
+    def pids(self, command: str) -> list[int]:
+        """The processes of this host named ``command``."""
+        if self.process is None:
+            return []
+        children: dict[int, list[int]] = {}
+        names: dict[int, str] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):
+                text = stat.read_text()
+                pid, rest = int(text.split(" ", 1)[0]), text[text.rindex(")") + 2:]
+                names[pid] = text[text.index("(") + 1:text.rindex(")")]
+                children.setdefault(int(rest.split()[1]), []).append(pid)
+        found, todo = [], [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            if names.get(pid) == command:
+                found.append(pid)
+            todo.extend(children.get(pid, ()))
+        return found
+
+    def hang(self) -> None:
+        """libvirtd stops answering (SIGSTOP); the guests keep running."""
+        for pid in self.pids("libvirtd"):
+            os.kill(pid, signal.SIGSTOP)
+
+    def cut_network(self) -> None:
+        """Nothing reaches the host any more (not even a soft fence); the guests keep running."""
+        self.reachable = False
+        self.hang()
+
+    def heal(self) -> None:
+        self.reachable = True
+        for pid in self.pids("libvirtd"):
+            os.kill(pid, signal.SIGCONT)
+
+    def restart_libvirtd(self) -> bool:
+        """What a soft fence does over SSH: kill libvirtd; the host restarts it (the
+        guests keep running and the new libvirtd finds them). False when unreachable."""
+        if not self.reachable or not self.running:
+            return False
+        for pid in self.pids("libvirtd"):
+            os.kill(pid, signal.SIGKILL)
+        return True
+
+    @property
+    def bmc_port(self) -> int:
+        return BMC_BASE + (self.port - BASE_PORT)
+
+
+def _bmc_class() -> type[Any]:
+    """:class:`LabBmc`'s base, built on first use (pyghmi is imported only for BMCs)."""
+    from pyghmi.ipmi import bmc
+    from pyghmi.ipmi.private import serversession
+
+    class Sha1Session(serversession.ServerSession):  # type: ignore[misc]
+        """pyghmi's server answers every open-session request with cipher suite 3
+        (HMAC-SHA1) even when the client proposed SHA-256, which pyghmi's own client
+        then fails to verify. A real BMC refuses what it does not support (status 0x11,
+        invalid authentication algorithm) and the client retries with SHA-1: do that."""
+
+        def create_open_session_response(self, request: bytearray) -> bytearray:
+            if len(request) > 12 and request[12] not in (0, 1):
+                self.clientsessionid = request[4:8]
+                return bytearray([request[0], 0x11, 0, 0]) + request[4:8]
+            return bytearray(super().create_open_session_response(request))
+
+    class Base(bmc.Bmc):  # type: ignore[misc]
+        def sessionless_data(self, data: bytes, sockaddr: Any) -> None:
+            if getattr(self, "silent", False):
+                return  # a BMC that never answers
+            raw = bytearray(data)
+            if len(raw) >= 22 and raw[0] == 6 and raw[2:4] == b"\xff\x07" and raw[4] == 6 and raw[5] == 16:
+                Sha1Session(self.authdata, self.kg, sockaddr, self.serversocket, raw[16:], self.uuid, bmc=self)
+                return
+            super().sessionless_data(data, sockaddr)
+
+    return Base
+
+
+class LabBmcs:
+    """The IPMI BMCs of a lab: one pyghmi BMC server per host on 127.0.0.1:``bmc_port``
+    (UDP, lanplus), all served by one thread. Power off is the host's power cut; power on
+    boots it (in the background, as a real BMC answers before the host is up)."""
+
+    def __init__(self, hosts: list[LabHost], username: str = "admin", password: str = "") -> None:
+        import threading
+
+        from pyghmi.ipmi.private import session
+
+        self.username = username
+        self.password = password or uuid.uuid4().hex[:16]
+        self._session = session
+        self._stop = threading.Event()
+        base = _bmc_class()
+        lab_hosts = hosts
+
+        class LabBmc(base):  # type: ignore[misc,valid-type]
+            def __init__(self, host: LabHost, authdata: dict[str, str]) -> None:
+                super().__init__(authdata, port=host.bmc_port, address="127.0.0.1")
+                self.host = host
+                self.silent = False
+
+            def get_power_state(self) -> str:
+                return "on" if self.host.running else "off"
+
+            def power_off(self) -> None:
+                self.host.power_off()
+
+            def power_on(self) -> None:
+                threading.Thread(target=self.host.power_on, daemon=True).start()
+
+            def power_reset(self) -> None:
+                self.host.power_off()
+                self.power_on()
+
+            def power_cycle(self) -> None:
+                self.power_reset()
+
+            def power_shutdown(self) -> None:
+                self.host.power_off()
+
+        self.bmcs = {h.name: LabBmc(h, {username: self.password}) for h in lab_hosts}
+        self._thread = threading.Thread(target=self._serve, name="lab-bmcs", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            self._session.Session.wait_for_rsp(0.2)
+
+    def silence(self, host: str, silent: bool = True) -> None:
+        """Make a host's BMC stop answering (as an unplugged BMC does)."""
+        self.bmcs[host].silent = silent
+
+    def device(self, host: LabHost, agent: str = "fence_ipmilan", password: str | None = None) -> dict[str, Any]:
+        """The fence device of ``host`` (a ``Host.fence_devices`` entry)."""
+        return {"agent": agent, "address": "127.0.0.1", "port": host.bmc_port, "username": self.username,
+                "password": self.password if password is None else password,
+                "options": {"lanplus": "1"} if agent == "fence_ipmilan" else {}}
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for bmc in self.bmcs.values():
+            self._session.Session.bmc_handlers.pop(bmc.serversocket, None)
+            with contextlib.suppress(ValueError):
+                self._session.iosockets.remove(bmc.serversocket)
+            bmc.serversocket.close()
+
 
 class Lab:
-    """``n`` lab hosts named ``lab1``.. ``labN`` under a temporary directory."""
+    """``n`` lab hosts named ``lab1``.. ``labN`` under a temporary directory; with
+    ``bmc=True`` each has an IPMI BMC (``lab.bmcs``)."""
 
-    def __init__(self, n: int = 3, root: Path | None = None, base_port: int = BASE_PORT) -> None:
+    def __init__(self, n: int = 3, root: Path | None = None, base_port: int = BASE_PORT, bmc: bool = False) -> None:
         self._tmp = None if root is not None else tempfile.TemporaryDirectory(prefix="clustercore-lab-")
         self.root = root or Path(self._tmp.name)  # type: ignore[union-attr]
         self.hosts = [LabHost(f"lab{i + 1}", i, self.root / f"lab{i + 1}", base_port + i) for i in range(n)]
+        self._want_bmc = bmc
+        self.bmcs: LabBmcs | None = None
+
+    def host(self, name: str) -> LabHost:
+        return next(h for h in self.hosts if h.name == name)
+
+    def soft_fence(self, host: Host) -> bool:
+        """The lab's soft fence (``VirtFlavor(soft_fence=lab.soft_fence)``): restart the lab
+        host's libvirtd, as SSH would on a real host; False when it is unreachable."""
+        return any(h.restart_libvirtd() for h in self.hosts if h.uri == host.address)
 
     def start(self) -> Lab:
         try:
             for host in self.hosts:
                 host.power_on()
+            if self._want_bmc:
+                self.bmcs = LabBmcs(self.hosts)
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self) -> None:
+        if self.bmcs is not None:
+            self.bmcs.close()
+            self.bmcs = None
         for host in self.hosts:
             host.power_off()
         if self._tmp is not None:
