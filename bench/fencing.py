@@ -27,7 +27,7 @@ from clustercore.fencing import FencePolicy
 from clustercore.lifecycle import LivenessPolicy
 from flavors.virt import VirtFlavor
 from flavors.virt.driver import LibvirtDriver
-from flavors.virt.lab import Lab, domain_type
+from flavors.virt.lab import Lab, LabHost, domain_type
 from flavors.virt.spec import Memory, VMSpec
 from flavors.virt.workload import vm_workload
 
@@ -64,14 +64,19 @@ def recover(lab: Lab, config: ClusterConfig) -> dict[str, float]:
         return time.monotonic()
 
     try:
-        for host in lab.hosts:
+        def join(host: LabHost) -> None:
+            assert lab.bmcs is not None
             cluster.register_host({"name": host.name, "address": host.uri, "capacity": {"cpu": 8, "memory": 4096},
                                    "fence_devices": [lab.bmcs.device(host)]})
+
+        join(lab.hosts[1])  # the guests start on lab2, the only host yet
         until(lambda: cluster.host("lab2").state is S.UP)
         names = [f"b{i}" for i in range(3)]
         for name in names:
             spec = VMSpec(name=name, uuid=str(uuid.uuid4()), memory=Memory(64), domain_type=domain_type())
             cluster.submit(vm_workload(spec, ha=True))
+        join(lab.hosts[0])
+        join(lab.hosts[2])
         until(lambda: all(cluster.host(n).state is S.UP for n in ("lab1", "lab3")))
         assert {p.host for p in cluster.placements().values()} == {"lab2"}
 

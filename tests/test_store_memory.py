@@ -30,6 +30,10 @@ class TestMemoryStore(StoreContract):
         return lambda: MemoryStore(clock=FakeClock())
 
 
+def test_a_new_memory_store_is_at_revision_zero() -> None:
+    assert MemoryStore(clock=FakeClock()).revision == 0
+
+
 def test_the_sorted_index_survives_deletes_and_reinserts() -> None:
     store = MemoryStore(clock=FakeClock())
     for i in range(200):

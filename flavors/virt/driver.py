@@ -188,6 +188,7 @@ class LibvirtDriver:
                 return
             bound = devices.allocate(spec, host.name, self.facts(host), self.specs_on(host, but=spec.uuid),
                                      self.passthrough)
+            self._clear_stale_name(spec, host)
             if spec.cloud_init is not None:
                 if not is_local(host.address):
                     raise VirtError("start", spec.name, host.name, "cloud-init seeds are built on this machine and "
@@ -199,6 +200,23 @@ class LibvirtDriver:
             except libvirt.libvirtError as exc:
                 raise VirtError("start", spec.name, host.name, str(exc)) from exc
         log.info("started %s on %s", spec.name, host.name)
+
+    def _clear_stale_name(self, spec: VMSpec, host: Host) -> None:
+        """A host that was powered off (fenced) keeps the definitions of its VMs, which may
+        have been restarted elsewhere since, with other uuids. An inactive domain of the
+        same name and another uuid is such a leftover: undefine it. An active one is a
+        different VM running: refuse."""
+        try:
+            other = self.connect(host).lookupByName(spec.name)
+        except libvirt.libvirtError:
+            return  # no domain of that name
+        if other.UUIDString() == spec.uuid:
+            return
+        if other.isActive():
+            raise VirtError("start", spec.name, host.name, f"another running domain is named {spec.name} "
+                                                           f"(uuid {other.UUIDString()})")
+        log.info("undefining the stale definition of %s (uuid %s) on %s", spec.name, other.UUIDString(), host.name)
+        _undefine(other)
 
     def stop(self, workload: Workload, host: Host, force: bool = False) -> None:
         spec = vm_spec(workload)
