@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 
 import attrs
@@ -106,6 +106,8 @@ class Controller:
         self._skip_reason: dict[str, str] = {}
         self._ha_retry: dict[str, tuple[float, float]] = {}  # workload -> (next try, delay)
         self._failed: set[str] | None = None  # placements Failed with their host (None: not scanned yet)
+        # Whether this manager may act now (leads, lease valid; see clustercore.leadership).
+        self.may_act: Callable[[], bool] = lambda: True
 
     # ------------------------------------------------------------------ observation
 
@@ -221,6 +223,8 @@ class Controller:
         events: list[Event] = []
         conflicts: list[str] = []
         errors: list[str] = []
+        if not self.may_act():
+            return StepReport(now, len(self._hosts), (), (), ("not the leader: observing only",))
         config = self.state.config().value
         self.topology.require(config.required_networks, config.required_storage)
         self._sync_hosts(errors)
@@ -257,7 +261,7 @@ class Controller:
                 if decision is None:
                     continue
                 events.append(self.commit(current, decision, now)[1])
-                if decision.event is HostEvent.FENCE:
+                if decision.event is HostEvent.FENCE and self.may_act():
                     episode = self.fencer.episode(name)
                     episode.job = self.drainer.executor.submit(self.fencer.run, host, config.fencing)
             except Conflict as exc:
@@ -386,10 +390,19 @@ class Controller:
             retry = self._ha_retry.get(name)
             if retry is not None and now < retry[0]:
                 continue
+            if not self.may_act():
+                return
             target = ""
             try:
                 target = self.scheduler().select(workload)
-                self.plugins.driver(workload.flavor).start(workload, self.state.host(target).value)
+                # Starting is in the store before the driver acts (a deposed leader's write fails here).
+                starting = Placement(name, target, PlacementState.STARTING, now, None, f"restarting: {dead} is down")
+                revision = self.store.txn([Check(key, current.revision)], [Put(key, encode(starting))])
+                try:
+                    self.plugins.driver(workload.flavor).start(workload, self.state.host(target).value)
+                except Exception:
+                    self.store.txn([Check(key, revision)], [Put(key, encode(current.value))])  # Failed again
+                    raise
             except Exception as exc:
                 delay = min(2 * retry[1], 300.0) if retry else 10.0
                 self._ha_retry[name] = (now + delay, delay)
@@ -400,7 +413,7 @@ class Controller:
             self._ha_retry.pop(name, None)
             self._failed.discard(name)
             moved = Placement(name, target, PlacementState.RUNNING, now, None, f"restarted: {dead} is down")
-            self.store.txn([Check(key, current.revision)], [Put(key, encode(moved)), self.events.put_op(
+            self.store.txn([Check(key, revision)], [Put(key, encode(moved)), self.events.put_op(
                 Event(now, f"workload/{name}", "restarted", f"{dead} is down", dead, target))])
 
     def _give_up(self, host: Host, workload: str, count: int, why: str) -> Decision:

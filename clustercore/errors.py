@@ -20,7 +20,8 @@ One base class; catch ``ClusterError`` to catch them all::
         ├── KeyNotFound          get/delete of a missing key
         ├── CorruptEntry         a stored value cannot be decoded: names the key and what is wrong
         ├── Compacted            a watch asked to resume from history that is gone
-        └── LeaseNotFound        keep-alive or attach to an expired/unknown lease
+        ├── LeaseNotFound        keep-alive or attach to an expired/unknown lease
+        └── NotLeader            a manager that is not (or no longer) the leader tried to act
 """
 
 from __future__ import annotations
@@ -190,3 +191,13 @@ class LeaseNotFound(StoreError):
     def __init__(self, lease: int) -> None:
         self.lease = lease
         super().__init__(f"lease {lease} is unknown or expired")
+
+
+class NotLeader(StoreError):
+    """An acting write or action by a manager that does not hold the leadership (any more):
+    ``manager`` is who tried, ``token`` the leadership it thought it had (0 = none)."""
+
+    def __init__(self, manager: str, token: int) -> None:
+        self.manager = manager
+        self.token = token
+        super().__init__(f"manager {manager} is not the leader (its token {token} is stale)")

@@ -1,0 +1,193 @@
+"""One leader among managers; a deposed leader's writes are rejected by the store itself;
+a partitioned leader stops acting before anyone else can lead. On the memory store with
+a fake clock, and on a real 3-member etcd with a cut connection."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from clustercore import ClusterConfig, FakeClock, HostReport, HostState, Plugins, Workload
+from clustercore.cluster import Cluster
+from clustercore.errors import NotLeader, StoreError
+from clustercore.fencing import FencePolicy
+from clustercore.leadership import Elector, GuardedStore
+from clustercore.lifecycle import LivenessPolicy
+from clustercore.manager import Manager, open_store, status
+from clustercore.model import FenceDevice, Resources
+from clustercore.store.etcd import EtcdStore
+from clustercore.store.memory import MemoryStore
+from clustercore.testing import EtcdCluster, FakeFlavor
+
+
+def test_one_leader_and_a_takeover_when_its_lease_expires() -> None:
+    clock = FakeClock()
+    store = MemoryStore(clock=clock)
+    a = Elector(store, "a", ttl=10, monotonic=clock.now)
+    b = Elector(store, "b", ttl=10, monotonic=clock.now)
+    assert a.campaign() and not b.campaign()
+    assert a.leader() == "a" and a.may_act() and not b.may_act()
+    clock.advance(6)
+    assert a.renew()
+    clock.advance(9)
+    assert not b.campaign()  # a renewed 9 s ago: still its lease
+    clock.advance(2)  # a stopped renewing (crashed): its lease is gone
+    assert b.campaign() and b.leader() == "b" and b.token > a.token
+    assert not a.renew() and not a.leading
+
+
+def test_a_deposed_leaders_late_write_is_rejected_by_the_store() -> None:
+    clock = FakeClock()
+    store = MemoryStore(clock=clock)
+    a = Elector(store, "a", ttl=10, monotonic=clock.now)
+    guarded = GuardedStore(store, a)
+    assert a.campaign()
+    guarded.put("hosts/h1", b"1")
+    clock.advance(11)
+    b = Elector(store, "b", ttl=10, monotonic=clock.now)
+    assert b.campaign()
+    # a has not noticed yet (it did not renew), but the store refuses its write:
+    assert a.leading and not a.may_act()
+    with pytest.raises(NotLeader) as info:
+        guarded.put("hosts/h1", b"2")
+    assert info.value.manager == "a" and info.value.token == a.token
+    assert store.get("hosts/h1").value == b"1"  # type: ignore[union-attr]
+
+
+def managers(store: MemoryStore, clock: FakeClock, flavor: FakeFlavor, n: int = 3) -> list[Manager]:
+    out = []
+    for i in range(n):
+        m = Manager(store, f"m{i}", ttl=10, plugins=Plugins([flavor], entry_points=False), clock=clock)
+        m.elector.monotonic = clock.now
+        out.append(m)
+    return out
+
+
+def test_the_leader_dies_as_a_host_turns_non_responsive_and_the_next_one_fences_it_once() -> None:
+    clock = FakeClock()
+    store = MemoryStore(clock=clock)
+    flavor = FakeFlavor("fake")
+    ms = managers(store, clock, flavor)
+    cfg = ClusterConfig(liveness=LivenessPolicy(heartbeat_interval=1, missed_beats=2, non_responsive_grace=2,
+                                                grace_per_workload=0),
+                        fencing=FencePolicy(startup_grace=0, soft_first=False, confirm_timeout=0, retries=0))
+    admin = Cluster(store=store, plugins=Plugins([flavor], entry_points=False), clock=clock, config=cfg)
+    powered = {"h1": True, "h2": True, "h3": True}
+    fenced: list[str] = []
+
+    class Agent:
+        def power(self, device: FenceDevice, action: str, timeout: float) -> str:
+            name = device.address
+            if action == "off":
+                fenced.append(name)
+                powered[name] = False
+                flavor.driver.running.pop(name, None)  # a power cut kills what ran there
+            return "on" if powered[name] else "off"
+
+    for m in ms:
+        m.cluster.controller.fencer.agent_for = lambda _: Agent()
+        m.cluster.controller.fencer.sleep = lambda _: None
+    for name in powered:
+        admin.register_host({"name": name, "capacity": {"cpu": 4, "memory": 4096},
+                             "fence_devices": [{"agent": "ipmi", "address": name}]})
+    for _ in range(3):
+        for name in powered:
+            admin.heartbeat(name, HostReport())
+        clock.advance(1)
+        for m in ms:
+            m.step()
+    assert [m.elector.leading for m in ms] == [True, False, False]
+    admin.submit(Workload("w", "fake", requests=Resources(1, 512), ha=True))
+    assert len(flavor.driver.where("w")) == 1
+    # The workload's host goes silent; the leader m0 "dies" (stops, no resign) as the host turns NonResponsive.
+    victim = admin.placements()["w"].host
+    for _ in range(10):
+        if admin.host(victim).state is HostState.NON_RESPONSIVE:
+            break
+        for n in powered:
+            if n != victim:
+                admin.heartbeat(n, HostReport())
+        clock.advance(1)
+        ms[0].step()
+    survivors = ms[1:]
+    for _ in range(30):
+        for n in powered:
+            if powered[n] and n != victim:
+                admin.heartbeat(n, HostReport())
+        clock.advance(1)
+        for m in survivors:
+            m.step()
+    new = [m for m in survivors if m.elector.leading]
+    assert len(new) == 1 and new[0].elector.token > ms[0].elector.token
+    assert fenced.count(victim) == 1 and not powered[victim]
+    assert len(flavor.driver.where("w")) == 1 and flavor.driver.where("w")[0] != victim
+    # the dead leader wakes up: it cannot act any more
+    with pytest.raises(NotLeader):
+        ms[0].cluster.store.put("hosts/x", b"")
+
+
+@pytest.fixture(scope="module")
+def etcd() -> Iterator[EtcdCluster]:
+    with EtcdCluster(3, base_port=23810) as cluster:
+        yield cluster
+
+
+@pytest.mark.slow
+def test_a_partitioned_leader_stops_acting_before_another_is_elected_and_its_late_writes_fail(
+        etcd: EtcdCluster) -> None:
+    import time
+
+    prefix = f"/lead/{uuid.uuid4().hex[:8]}/"
+    old_store, new_store = EtcdStore(etcd.url, prefix=prefix), EtcdStore(etcd.url, prefix=prefix)
+    old = Elector(old_store, "old", ttl=3, margin=1)
+    new = Elector(new_store, "new", ttl=3, margin=1)
+    assert old.campaign() and not new.campaign()
+    guarded = GuardedStore(old_store, old)
+    guarded.put("hosts/h1", b"by old")
+    endpoints = old_store.endpoints
+    old_store.endpoints = ["http://127.0.0.1:9"]  # its connection to etcd is cut
+    stopped_acting = elected = None
+    start = time.monotonic()
+    while elected is None and time.monotonic() - start < 15:
+        old.renew()
+        if stopped_acting is None and not old.may_act():
+            stopped_acting = time.monotonic() - start
+        if new.campaign():
+            elected = time.monotonic() - start
+        time.sleep(0.1)
+    assert stopped_acting is not None and elected is not None
+    assert stopped_acting < elected  # it stopped acting before anyone else could lead
+    assert elected < 3 + 2  # within the lease TTL (+ etcd's expiry granularity)
+    old_store.endpoints = endpoints  # the partition heals: a late write must still fail
+    with pytest.raises((NotLeader, StoreError)):
+        guarded.put("hosts/h1", b"late write by old")
+    assert new_store.get("hosts/h1").value == b"by old"  # type: ignore[union-attr]
+
+
+def test_status_shows_the_leader_and_the_hosts() -> None:
+    import io
+
+    store = open_store("memory://")
+    m = Manager(store, "m1", plugins=Plugins([FakeFlavor("fake")], entry_points=False))
+    m.step()
+    Cluster(store=store, plugins=Plugins([FakeFlavor("fake")], entry_points=False)).register_host(
+        {"name": "h1", "capacity": {"cpu": 1, "memory": 1}})
+    out = io.StringIO()
+    status(store, out)
+    text = out.getvalue()
+    assert text.startswith("leader: m1 (token ") and "h1" in text and "1 host(s)" in text
+
+
+def test_corrupt_or_foreign_data_under_the_prefix_is_reported_and_skipped(caplog: pytest.LogCaptureFixture) -> None:
+    store = MemoryStore()
+    m = Manager(store, "m1", plugins=Plugins([FakeFlavor("fake")], entry_points=False))
+    Cluster(store=store, plugins=Plugins([FakeFlavor("fake")], entry_points=False)).register_host(
+        {"name": "good", "capacity": {"cpu": 1, "memory": 1}})
+    store.put("hosts/bad", b"{not json")
+    store.put("something/foreign", b"\x00\xff")
+    assert m.step()  # leads, and does not crash
+    assert "corrupt store entry 'hosts/bad'" in caplog.text
+    m.step()
+    assert list(m.cluster.hosts()) == ["good"]
