@@ -164,9 +164,11 @@ class Cluster:
         with HostBusy while workloads are placed on it."""
         self._operate(name, HostEvent.REMOVE, "removed by operator", delete=True)
 
-    def heartbeat(self, name: str, report: HostReport | None = None) -> None:
-        """What a host agent does every ``heartbeat_interval``: say it is alive, and what it reaches."""
-        self.store.put(HEARTBEATS + name, encode(report or HostReport()))
+    def heartbeat(self, name: str, report: HostReport | None = None, lease: int = 0) -> None:
+        """What a host agent does every ``heartbeat_interval``: say it is alive, and what it
+        reaches. With a store ``lease`` (as Kubernetes node leases) the key vanishes when
+        the agent stops renewing it, whichever manager is watching."""
+        self.store.put(HEARTBEATS + name, encode(report or HostReport()), lease=lease)
 
     # ------------------------------------------------------------------ workloads
 

@@ -148,8 +148,31 @@ class Controller:
                 log.error("%s", exc)
                 continue
             report_bytes[name] = kv.value
+            old = self.reports.get(name)
             self.reports[name] = report
+            if old is not None and old.boot_id and report.boot_id != old.boot_id:
+                self._rebooted(name, now, errors)
             self.topology.set_reachable(name, report.networks, report.storage)
+
+    def _rebooted(self, host: str, now: float, errors: list[str]) -> None:
+        """The host booted since its last heartbeat: what ran there died. Its placements
+        become Failed (HA ones restart, see :meth:`_restart_failed`)."""
+        if not self.may_act():
+            return
+        for name, p in self.state.placements().items():
+            if p.value.host != host or p.value.state in (PlacementState.STOPPED, PlacementState.FAILED):
+                continue
+            failed = attrs.evolve(p.value, state=PlacementState.FAILED, since=now, target=None,
+                                  reason=f"{host} rebooted (new boot id)")
+            try:
+                self.store.txn([Check(PLACEMENTS + name, p.revision)], [Put(PLACEMENTS + name, encode(failed)),
+                               self.events.put_op(Event(now, f"workload/{name}", "host-rebooted",
+                                                        f"{host} rebooted: {name} died with it", host, ""))])
+            except ClusterError as exc:
+                errors.append(f"{name} on rebooted {host}: {exc}")
+                continue
+            if self._failed is not None:
+                self._failed.add(name)
 
     # ------------------------------------------------------------------ committing
 

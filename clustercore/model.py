@@ -490,20 +490,27 @@ class Host:
 @attrs.frozen
 class HostReport:
     """What a host says of itself with each heartbeat: the networks and storage it
-    reaches, and whether it is writing a crash dump. Unchanged reports are cheap: the
-    controller decodes a report only when its bytes change."""
+    reaches, whether it is writing a crash dump, and its ``boot_id`` (a new one after every
+    boot: a host that rebooted between two heartbeats lost its workloads, as Kubernetes'
+    node bootID tells). Unchanged reports are cheap: the controller decodes a report only
+    when its bytes change."""
 
     networks: frozenset[str] = frozenset()
     storage: frozenset[str] = frozenset()
     kdump: bool = False
+    boot_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"networks": sorted(self.networks), "storage": sorted(self.storage), "kdump": self.kdump}
+        out: dict[str, Any] = {"networks": sorted(self.networks), "storage": sorted(self.storage),
+                               "kdump": self.kdump}
+        if self.boot_id:
+            out["boot_id"] = self.boot_id
+        return out
 
     @classmethod
     def from_dict(cls, data: object, path: str = "") -> HostReport:
         r = Reader("host report", data, path)
-        report = cls(r.str_set("networks"), r.str_set("storage"), r.boolean("kdump"))
+        report = cls(r.str_set("networks"), r.str_set("storage"), r.boolean("kdump"), r.string("boot_id", ""))
         r.done()
         return report
 

@@ -213,7 +213,9 @@ class StoreContract:
     # -------------------------------------------------------------- against a model
 
     # fresh_store is a factory: every example builds its own store, so reusing the fixture is safe.
-    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    # Run by every store's test class (hence differing executors), a fresh store per example.
+    @settings(max_examples=60, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.differing_executors])
     @given(st.lists(st.tuples(st.sampled_from(["put", "cas", "create", "delete", "txn"]), keys, values,
                               st.integers(-1, 12)), max_size=30))
     def test_behaves_like_a_dict_with_revisions(

@@ -136,6 +136,7 @@ class World:
 
     def __init__(self, running: dict[str, set[str]]) -> None:
         self.ever_off: set[str] = set()
+        self.boots = dict.fromkeys(NAMES, 0)  # a new boot id each time a host powers on
         self.bmcs = {name: HostBmc(running=running, name=name, ever_off=self.ever_off) for name in NAMES}
         self.cut: set[str] = set()  # hosts whose network to the manager is cut
         self.manager_cut = False
@@ -177,7 +178,11 @@ class FencingMachine(RuleBasedStateMachine):
         self.ticks += 1
         for name in NAMES:
             if self.powered(name) and name not in self.world.cut and not self.world.manager_cut:
-                self.cluster.heartbeat(name, HostReport(kdump=name in self.world.kdump))
+                self.cluster.heartbeat(name, HostReport(kdump=name in self.world.kdump,
+                                                        boot_id=f"{name}-{self.world.boots[name]}"))
+        # The manager cannot start anything on a host that is off or that it cannot reach.
+        self.flavor.driver.fail = {(op, name) for op in ("start", "stop", "migrate") for name in NAMES
+                                   if not self.powered(name) or name in self.world.cut or self.world.manager_cut}
         self.clock.advance(seconds)
         self.cluster.step()
 
@@ -207,9 +212,22 @@ class FencingMachine(RuleBasedStateMachine):
         self.world.bmcs[name].mode = mode
 
     @rule(name=st.sampled_from(NAMES))
+    def power_loss(self, name: str) -> None:
+        """The host loses power (or crashes): whatever ran there dies."""
+        bmc = self.world.bmcs[name]
+        bmc.powered = False
+        bmc.running.pop(name, None)
+        bmc.ever_off.add(name)
+
+    @rule(name=st.sampled_from(NAMES))
     def power_back_on(self, name: str) -> None:
         """A host powered off comes back (fresh boot: nothing runs on it)."""
-        self.world.bmcs[name].powered = True
+        self.power_on(name)
+
+    def power_on(self, name: str) -> None:
+        if not self.world.bmcs[name].powered:
+            self.world.bmcs[name].powered = True
+            self.world.boots[name] += 1
 
     @rule(name=st.sampled_from(NAMES), on=st.booleans())
     def crash_dump(self, name: str, on: bool) -> None:
@@ -249,7 +267,8 @@ class FencingMachine(RuleBasedStateMachine):
         self.world.kdump.clear()
         for bmc in self.world.bmcs.values():
             bmc.mode = "ok"
-            bmc.powered = True  # capacity comes back
+        for name in NAMES:
+            self.power_on(name)  # capacity comes back
         for _ in range(40):
             self.tick(30)
         for i in range(4):  # the HA ones
@@ -258,14 +277,14 @@ class FencingMachine(RuleBasedStateMachine):
         STATS["examples"] += 1
         STATS["ticks"] += self.ticks
         STATS["steps"] += self.steps
-        for kind in ("fenced", "fence-failed", "restarted", "lost"):
+        for kind in ("fenced", "fence-failed", "restarted", "lost", "host-rebooted"):
             STATS[kind] += len(self.cluster.query_events(kind=kind))
         STATS["storm"] += sum("unreachable" in e.reason for e in self.cluster.query_events(kind="fence-skipped"))
         STATS["confirmed"] += len(self.cluster.query_events(kind="confirm-down"))
 
 
 STATS = dict.fromkeys(("examples", "steps", "ticks", "fenced", "fence-failed", "restarted", "lost", "storm",
-                       "confirmed"), 0)
+                       "confirmed", "host-rebooted"), 0)
 
 
 def test_no_interleaving_runs_a_workload_twice_or_leaves_an_ha_one_down(capsys: pytest.CaptureFixture[str]) -> None:

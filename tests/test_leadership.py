@@ -191,3 +191,29 @@ def test_corrupt_or_foreign_data_under_the_prefix_is_reported_and_skipped(caplog
     assert "corrupt store entry 'hosts/bad'" in caplog.text
     m.step()
     assert list(m.cluster.hosts()) == ["good"]
+
+
+def test_heartbeats_on_a_lease_vanish_with_the_agent_and_a_new_leader_sees_the_host_silent() -> None:
+    clock = FakeClock()
+    store = MemoryStore(clock=clock)
+    flavor = FakeFlavor("fake")
+    admin = Cluster(store=store, plugins=Plugins([flavor], entry_points=False), clock=clock)
+    admin.register_host({"name": "h1", "capacity": {"cpu": 1, "memory": 1}})
+    lease = store.grant(30)
+    m1, m2 = managers(store, clock, flavor, 2)
+    for _ in range(6):
+        admin.heartbeat("h1", HostReport(), lease=lease)
+        store.keepalive(lease)
+        clock.advance(5)
+        m1.step()
+        m2.step()
+    assert admin.host("h1").state is HostState.UP and m1.elector.leading
+    # The agent and the leader die together; the lease ends the heartbeat key for everyone.
+    clock.advance(31)
+    assert store.get("heartbeats/h1") is None
+    for _ in range(40):
+        clock.advance(5)  # within the managers' 10 s lease TTL
+        m2.step()
+    assert m2.elector.leading
+    assert admin.host("h1").state in (HostState.CONNECTING, HostState.NON_RESPONSIVE, HostState.FENCING,
+                                      HostState.DOWN)
