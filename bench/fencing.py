@@ -20,8 +20,6 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-import libvirt
-
 from clustercore import Cluster, ClusterConfig, HostReport, HostState, Plugins
 from clustercore.fencing import FencePolicy
 from clustercore.lifecycle import LivenessPolicy
@@ -81,14 +79,7 @@ def recover(lab: Lab, config: ClusterConfig) -> dict[str, float]:
         assert {p.host for p in cluster.placements().values()} == {"lab2"}
 
         def running_elsewhere() -> bool:
-            found = []
-            for host in (lab.hosts[0], lab.hosts[2]):
-                conn = libvirt.open(host.uri)
-                try:
-                    found += [d.name() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)]
-                finally:
-                    conn.close()
-            return sorted(found) == names
+            return sorted(lab.hosts[0].active_domains() + lab.hosts[2].active_domains()) == names
 
         start = time.monotonic()
         lab.hosts[1].cut_network()

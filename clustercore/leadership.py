@@ -20,6 +20,7 @@ Two guards keep a deposed leader from acting:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from clustercore.errors import Conflict, KeyNotFound, LeaseNotFound, NotLeader, StoreError
@@ -32,8 +33,6 @@ LEADER_KEY = "leader"
 class Elector:
     def __init__(self, store: Store, name: str, ttl: float = 10.0, margin: float = 2.0,
                  monotonic: Callable[[], float] | None = None) -> None:
-        import time
-
         self.store = store
         self.name = name
         self.ttl = ttl

@@ -12,7 +12,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-import libvirt
 import pytest
 
 from clustercore import Cluster, ClusterConfig, HostReport, HostState, Plugins
@@ -85,11 +84,7 @@ class Harness:
         for host in self.lab.hosts:
             if not host.running or not host.reachable:
                 continue
-            conn = libvirt.open(host.uri)
-            try:
-                out[host.name] = sorted(d.name() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE))
-            finally:
-                conn.close()
+            out[host.name] = host.active_domains()
         return out
 
     def running_once(self, names: list[str]) -> dict[str, str]:

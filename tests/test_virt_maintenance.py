@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import libvirt
 import pytest
 
 from clustercore import Cluster, ClusterConfig, FakeClock, Host, HostReport, HostState, Plugins, hookimpl
@@ -76,11 +75,7 @@ class Harness:
         for host in self.lab.hosts:
             if not host.running:
                 continue
-            conn = libvirt.open(host.uri)
-            try:
-                out[host.name] = sorted(d.name() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE))
-            finally:
-                conn.close()
+            out[host.name] = host.active_domains()
         return out
 
     def consistent(self) -> dict[str, list[str]]:

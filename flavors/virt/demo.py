@@ -16,8 +16,6 @@ import uuid
 from collections.abc import Callable
 from typing import TextIO
 
-import libvirt
-
 from clustercore import Cluster, FakeClock, HostReport, HostState
 from flavors.virt import hotplug
 from flavors.virt.lab import Lab, domain_type
@@ -61,11 +59,7 @@ class VirtDemo:
     def libvirt_view(self) -> None:
         placements = self.cluster.placements()
         for host in self.lab.hosts:
-            conn = libvirt.open(host.uri)
-            try:
-                running = sorted(d.name() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE))
-            finally:
-                conn.close()
+            running = host.active_domains()
             stored = sorted(p.workload for p in placements.values() if p.host == host.name)
             state = self.cluster.host(host.name).state.value
             check = "" if stored == running else f"   MISMATCH: store says {stored}"

@@ -139,6 +139,16 @@ class LabHost:
         raise LabError(f"{self.name}: libvirtd not reachable at {self.uri} after {timeout}s: {last}; "
                        f"{self.log_tail()}")
 
+    def active_domains(self) -> list[str]:
+        """The names of the domains running on this host, by its libvirtd, sorted."""
+        import libvirt
+
+        conn = libvirt.open(self.uri)
+        try:
+            return sorted(d.name() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE))
+        finally:
+            conn.close()
+
     def log_tail(self) -> str:
         out = self.root / "libvirtd.out"
         return out.read_text()[-2000:] if out.exists() else "(no log)"
@@ -252,7 +262,6 @@ class LabBmcs:
         self._session = session
         self._stop = threading.Event()
         base = _bmc_class()
-        lab_hosts = hosts
 
         class LabBmc(base):  # type: ignore[misc,valid-type]
             def __init__(self, host: LabHost, authdata: dict[str, str]) -> None:
@@ -279,7 +288,7 @@ class LabBmcs:
             def power_shutdown(self) -> None:
                 self.host.power_off()
 
-        self.bmcs = {h.name: LabBmc(h, {username: self.password}) for h in lab_hosts}
+        self.bmcs = {h.name: LabBmc(h, {username: self.password}) for h in hosts}
         self._thread = threading.Thread(target=self._serve, name="lab-bmcs", daemon=True)
         self._thread.start()
 
