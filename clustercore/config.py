@@ -22,7 +22,11 @@ class ClusterConfig:
     ``drain_parallel`` moves of one host run at once during maintenance (oVirt and
     KubeVirt default to 2 outgoing migrations per host) and ``drain_attempts`` failed moves
     of one workload make the drain give up (the host returns to Up); ``fencing`` is the
-    fence policy (:class:`~clustercore.fencing.FencePolicy`, defaults explained there)."""
+    fence policy (:class:`~clustercore.fencing.FencePolicy`, defaults explained there);
+    ``orphan_after`` is how long a placement may sit in Starting or Migrating, unchanged and
+    not launched by the current manager, before that manager settles it (a previous leader
+    died mid-way): it asks the hosts where the workload runs and records that, Failed when
+    nowhere. It must exceed the longest start a client may be running."""
 
     name: str = "default"
     required_networks: frozenset[str] = frozenset()
@@ -36,6 +40,7 @@ class ClusterConfig:
     drain_parallel: int = 2
     drain_attempts: int = 3
     fencing: FencePolicy = attrs.field(factory=FencePolicy)
+    orphan_after: float = 120.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +56,7 @@ class ClusterConfig:
             "drain_parallel": self.drain_parallel,
             "drain_attempts": self.drain_attempts,
             "fencing": self.fencing.to_dict(),
+            "orphan_after": self.orphan_after,
         }
 
     @classmethod
@@ -69,6 +75,7 @@ class ClusterConfig:
             drain_parallel=r.integer("drain_parallel", 2, minimum=1),
             drain_attempts=r.integer("drain_attempts", 3, minimum=1),
             fencing=r.nested("fencing", FencePolicy.from_dict, FencePolicy()),
+            orphan_after=r.number("orphan_after", 120.0, minimum=0),
         )
         r.done()
         return config

@@ -31,6 +31,7 @@ import attrs
 
 from clustercore import join
 from clustercore.clock import Clock
+from clustercore.driver import WorkloadState
 from clustercore.errors import ClusterError, Conflict, CorruptEntry, FlavorError
 from clustercore.events import Event, EventLog
 from clustercore.fencing import FencePolicy, Fencer, fence_decision
@@ -106,6 +107,9 @@ class Controller:
         self._skip_reason: dict[str, str] = {}
         self._ha_retry: dict[str, tuple[float, float]] = {}  # workload -> (next try, delay)
         self._failed: set[str] | None = None  # placements Failed with their host (None: not scanned yet)
+        self._reboots: set[str] = set()  # hosts seen rebooting while this manager could not act
+        self._in_flight_seen: dict[str, tuple[int, float]] = {}  # Starting/Migrating placement -> (rev, first seen)
+        self._orphan_scan = float("-inf")
         # Whether this manager may act now (leads, lease valid; see clustercore.leadership).
         self.may_act: Callable[[], bool] = lambda: True
 
@@ -151,14 +155,24 @@ class Controller:
             old = self.reports.get(name)
             self.reports[name] = report
             if old is not None and old.boot_id and report.boot_id != old.boot_id:
-                self._rebooted(name, now, errors)
+                self._reboots.add(name)
             self.topology.set_reachable(name, report.networks, report.storage)
+
+    def take_over(self, now: float) -> None:
+        """This controller's manager just became the leader: what it remembers of the cluster
+        beyond the store may be stale. Grace periods start now (it saw no heartbeat as
+        leader yet); Failed and in-flight placements are scanned afresh."""
+        self.started = now
+        self._failed = None
+        self._in_flight_seen.clear()
+        self._orphan_scan = float("-inf")
+        for host, episode in list(self.fencer.episodes.items()):
+            if episode.job is None:
+                self.fencer.forget(host)
 
     def _rebooted(self, host: str, now: float, errors: list[str]) -> None:
         """The host booted since its last heartbeat: what ran there died. Its placements
         become Failed (HA ones restart, see :meth:`_restart_failed`)."""
-        if not self.may_act():
-            return
         for name, p in self.state.placements().items():
             if p.value.host != host or p.value.state in (PlacementState.STOPPED, PlacementState.FAILED):
                 continue
@@ -246,12 +260,14 @@ class Controller:
         events: list[Event] = []
         conflicts: list[str] = []
         errors: list[str] = []
-        if not self.may_act():
-            return StepReport(now, len(self._hosts), (), (), ("not the leader: observing only",))
         config = self.state.config().value
         self.topology.require(config.required_networks, config.required_storage)
         self._sync_hosts(errors)
-        self._observe(now, errors)
+        self._observe(now, errors)  # followers too: a warm cache and heartbeats timed when taking over
+        if not self.may_act():
+            return StepReport(now, len(self._hosts), (), (), ("not the leader: observing only",))
+        while self._reboots:
+            self._rebooted(self._reboots.pop(), now, errors)
         hosts = self._hosts
         counts: dict[str, int] | None = None
         up = S.UP
@@ -293,6 +309,9 @@ class Controller:
             except ClusterError as exc:
                 errors.append(str(exc))
                 log.error("host %s: %s", name, exc)
+        if now - self._orphan_scan >= config.orphan_after / 2:
+            self._orphan_scan = now
+            self._settle_orphans(now, config.orphan_after, events, errors)
         self._restart_failed(now, errors)
         self.events.maybe_prune()
         return StepReport(now, len(hosts), tuple(events), tuple(conflicts), tuple(errors))
@@ -332,6 +351,10 @@ class Controller:
                 return None
             drainer.forget(host.name)
             return Decision(host, HostEvent.DRAINED, "no workloads left")
+        # A move or start some other manager began (it died mid-way) counts as in flight
+        # until :meth:`_settle_orphans` has settled it.
+        in_flight |= {p.value.workload for p in mine
+                      if p.value.state in (PlacementState.STARTING, PlacementState.MIGRATING)}
         if len(in_flight) >= policy.parallel:
             return None
         avoid = drainer.avoid.get(host.name, {})
@@ -354,8 +377,12 @@ class Controller:
         episode = self.fencer.episode(host.name)
         if host.state is S.FENCING:
             job = episode.job
-            if job is None:
-                return Decision(host, HostEvent.FENCE_FAILED, "fencing was interrupted (manager restart)")
+            if job is None:  # another manager began and died: finish it (no power-off if already off)
+                if self.may_act():
+                    episode.job = self.drainer.executor.submit(self.fencer.resume, host, policy)
+                    self.events.record(Event(now, f"host/{host.name}", "fence-resumed",
+                                             "fencing begun by a manager that is gone: checking power first"))
+                return None
             if not job.done():
                 return None
             episode.job = None
@@ -438,6 +465,78 @@ class Controller:
             moved = Placement(name, target, PlacementState.RUNNING, now, None, f"restarted: {dead} is down")
             self.store.txn([Check(key, revision)], [Put(key, encode(moved)), self.events.put_op(
                 Event(now, f"workload/{name}", "restarted", f"{dead} is down", dead, target))])
+
+    def _settle_orphans(self, now: float, after: float, events: list[Event], errors: list[str]) -> None:
+        """Placements left Starting or Migrating by a manager that died mid-way: once one
+        has sat unchanged for ``after`` seconds and this manager is not running it, ask the
+        hosts where the workload runs (a driver's ``settle`` first ends a move still in
+        progress) and record that: Running where it runs, Failed when nowhere (HA ones then
+        restart), untouched when the hosts do not answer or it seems to run on both."""
+        launched = self.drainer.moving()
+        seen = self._in_flight_seen
+        current_names: set[str] = set()
+        for name, current in self.state.placements().items():
+            p = current.value
+            if p.state not in (PlacementState.STARTING, PlacementState.MIGRATING) or name in launched:
+                continue
+            current_names.add(name)
+            first = seen.get(name)
+            if first is None or first[0] != current.revision:
+                seen[name] = (current.revision, now)
+                continue
+            if now - first[1] < after or not self.may_act():
+                continue
+            try:
+                event = self._settle(current, now)
+            except Exception as exc:
+                detail = str(exc) if isinstance(exc, ClusterError) else f"{type(exc).__name__}: {exc}"
+                errors.append(f"settling {name} ({p.state}): {detail}")
+                continue
+            if event is not None:
+                events.append(event)
+        for name in set(seen) - current_names:
+            del seen[name]
+
+    def _settle(self, current: Versioned[Placement], now: float) -> Event | None:
+        p = current.value
+        name = p.workload
+        workload = self.state.workload(name).value
+        driver = self.plugins.driver(workload.flavor)
+        source = self.state.host(p.host).value
+        key = PLACEMENTS + name
+        after = "after the manager that began it was lost"
+        if p.state is PlacementState.MIGRATING and p.target is not None:
+            target = self.state.host(p.target).value
+            settle = getattr(driver, "settle", None)
+            if settle is not None:
+                settle(workload, source, target)
+            on_source = driver.inspect(workload, source) is WorkloadState.RUNNING
+            on_target = driver.inspect(workload, target) is WorkloadState.RUNNING
+            if on_source and on_target:
+                raise ClusterError(f"{name} seems to run on both {source.name} and {target.name}; asking again later")
+            if on_target:
+                new, kind, why = Placement(name, target.name, PlacementState.RUNNING, now, None,
+                                           f"moved from {source.name}"), "migrated", f"finished {after}"
+            elif on_source:
+                new, kind, why = attrs.evolve(p, state=PlacementState.RUNNING, target=None, since=now,
+                                              reason=f"move rolled back {after}"), "migration-failed", \
+                                 f"rolled back {after}"
+            else:
+                new, kind, why = attrs.evolve(p, state=PlacementState.FAILED, target=None, since=now,
+                                              reason=f"runs nowhere {after}"), "failed", f"runs nowhere {after}"
+            event = Event(now, f"workload/{name}", kind, why, source.name, target.name)
+        else:
+            if driver.inspect(workload, source) is WorkloadState.RUNNING:
+                new, kind, why = attrs.evolve(p, state=PlacementState.RUNNING, since=now,
+                                              reason=f"started {after}"), "started", f"runs {after}"
+            else:
+                new, kind, why = attrs.evolve(p, state=PlacementState.FAILED, since=now,
+                                              reason=f"start abandoned {after}"), "failed", f"did not start {after}"
+            event = Event(now, f"workload/{name}", kind, why, "", source.name)
+        self.store.txn([Check(key, current.revision)], [Put(key, encode(new)), self.events.put_op(event)])
+        if new.state is PlacementState.FAILED and self._failed is not None:
+            self._failed.add(name)
+        return event
 
     def _give_up(self, host: Host, workload: str, count: int, why: str) -> Decision:
         tried = ", ".join(sorted(self.drainer.avoid.get(host.name, {}).get(workload, ())))

@@ -4,8 +4,10 @@ A flavor registers one driver per workload flavor name through the
 ``clustercore_register`` hook. A driver may also define ``movable(workload) -> bool`` when
 some of its workloads cannot leave their host at all (neither migrate nor restart
 elsewhere, such as a VM holding a passthrough device); maintenance then stops them only
-when asked to. The core calls it to act; it never guesses what a
-workload is. Drivers raise any exception to report failure; the core wraps it in a
+when asked to. A driver may define ``settle(workload, source, target)`` to end a move
+whose manager died mid-way (abort a migration still running, clean up a half-done end);
+a new leader calls it before it asks both hosts where the workload runs. The core calls
+it to act; it never guesses what a workload is. Drivers raise any exception to report failure; the core wraps it in a
 :class:`~clustercore.errors.FlavorError` naming the flavor and the operation.
 """
 

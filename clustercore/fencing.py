@@ -340,6 +340,23 @@ class Fencer:
     def run(self, host: Host, policy: FencePolicy) -> list[str]:
         return hard_fence(host, policy, self.agent_for, self.sleep, self.monotonic)
 
+    def resume(self, host: Host, policy: FencePolicy) -> list[str]:
+        """Finish a fencing another manager began and did not see through: when every
+        device of a level already reports the power off, that is the outcome (nothing is
+        powered off twice); otherwise fence as usual."""
+        attempts: list[str] = []
+        for n, level in enumerate(levels(host.fence_devices), 1):
+            states = []
+            for device in level:
+                try:
+                    states.append(self.agent_for(device.agent).power(device, "status", policy.confirm_timeout))
+                except AgentError as exc:
+                    states.append(f"unknown ({exc})")
+            attempts.append(f"level {n}: status {', '.join(states)}")
+            if states and all(state == "off" for state in states):
+                return [*attempts, "already off: fenced by the previous leader"]
+        return [*attempts, *self.run(host, policy)]
+
 
 if __name__ == "__main__":
     try:

@@ -126,6 +126,11 @@ class Drainer:
         with self._lock:
             return set(self._flight.get(host, {}))
 
+    def moving(self) -> set[str]:
+        """Every workload with a move in flight, whatever its host."""
+        with self._lock:
+            return {name for flight in self._flight.values() for name in flight}
+
     def launch(self, move: Move, run: Callable[[Move], object]) -> None:
         future = self.executor.submit(run, move)
         with self._lock:

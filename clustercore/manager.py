@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import TextIO
 
 from clustercore.clock import Clock, SystemClock
@@ -41,7 +42,10 @@ class Manager:
         self.name = name
         self.clock = clock or SystemClock()
         self.elector = Elector(store, name, ttl=ttl, margin=min(2.0, ttl / 4))
-        self.cluster = Cluster(store=GuardedStore(store, self.elector), plugins=plugins, clock=self.clock)
+        # Moves and fence jobs run beside the loop, which keeps renewing the lease meanwhile.
+        self.executor = ThreadPoolExecutor(4, thread_name_prefix=f"manager-{name}")
+        self.cluster = Cluster(store=GuardedStore(store, self.elector), plugins=plugins, clock=self.clock,
+                               executor=self.executor)
         self.cluster.controller.may_act = self.elector.may_act
 
     def step(self) -> bool:
@@ -49,8 +53,7 @@ class Manager:
         was = self.elector.leading
         leading = self.elector.campaign()
         if leading and not was:
-            # A new leader has seen no heartbeat yet: its grace periods start now.
-            self.cluster.controller.started = self.clock.now()
+            self.cluster.controller.take_over(self.clock.now())
         report = self.cluster.step()
         for error in report.errors:
             log.debug("%s: %s", self.name, error)
@@ -64,6 +67,7 @@ class Manager:
                 stop.wait(interval)
         finally:
             self.elector.resign()
+            self.executor.shutdown(wait=False, cancel_futures=True)
 
 
 def status(store: Store, out: TextIO) -> int:

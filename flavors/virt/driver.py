@@ -260,6 +260,30 @@ class LibvirtDriver:
             raise VirtError("migrate", spec.name, f"{source.name} -> {target.name}",
                             "libvirt reported success but the VM does not run on the target alone")
 
+    def settle(self, workload: Workload, source: Host, target: Host, timeout: float = 30.0) -> None:
+        """End a migration whose manager died mid-way, one way or the other. A job still
+        running on ``source`` is aborted and awaited (libvirt then keeps the VM there); a VM
+        left paused on one side while it runs on the other (the manager died between the
+        two ends' last steps) is destroyed on the paused side. Afterwards :meth:`inspect`
+        finds it running on one host at most."""
+        spec = vm_spec(workload)
+        src = self.domain(spec, source)
+        if src is not None and src.isActive():
+            with contextlib.suppress(libvirt.libvirtError):
+                src.abortJob()
+            deadline = time.monotonic() + timeout
+            while src.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:
+                if time.monotonic() > deadline:
+                    raise VirtError("settle", spec.name, source.name, f"migration job still running after {timeout} s")
+                time.sleep(0.2)
+        dst = self.domain(spec, target)
+        src_state, dst_state = _run_state(src), _run_state(dst)
+        if dst_state == "running" and src_state == "paused" and src is not None:
+            src.destroy()
+            _undefine(src)
+        elif src_state == "running" and dst_state == "paused" and dst is not None:
+            dst.destroy()
+
     def movable(self, workload: Workload) -> bool:
         """False for VMs that cannot live-migrate (maintenance stops them only on request)."""
         return vm_spec(workload).migratable
@@ -298,6 +322,17 @@ def is_local(uri: str) -> bool:
     """Whether a libvirt URI names this machine (files written here are the host's files)."""
     host = urllib.parse.urlsplit(uri).hostname
     return host in (None, "", "localhost", "127.0.0.1", "::1")
+
+
+def _run_state(dom: libvirt.virDomain | None) -> str:
+    """``running``, ``paused`` or ``off`` (absent, shut off or gone meanwhile)."""
+    if dom is None:
+        return "off"
+    try:
+        state = dom.state()[0]
+    except libvirt.libvirtError:
+        return "off"
+    return {libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_PAUSED: "paused"}.get(state, "off")
 
 
 def _undefine(dom: libvirt.virDomain) -> None:

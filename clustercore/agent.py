@@ -1,0 +1,70 @@
+"""The host agent: what runs on (or for) each host and says it is alive.
+
+Every ``interval`` seconds the agent writes the host's heartbeat (a
+:class:`~clustercore.model.HostReport` with its boot id) on a store **lease** of ``ttl``
+seconds and keeps that lease alive, as a Kubernetes kubelet renews its node lease. When
+the agent stops (the host hangs, loses power or its network), nobody renews the lease, so
+the heartbeat key vanishes after ``ttl`` whichever manager leads: liveness lives in the
+store, not in a manager's memory, and survives a manager failover.
+
+``probe`` (optional) is asked before each beat; an agent that polls a host from outside
+(as oVirt's engine polls VDSM) passes a probe of that host and beats only while it
+answers. ``clustercore agent --store URL --host NAME`` runs one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from clustercore.errors import LeaseNotFound, StoreError
+from clustercore.model import HostReport
+from clustercore.state import HEARTBEATS, encode
+from clustercore.store.base import Store
+
+log = logging.getLogger(__name__)
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def boot_report() -> HostReport:
+    """This machine's report: its kernel boot id (new after every boot)."""
+    return HostReport(boot_id=BOOT_ID.read_text().strip())
+
+
+class HostAgent:
+    def __init__(self, store: Store, host: str, interval: float = 10.0, ttl: float | None = None,
+                 report: Callable[[], HostReport] = boot_report, probe: Callable[[], bool] | None = None) -> None:
+        self.store = store
+        self.host = host
+        self.interval = interval
+        self.ttl = ttl if ttl is not None else 4 * interval  # Kubernetes: renew every 10 s, 40 s lease
+        self.report = report
+        self.probe = probe
+        self.lease = 0
+
+    def beat(self) -> bool:
+        """One heartbeat; False when the probe says the host is down or the store is away."""
+        if self.probe is not None and not self.probe():
+            return False
+        value = encode(self.report())
+        try:
+            for _ in range(2):
+                if not self.lease:
+                    self.lease = self.store.grant(self.ttl)
+                try:
+                    self.store.keepalive(self.lease)
+                    self.store.put(HEARTBEATS + self.host, value, lease=self.lease)
+                    return True
+                except LeaseNotFound:  # expired while we were away: a new one
+                    self.lease = 0
+        except StoreError as exc:
+            log.warning("%s: heartbeat not written: %s", self.host, exc)
+        return False
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            self.beat()
+            stop.wait(self.interval)
