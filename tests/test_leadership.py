@@ -4,19 +4,23 @@ a fake clock, and on a real 3-member etcd with a cut connection."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 
+import attrs
 import pytest
 
 from clustercore import ClusterConfig, FakeClock, HostReport, HostState, Plugins, Workload
+from clustercore.agent import HostAgent
 from clustercore.cluster import Cluster
 from clustercore.errors import NotLeader, StoreError
 from clustercore.fencing import FencePolicy
 from clustercore.leadership import Elector, GuardedStore
 from clustercore.lifecycle import LivenessPolicy
 from clustercore.manager import Manager, open_store, status
-from clustercore.model import FenceDevice, Resources
+from clustercore.model import FenceDevice, Host, Placement, PlacementState, Resources
+from clustercore.state import encode
 from clustercore.store.etcd import EtcdStore
 from clustercore.store.memory import MemoryStore
 from clustercore.testing import EtcdCluster, FakeFlavor
@@ -199,17 +203,19 @@ def test_heartbeats_on_a_lease_vanish_with_the_agent_and_a_new_leader_sees_the_h
     flavor = FakeFlavor("fake")
     admin = Cluster(store=store, plugins=Plugins([flavor], entry_points=False), clock=clock)
     admin.register_host({"name": "h1", "capacity": {"cpu": 1, "memory": 1}})
-    lease = store.grant(30)
+    agent = HostAgent(store, "h1", interval=5, report=lambda: HostReport(boot_id="b1"))
+    assert agent.ttl == 20
     m1, m2 = managers(store, clock, flavor, 2)
     for _ in range(6):
-        admin.heartbeat("h1", HostReport(), lease=lease)
-        store.keepalive(lease)
+        assert agent.beat()
         clock.advance(5)
         m1.step()
         m2.step()
+    kv = store.get("heartbeats/h1")
+    assert kv is not None and kv.lease == agent.lease
     assert admin.host("h1").state is HostState.UP and m1.elector.leading
     # The agent and the leader die together; the lease ends the heartbeat key for everyone.
-    clock.advance(31)
+    clock.advance(21)
     assert store.get("heartbeats/h1") is None
     for _ in range(40):
         clock.advance(5)  # within the managers' 10 s lease TTL
@@ -217,3 +223,100 @@ def test_heartbeats_on_a_lease_vanish_with_the_agent_and_a_new_leader_sees_the_h
     assert m2.elector.leading
     assert admin.host("h1").state in (HostState.CONNECTING, HostState.NON_RESPONSIVE, HostState.FENCING,
                                       HostState.DOWN)
+    # The agent comes back: its expired lease is replaced and the key is there again.
+    old = agent.lease
+    assert agent.beat() and agent.lease != old and store.get("heartbeats/h1") is not None
+
+
+def test_an_agent_whose_probe_fails_writes_nothing() -> None:
+    store = MemoryStore()
+    up = [True]
+    agent = HostAgent(store, "h1", interval=1, probe=lambda: up[0])
+    assert agent.beat()
+    first = store.get("heartbeats/h1")
+    assert first is not None and HostReport.from_dict(json.loads(first.value)).boot_id  # this kernel's boot id
+    up[0] = False
+    assert not agent.beat()
+    assert store.get("heartbeats/h1") == first
+
+
+def settle_setup(orphan_after: float = 30) -> tuple[FakeClock, MemoryStore, FakeFlavor, Cluster, list[Manager]]:
+    clock = FakeClock()
+    store = MemoryStore(clock=clock)
+    flavor = FakeFlavor("fake")
+    admin = Cluster(store=store, plugins=Plugins([flavor], entry_points=False), clock=clock,
+                    config=ClusterConfig(orphan_after=orphan_after))
+    for name in ("h1", "h2", "h3"):
+        admin.register_host({"name": name, "capacity": {"cpu": 8, "memory": 8192}})
+    ms = managers(store, clock, flavor, 2)
+    for _ in range(3):
+        for name in ("h1", "h2", "h3"):
+            admin.heartbeat(name, HostReport())
+        clock.advance(1)
+        for m in ms:
+            m.step()
+    assert all(h.state is HostState.UP for h in admin.hosts().values())
+    return clock, store, flavor, admin, ms
+
+
+def test_a_new_leader_settles_what_a_dead_leader_left_starting_or_migrating() -> None:
+    clock, _, flavor, admin, (_, m1) = settle_setup()
+    run = flavor.driver.running
+    for name, ha in (("done", False), ("undone", False), ("started", False), ("never", True)):
+        admin.store.put(f"workloads/{name}", encode(Workload(name, "fake", requests=Resources(1, 256), ha=ha)))
+    # What m0 was doing when it died: two migrations h1 -> h2 (one finished in the driver, one
+    # not), a start that happened and one that never did.
+    states = {"done": Placement("done", "h1", PlacementState.MIGRATING, clock.now(), "h2"),
+              "undone": Placement("undone", "h1", PlacementState.MIGRATING, clock.now(), "h2"),
+              "started": Placement("started", "h3", PlacementState.STARTING, clock.now()),
+              "never": Placement("never", "h3", PlacementState.STARTING, clock.now())}
+    for name, p in states.items():
+        admin.store.put(f"placements/{name}", encode(p))
+    run.setdefault("h2", set()).add("done")
+    run.setdefault("h1", set()).add("undone")
+    run.setdefault("h3", set()).add("started")
+    for _ in range(60):  # m0 is dead; m1 takes over after its lease
+        for name in ("h1", "h2", "h3"):
+            admin.heartbeat(name, HostReport())
+        clock.advance(1)
+        m1.step()
+        if m1.elector.leading and clock.now() - m1.cluster.controller.started < 29:
+            # not before orphan_after: a client may still be starting it
+            assert {n: p.state for n, p in admin.placements().items()} == {n: p.state for n, p in states.items()}
+    placements = admin.placements()
+    assert (placements["done"].host, placements["done"].state) == ("h2", PlacementState.RUNNING)
+    assert (placements["undone"].host, placements["undone"].state) == ("h1", PlacementState.RUNNING)
+    assert (placements["started"].host, placements["started"].state) == ("h3", PlacementState.RUNNING)
+    assert placements["never"].state is PlacementState.RUNNING  # Failed, then restarted (HA)
+    assert all(len(flavor.driver.where(n)) == 1 for n in states)
+    kinds = {(e.subject, e.kind) for e in admin.query_events()}
+    assert {("workload/done", "migrated"), ("workload/undone", "migration-failed"), ("workload/started", "started"),
+            ("workload/never", "failed"), ("workload/never", "restarted")} <= kinds
+
+
+def test_a_drain_waits_for_a_move_a_dead_leader_left_and_does_not_start_it_twice() -> None:
+    clock, _, flavor, admin, (_, m1) = settle_setup(orphan_after=10)
+    admin.submit(Workload("w", "fake", requests=Resources(1, 256)))
+    source = admin.placements()["w"].host
+    target = next(h for h in ("h1", "h2", "h3") if h != source)
+    admin.start_maintenance(source)
+    p = admin.placements()["w"]
+    admin.store.put("placements/w", encode(attrs.evolve(p, state=PlacementState.MIGRATING, target=target)))
+    flavor.driver.running[source].discard("w")  # the move had finished in the driver when m0 died
+    flavor.driver.running.setdefault(target, set()).add("w")
+    migrations: list[str] = []
+    migrate = flavor.driver.migrate
+
+    def counted(workload: Workload, s: Host, t: Host) -> None:
+        migrations.append(workload.name)
+        migrate(workload, s, t)
+
+    flavor.driver.migrate = counted  # type: ignore[method-assign]
+    for _ in range(60):
+        for name in ("h1", "h2", "h3"):
+            admin.heartbeat(name, HostReport())
+        clock.advance(1)
+        m1.step()
+    assert admin.host(source).state is HostState.MAINTENANCE
+    assert admin.placements()["w"].host == target and migrations == []
+    assert flavor.driver.where("w") == [target]
