@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from clustercore.clock import FakeClock
 from clustercore.errors import Compacted, Conflict, KeyNotFound, LeaseNotFound
+from clustercore.state import Informer
 from clustercore.store.base import Check, Delete, EventType, Put, Store
 
 keys = st.sampled_from(["a", "a/1", "a/2", "ab", "b/1"])
@@ -133,6 +134,23 @@ class StoreContract:
         watch = store.watch("k/", start_revision=r0 + 3)
         assert [e.kv.key for e in watch.get(timeout=2.0)] == ["k/2", "k/3", "k/4"]
         watch.cancel()
+
+    def test_an_informer_lists_then_follows_from_the_next_revision(self, store: Store) -> None:
+        store.put("h/a", b"1")
+        informer = Informer(store, "h/")  # lists, then watches from revision + 1 (not yet written)
+        assert informer.sync() == ({"a"}, set())
+        store.put("h/b", b"2")
+        store.delete("h/a")
+        changed: set[str] = set()
+        deleted: set[str] = set()
+        deadline = time.monotonic() + 5
+        while (changed, deleted) != ({"b"}, {"a"}) and time.monotonic() < deadline:
+            c, d = informer.sync()
+            changed, deleted = (changed | c) - d, (deleted | d) - c
+            time.sleep(0.01)
+        assert (changed, deleted) == ({"b"}, {"a"})
+        assert {k: kv.value for k, kv in informer.items.items()} == {"b": b"2"}
+        informer.close()
 
     def test_a_transaction_is_delivered_whole(self, store: Store) -> None:
         watch = store.watch("")
