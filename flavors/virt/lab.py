@@ -139,15 +139,29 @@ class LabHost:
         raise LabError(f"{self.name}: libvirtd not reachable at {self.uri} after {timeout}s: {last}; "
                        f"{self.log_tail()}")
 
-    def active_domains(self) -> list[str]:
-        """The names of the domains running on this host, by its libvirtd, sorted."""
+    def active_domains(self, paused: bool = True) -> list[str]:
+        """The names of the domains running on this host, by its libvirtd, sorted; without
+        the paused ones (such as a migration's incoming end) when ``paused`` is False."""
         import libvirt
 
         conn = libvirt.open(self.uri)
         try:
-            return sorted(d.name() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE))
+            flags = libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE if paused else libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING
+            return sorted(d.name() for d in conn.listAllDomains(flags))
         finally:
             conn.close()
+
+    def qemu_guests(self) -> list[str]:
+        """The guests this host's QEMU processes run, from their command lines (what runs
+        whether libvirtd answers or not), sorted."""
+        names = []
+        for pid in self.pids("qemu-system-x86") + self.pids("qemu-system-x86_64"):
+            with contextlib.suppress(OSError):
+                args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if b"-name" in args:
+                    value = args[args.index(b"-name") + 1].decode()
+                    names.append(value.removeprefix("guest=").split(",")[0])
+        return sorted(names)
 
     def log_tail(self) -> str:
         out = self.root / "libvirtd.out"
@@ -268,11 +282,13 @@ class LabBmcs:
                 super().__init__(authdata, port=host.bmc_port, address="127.0.0.1")
                 self.host = host
                 self.silent = False
+                self.offs = 0  # power-off commands obeyed (a fencing must not cut twice)
 
             def get_power_state(self) -> str:
                 return "on" if self.host.running else "off"
 
             def power_off(self) -> None:
+                self.offs += 1
                 self.host.power_off()
 
             def power_on(self) -> None:

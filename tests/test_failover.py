@@ -1,0 +1,252 @@
+"""Three ``clustercore manager run`` processes over a real 3-member etcd drive three lab
+hosts (real libvirtd + QEMU guests, an IPMI BMC each, ClusterLabs' ``fence_ipmilan``).
+The leader is SIGKILLed (with its process group: its fence agent dies too) in the middle
+of a maintenance drain, then in the middle of a fencing action. Host agents keep each
+host's heartbeat on an etcd lease, probing its libvirtd from outside as oVirt's engine
+polls VDSM. A watcher asks every host, many times a second, which guests run there (by
+libvirtd, or by QEMU processes when libvirtd is cut off): no guest ever runs on two."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from clustercore import Cluster, ClusterConfig, HostState, Plugins
+from clustercore.agent import HostAgent
+from clustercore.fencing import FencePolicy
+from clustercore.lifecycle import LivenessPolicy
+from clustercore.model import HostReport, PlacementState
+from clustercore.store.etcd import EtcdStore
+from clustercore.testing import EtcdCluster
+from flavors.virt import VirtFlavor
+from flavors.virt.driver import LibvirtDriver
+from flavors.virt.lab import Lab, domain_type
+from flavors.virt.spec import Memory, VMSpec
+from flavors.virt.workload import vm_workload
+
+pytestmark = pytest.mark.slow
+S = HostState
+TTL = 3.0
+CONFIG = ClusterConfig(
+    liveness=LivenessPolicy(heartbeat_interval=1, missed_beats=2, non_responsive_grace=2, grace_per_workload=0),
+    fencing=FencePolicy(startup_grace=0, soft_first=False, retries=1, retry_delay=1, confirm_timeout=10, backoff=5),
+    orphan_after=3, drain_parallel=1)
+GUESTS = [f"g{i}" for i in range(4)]
+
+
+class Watcher:
+    """Asks every lab host which guests run there, until stopped; remembers any guest seen
+    running on two hosts at once."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.twice: list[dict[str, list[str]]] = []
+        self.looks = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def where(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for host in self.lab.hosts:
+            if not host.running:
+                continue
+            if host.reachable:
+                try:
+                    guests = host.active_domains(paused=False)  # a migration's paused end does not run
+                except Exception:
+                    guests = host.qemu_guests()
+            else:
+                guests = host.qemu_guests()
+            for guest in guests:
+                out.setdefault(guest, []).append(host.name)
+        return out
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            seen = self.where()
+            self.looks += 1
+            if any(len(hosts) > 1 for hosts in seen.values()):
+                self.twice.append(seen)
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+class Fleet:
+    def __init__(self, lab: Lab, etcd: EtcdCluster, logs: Path) -> None:
+        self.lab = lab
+        self.url = etcd.url
+        self.prefix = f"/failover/{uuid.uuid4().hex[:8]}/"
+        self.logs = logs
+        self.driver = LibvirtDriver(shutdown_timeout=0.5)
+        self.cluster = Cluster(store=EtcdStore(self.url, prefix=self.prefix),
+                               plugins=Plugins([VirtFlavor(self.driver)], entry_points=False), config=CONFIG)
+        assert lab.bmcs is not None
+        for host in lab.hosts:
+            self.cluster.register_host({"name": host.name, "address": host.uri, "capacity": {"cpu": 8, "memory": 4096},
+                                        "fence_devices": [lab.bmcs.device(host)]})
+        self.stop_agents = threading.Event()
+        self.agents = []
+        for host in lab.hosts:
+            probe = self._probe(host.name)
+            agent = HostAgent(EtcdStore(self.url, prefix=self.prefix), host.name, interval=0.5, ttl=2,
+                              report=HostReport, probe=probe)
+            thread = threading.Thread(target=agent.run, args=(self.stop_agents,), daemon=True)
+            thread.start()
+            self.agents.append(thread)
+        self.managers: dict[str, subprocess.Popen[bytes]] = {}
+        for name in ("m1", "m2", "m3"):
+            self.start_manager(name)
+
+    def _probe(self, name: str) -> Callable[[], bool]:
+        host = self.lab.host(name)
+        return lambda: host.running and host.reachable and self.driver.answers(self.cluster.host(name), timeout=1)
+
+    def start_manager(self, name: str) -> None:
+        log = (self.logs / f"{name}.log").open("ab")
+        self.managers[name] = subprocess.Popen(
+            [sys.executable, "-m", "clustercore.cli", "-v", "manager", "run", "--store", self.url,
+             "--prefix", self.prefix, "--name", name, "--ttl", str(TTL), "--interval", "0.3"],
+            stdout=log, stderr=log, start_new_session=True)
+
+    def leader(self) -> str | None:
+        kv = self.cluster.store.get("leader")
+        return kv.value.decode() if kv is not None else None
+
+    def kill_leader(self) -> str:
+        """SIGKILL the leader's process group: the manager and whatever it runs (fence agents)."""
+        name = self.leader()
+        assert name is not None
+        os.killpg(self.managers[name].pid, signal.SIGKILL)
+        self.managers[name].wait()
+        return name
+
+    def until(self, done: Callable[[], bool], limit: float = 60.0, poll: float = 0.2) -> float:
+        start = time.monotonic()
+        while not done():
+            if time.monotonic() - start > limit:
+                raise AssertionError(f"not reached in {limit} s; leader {self.leader()}; hosts "
+                                     f"{ {n: str(h.state) for n, h in self.cluster.hosts().items()} }; events "
+                                     f"{self.cluster.query_events()[-8:]}")
+            time.sleep(poll)
+        return time.monotonic() - start
+
+    def close(self) -> None:
+        for proc in self.managers.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        self.stop_agents.set()
+        for thread in self.agents:
+            thread.join(5)
+        for host in self.lab.hosts:
+            host.heal()
+            if not host.running:
+                host.power_on()
+        for name in GUESTS:
+            for host in self.lab.hosts:
+                with contextlib.suppress(Exception):
+                    self.driver.stop(self.cluster.workload(name), self.cluster.host(host.name), force=True)
+        self.driver.close()
+
+
+@pytest.fixture(scope="module")
+def etcd() -> Iterator[EtcdCluster]:
+    with EtcdCluster(3, base_port=23830) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def fleet(etcd: EtcdCluster, tmp_path: Path) -> Iterator[Fleet]:
+    with Lab(3, base_port=16780, bmc=True) as lab:
+        fleet = Fleet(lab, etcd, tmp_path)
+        try:
+            yield fleet
+        finally:
+            fleet.close()
+            for log in sorted(tmp_path.glob("m*.log")):
+                print(f"--- {log.name} (tail)\n{log.read_text()[-3000:]}")
+
+
+def test_the_leader_killed_mid_drain_then_mid_fencing(fleet: Fleet) -> None:
+    c = fleet.cluster
+    fleet.until(lambda: all(h.state is S.UP for h in c.hosts().values()), 60)
+    # every guest on lab1: the others in maintenance while they start
+    for other in ("lab2", "lab3"):
+        c.start_maintenance(other)
+    fleet.until(lambda: all(c.host(n).state is S.MAINTENANCE for n in ("lab2", "lab3")))
+    for i, name in enumerate(GUESTS):
+        spec = VMSpec(name=name, uuid=str(uuid.uuid5(uuid.NAMESPACE_DNS, f"failover-{name}")), memory=Memory(64),
+                      domain_type=domain_type())
+        c.submit(vm_workload(spec, ha=True, priority=i))
+    for other in ("lab2", "lab3"):
+        c.activate_host(other)
+    fleet.until(lambda: all(h.state is S.UP for h in c.hosts().values()))
+    watcher = Watcher(fleet.lab)
+    try:
+        assert {g: h for g, hs in watcher.where().items() for h in hs} == dict.fromkeys(GUESTS, "lab1")
+
+        # 1. Drain lab1; kill the leader as soon as a guest is migrating.
+        c.start_maintenance("lab1")
+        fleet.until(lambda: any(p.state is PlacementState.MIGRATING for p in c.placements().values()), 30, 0.02)
+        killed = fleet.kill_leader()
+        in_flight = [n for n, p in c.placements().items() if p.state is PlacementState.MIGRATING]
+        took = fleet.until(lambda: fleet.leader() not in (None, killed), 3 * TTL)
+        assert took < TTL + 2, f"new leader after {took:.1f} s"
+        fleet.until(lambda: c.host("lab1").state is S.MAINTENANCE, 90)
+        fleet.start_manager(killed)  # as systemd would: three managers again
+        placements = c.placements()
+        where = watcher.where()
+        assert all(p.state is PlacementState.RUNNING and p.host in ("lab2", "lab3") for p in placements.values())
+        assert {g: hs for g, hs in where.items()} == {g: [placements[g].host] for g in GUESTS}  # store = libvirt
+        moved = Counter(e.subject for e in c.query_events() if e.kind == "migrated")
+        assert set(moved) == {f"workload/{g}" for g in GUESTS}
+        assert max(moved.values()) == 1, moved  # nothing moved twice
+        # what the dead leader was migrating, the new one settled (finished or rolled back)
+        settled = [e for e in c.query_events() if "manager that began it was lost" in e.reason]
+        assert sorted(e.subject for e in settled) == sorted(f"workload/{n}" for n in in_flight)
+        print(f"drain: leader {killed} killed with {in_flight} migrating; new leader after {took:.1f} s; "
+              f"settled: {[(e.subject, e.kind, e.reason) for e in settled]}")
+
+        # 2. Cut lab2 off; kill the leader as soon as it is Fencing lab2.
+        c.activate_host("lab1")
+        fleet.until(lambda: c.host("lab1").state is S.UP)
+        victim = "lab2" if any(p.host == "lab2" for p in c.placements().values()) else "lab3"
+        on_victim = sorted(n for n, p in c.placements().items() if p.host == victim)
+        fleet.lab.host(victim).cut_network()
+        fleet.until(lambda: c.host(victim).state is S.FENCING, 60, 0.02)
+        killed = fleet.kill_leader()
+        took = fleet.until(lambda: fleet.leader() not in (None, killed), 3 * TTL)
+        assert took < TTL + 2, f"new leader after {took:.1f} s"
+        fleet.until(lambda: c.host(victim).state is S.DOWN, 60)
+        fleet.until(lambda: all(p.state is PlacementState.RUNNING for p in c.placements().values()), 60)
+        assert not fleet.lab.host(victim).running
+        assert fleet.lab.bmcs is not None and fleet.lab.bmcs.bmcs[victim].offs == 1  # powered off once
+        placements = c.placements()
+        where = watcher.where()
+        assert {g: hs for g, hs in where.items()} == {g: [placements[g].host] for g in GUESTS}
+        assert all(placements[g].host != victim for g in on_victim)
+        restarted = Counter(e.subject for e in c.query_events() if e.kind == "restarted")
+        assert restarted == Counter(f"workload/{g}" for g in on_victim)  # each exactly once
+        fenced = [e for e in c.query_events() if e.subject == f"host/{victim}"
+                  and e.kind in ("fence", "fence-resumed", "fenced")]
+        print(f"fencing: leader {killed} killed while fencing {victim}; new leader after {took:.1f} s; "
+              f"{[(e.kind, e.reason) for e in fenced]}")
+    finally:
+        watcher.stop()
+    assert watcher.looks > 100
+    assert watcher.twice == [], watcher.twice[:3]
