@@ -2,7 +2,9 @@
 
 Every ``interval`` seconds the agent writes the host's heartbeat (a
 :class:`~clustercore.model.HostReport` with its boot id) on a store **lease** of ``ttl``
-seconds and keeps that lease alive, as a Kubernetes kubelet renews its node lease. When
+seconds, and keeps that lease alive once half of it is used (with the default TTL of 4
+intervals: every other beat), as a Kubernetes kubelet
+renews its node lease. When
 the agent stops (the host hangs, loses power or its network), nobody renews the lease, so
 the heartbeat key vanishes after ``ttl`` whichever manager leads: liveness lives in the
 store, not in a manager's memory, and survives a manager failover.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,14 +38,18 @@ def boot_report() -> HostReport:
 
 class HostAgent:
     def __init__(self, store: Store, host: str, interval: float = 10.0, ttl: float | None = None,
-                 report: Callable[[], HostReport] = boot_report, probe: Callable[[], bool] | None = None) -> None:
+                 report: Callable[[], HostReport] = boot_report, probe: Callable[[], bool] | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.host = host
         self.interval = interval
         self.ttl = ttl if ttl is not None else 4 * interval  # Kubernetes: renew every 10 s, 40 s lease
         self.report = report
         self.probe = probe
+        self.monotonic = monotonic
         self.lease = 0
+        self.kept_at = float("-inf")  # when the lease was last kept alive (monotonic)
+        self.requests = 0  # store requests sent (heartbeats, keepalives, grants)
 
     def beat(self) -> bool:
         """One heartbeat; False when the probe says the host is down or the store is away."""
@@ -51,10 +58,16 @@ class HostAgent:
         value = encode(self.report())
         try:
             for _ in range(2):
+                now = self.monotonic()
                 if not self.lease:
-                    self.lease = self.store.grant(self.ttl)
+                    self.requests += 1
+                    self.lease, self.kept_at = self.store.grant(self.ttl), now
                 try:
-                    self.store.keepalive(self.lease)
+                    if now - self.kept_at >= self.ttl / 2:  # half used: renew (at worst ttl/2 + interval after)
+                        self.requests += 1
+                        self.store.keepalive(self.lease)
+                        self.kept_at = now
+                    self.requests += 1
                     self.store.put(HEARTBEATS + self.host, value, lease=self.lease)
                     return True
                 except LeaseNotFound:  # expired while we were away: a new one

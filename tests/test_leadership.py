@@ -203,16 +203,19 @@ def test_heartbeats_on_a_lease_vanish_with_the_agent_and_a_new_leader_sees_the_h
     flavor = FakeFlavor("fake")
     admin = Cluster(store=store, plugins=Plugins([flavor], entry_points=False), clock=clock)
     admin.register_host({"name": "h1", "capacity": {"cpu": 1, "memory": 1}})
-    agent = HostAgent(store, "h1", interval=5, report=lambda: HostReport(boot_id="b1"))
+    agent = HostAgent(store, "h1", interval=5, report=lambda: HostReport(boot_id="b1"), monotonic=clock.now)
     assert agent.ttl == 20
     m1, m2 = managers(store, clock, flavor, 2)
+    leases = set()
     for _ in range(6):
         assert agent.beat()
+        leases.add(agent.lease)
         clock.advance(5)
         m1.step()
         m2.step()
     kv = store.get("heartbeats/h1")
-    assert kv is not None and kv.lease == agent.lease
+    assert kv is not None and leases == {kv.lease}  # one lease, kept alive all along
+    assert agent.requests == 1 + 6 + 2  # a grant, six heartbeats, keepalives at 10 s and 20 s (half the TTL)
     assert admin.host("h1").state is HostState.UP and m1.elector.leading
     # The agent and the leader die together; the lease ends the heartbeat key for everyone.
     clock.advance(21)
