@@ -32,7 +32,7 @@ import attrs
 from clustercore import join
 from clustercore.clock import Clock
 from clustercore.driver import WorkloadState
-from clustercore.errors import ClusterError, Conflict, CorruptEntry, FlavorError
+from clustercore.errors import ClusterError, Conflict, CorruptEntry, FlavorError, NotLeader
 from clustercore.events import Event, EventLog
 from clustercore.fencing import FencePolicy, Fencer, fence_decision
 from clustercore.lifecycle import (
@@ -306,6 +306,10 @@ class Controller:
             except Conflict as exc:
                 conflicts.append(str(exc))
                 log.warning("%s: will decide %s again with fresh data", exc, name)
+            except NotLeader as exc:  # deposed mid-pass: nothing more may be written
+                errors.append(str(exc))
+                log.warning("pass stopped: %s", exc)
+                return StepReport(now, len(hosts), tuple(events), tuple(conflicts), tuple(errors))
             except ClusterError as exc:
                 errors.append(str(exc))
                 log.error("host %s: %s", name, exc)

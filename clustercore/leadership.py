@@ -20,6 +20,7 @@ Two guards keep a deposed leader from acting:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -41,6 +42,7 @@ class Elector:
         self.lease = 0
         self.token = 0
         self.renewed_at = float("-inf")
+        self._lock = threading.RLock()  # a manager renews from its own thread too
 
     @property
     def leading(self) -> bool:
@@ -53,8 +55,12 @@ class Elector:
 
     def campaign(self) -> bool:
         """Try to become the leader; True when this manager leads (now or already)."""
+        with self._lock:
+            return self._campaign()
+
+    def _campaign(self) -> bool:
         if self.leading:
-            return self.renew()
+            return self._renew()
         sent = self.monotonic()
         try:
             lease = self.store.grant(self.ttl)
@@ -72,6 +78,10 @@ class Elector:
 
     def renew(self) -> bool:
         """Keep the lease alive; False (and no longer leading) when it is gone."""
+        with self._lock:
+            return self._renew()
+
+    def _renew(self) -> bool:
         if not self.leading:
             return False
         sent = self.monotonic()
@@ -96,9 +106,10 @@ class Elector:
         return self.leading and self.monotonic() < self.renewed_at + self.ttl - self.margin
 
     def resign(self) -> None:
-        if self.leading:
-            self.store.revoke(self.lease)
-            self._deposed("it resigned")
+        with self._lock:
+            if self.leading:
+                self.store.revoke(self.lease)
+                self._deposed("it resigned")
 
     def _deposed(self, why: str) -> None:
         log.warning("%s no longer leads (token %d): %s", self.name, self.token, why)

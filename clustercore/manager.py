@@ -47,12 +47,14 @@ class Manager:
         self.cluster = Cluster(store=GuardedStore(store, self.elector), plugins=plugins, clock=self.clock,
                                executor=self.executor)
         self.cluster.controller.may_act = self.elector.may_act
+        self._token = 0  # the leadership the controller last took over
 
     def step(self) -> bool:
         """Campaign (or renew), then reconcile if leading. True when this manager leads."""
-        was = self.elector.leading
         leading = self.elector.campaign()
-        if leading and not was:
+        token = self.elector.token
+        if leading and token != self._token:
+            self._token = token
             self.cluster.controller.take_over(self.clock.now())
         report = self.cluster.step()
         for error in report.errors:
@@ -60,14 +62,29 @@ class Manager:
         return leading
 
     def run(self, interval: float = 1.0, stop: threading.Event | None = None) -> None:
+        """Step every ``interval`` seconds until ``stop``; the lease is renewed by a thread of
+        its own every third of the TTL, so a long pass (thousands of hosts joining) does not
+        lose the leadership."""
         stop = stop or threading.Event()
+        renewer = threading.Thread(target=self.keep_leading, args=(stop,), name=f"renew-{self.name}", daemon=True)
+        renewer.start()
         try:
             while not stop.is_set():
                 self.step()
                 stop.wait(interval)
         finally:
+            stop.set()
+            renewer.join()
             self.elector.resign()
             self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+    def keep_leading(self, stop: threading.Event) -> None:
+        """Renew the lease every third of the TTL until ``stop`` (what :meth:`run` runs
+        beside its passes; for callers that drive :meth:`step` themselves)."""
+        while not stop.wait(self.elector.ttl / 3):
+            if self.elector.leading:
+                self.elector.renew()
 
 
 def status(store: Store, out: TextIO) -> int:
