@@ -96,6 +96,7 @@ class Controller:
         self.topology = Topology()
         self._host_informer = Informer(store, HOSTS)
         self._beat_informer = Informer(store, HEARTBEATS)
+        self._placement_informer = Informer(store, PLACEMENTS)  # placements Failed by anyone
         self._hosts: dict[str, Versioned[Host]] = {}
         self._last_seen: dict[str, float] = {}
         self._report_bytes: dict[str, bytes] = {}
@@ -206,7 +207,9 @@ class Controller:
             # host that comes back at once cannot make its dead workloads look alive.
             for name, p in self.state.placements().items():
                 if p.value.host == old.name and p.value.state is not PlacementState.STOPPED:
-                    failed = attrs.evolve(p.value, state=PlacementState.FAILED, since=now, target=None,
+                    # A move's target is kept: the move may have finished just before (see _restart_failed).
+                    target = p.value.target if p.value.state is PlacementState.MIGRATING else None
+                    failed = attrs.evolve(p.value, state=PlacementState.FAILED, since=now, target=target,
                                           reason=f"{old.name} is down: {decision.reason}")
                     checks.append(Check(PLACEMENTS + name, p.revision))
                     extra = [*extra, Put(PLACEMENTS + name, encode(failed))]
@@ -423,8 +426,13 @@ class Controller:
         """Workloads whose host went Down (fenced, or confirmed by an operator): the HA ones
         start elsewhere, highest priority first, retried with backoff while capacity is
         short; the others are lost with their host. Whatever the host does meanwhile."""
+        changed, _ = self._placement_informer.sync()
         if self._failed is None:
             self._failed = {n for n, p in self.state.placements().items() if p.value.state is PlacementState.FAILED}
+        else:  # Failed by another writer too: an operator's confirm_down, another manager
+            for name in changed:
+                if b'"Failed"' in self._placement_informer.items[name].value:  # cheap; checked below
+                    self._failed.add(name)
         if not self._failed:
             return
         workloads = {n: v.value for n, v in self.state.workloads().items()}
@@ -436,6 +444,19 @@ class Controller:
             dead = current.value.host
             workload = workloads.get(name)
             key = PLACEMENTS + name
+            if workload is not None and current.value.target is not None:
+                # It was moving when its host went down: it may run on the target already.
+                try:
+                    if self._finished_on_target(current, workload, now):
+                        self._failed.discard(name)
+                        continue
+                except Exception as exc:
+                    errors.append(f"{name}: is it on {current.value.target}? {exc}")
+                    continue
+                cleared = self.state.placement(name)  # Failed, its target cleared
+                if cleared is None:
+                    continue
+                current = cleared
             if workload is None or not workload.ha:
                 self.store.txn([Check(key, current.revision)], [Delete(key), self.events.put_op(
                     Event(now, f"workload/{name}", "lost", f"{dead} is down and {name} is not HA", dead, ""))])
@@ -514,8 +535,9 @@ class Controller:
             settle = getattr(driver, "settle", None)
             if settle is not None:
                 settle(workload, source, target)
-            on_source = driver.inspect(workload, source) is WorkloadState.RUNNING
-            on_target = driver.inspect(workload, target) is WorkloadState.RUNNING
+            # A host that is Down (fenced, or confirmed by an operator) runs nothing: not asked.
+            on_source = source.state is not S.DOWN and driver.inspect(workload, source) is WorkloadState.RUNNING
+            on_target = target.state is not S.DOWN and driver.inspect(workload, target) is WorkloadState.RUNNING
             if on_source and on_target:
                 raise ClusterError(f"{name} seems to run on both {source.name} and {target.name}; asking again later")
             if on_target:
@@ -541,6 +563,23 @@ class Controller:
         if new.state is PlacementState.FAILED and self._failed is not None:
             self._failed.add(name)
         return event
+
+    def _finished_on_target(self, current: Versioned[Placement], workload: Workload, now: float) -> bool:
+        """A Failed placement whose host went down mid-move: when the move's target runs it,
+        record it Running there (True); else clear the target (False)."""
+        p = current.value
+        assert p.target is not None
+        key = PLACEMENTS + p.workload
+        target = self.state.host(p.target).value
+        if target.state is not S.DOWN and \
+                self.plugins.driver(workload.flavor).inspect(workload, target) is WorkloadState.RUNNING:
+            moved = Placement(p.workload, target.name, PlacementState.RUNNING, now, None, f"moved from {p.host}")
+            self.store.txn([Check(key, current.revision)], [Put(key, encode(moved)), self.events.put_op(
+                Event(now, f"workload/{p.workload}", "migrated", f"the move had finished when {p.host} went down",
+                      p.host, target.name))])
+            return True
+        self.store.txn([Check(key, current.revision)], [Put(key, encode(attrs.evolve(p, target=None)))])
+        return False
 
     def _give_up(self, host: Host, workload: str, count: int, why: str) -> Decision:
         tried = ", ".join(sorted(self.drainer.avoid.get(host.name, {}).get(workload, ())))

@@ -18,7 +18,7 @@ import attrs
 
 from clustercore.errors import CorruptEntry, ValidationError
 from clustercore.model import Reader
-from clustercore.store.base import Put, Store
+from clustercore.store.base import Delete, Put, Store
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +85,10 @@ class EventLog:
         self._since_prune = 0
         entries = self.store.list(PREFIX)
         excess = len(entries) - self.retain
-        if excess > 0:
-            for kv in sorted(entries, key=lambda kv: kv.mod_revision)[:excess]:
-                if self.store.get(kv.key) is not None:
-                    self.store.delete(kv.key)
+        if excess > 0:  # oldest first, a hundred per transaction (etcd allows 128 operations)
+            oldest = [kv.key for kv in sorted(entries, key=lambda kv: kv.mod_revision)[:excess]]
+            for i in range(0, len(oldest), 100):
+                self.store.txn([], [Delete(key) for key in oldest[i:i + 100]])
 
     def query(self, subject: str | None = None, kind: str | None = None, since: float | None = None) -> list[Event]:
         """Events in the order they were written, filtered. Corrupt entries are logged and skipped."""

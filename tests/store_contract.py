@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from clustercore.clock import FakeClock
 from clustercore.errors import Compacted, Conflict, KeyNotFound, LeaseNotFound
+from clustercore.events import Event, EventLog
 from clustercore.state import Informer
 from clustercore.store.base import Check, Delete, EventType, Put, Store
 
@@ -151,6 +152,14 @@ class StoreContract:
         assert (changed, deleted) == ({"b"}, {"a"})
         assert {k: kv.value for k, kv in informer.items.items()} == {"b": b"2"}
         informer.close()
+
+    def test_the_event_log_keeps_the_newest_events_and_prunes_in_batches(self, store: Store) -> None:
+        log = EventLog(store, retain=50)
+        for i in range(300):  # written unpruned (as inside other transactions)
+            op = log.put_op(Event(float(i), "host/h", "e", str(i)))
+            store.put(op.key, op.value)
+        log.record(Event(300.0, "host/h", "e", "300"))  # prunes 251 at once: etcd allows 128 ops per txn
+        assert [e.reason for e in log.query()] == [str(i) for i in range(251, 301)]
 
     def test_a_transaction_is_delivered_whole(self, store: Store) -> None:
         watch = store.watch("")

@@ -323,3 +323,34 @@ def test_a_drain_waits_for_a_move_a_dead_leader_left_and_does_not_start_it_twice
     assert admin.host(source).state is HostState.MAINTENANCE
     assert admin.placements()["w"].host == target and migrations == []
     assert flavor.driver.where("w") == [target]
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_a_move_whose_source_goes_down_is_found_on_its_target_or_restarted_once(finished: bool) -> None:
+    clock, _, flavor, admin, (m0, _) = settle_setup()
+    admin.configure(attrs.evolve(admin.config, liveness=LivenessPolicy(non_responsive_grace=5),
+                                 fencing=FencePolicy(startup_grace=0)))
+    admin.submit(Workload("w", "fake", requests=Resources(1, 256), ha=True))
+    source = admin.placements()["w"].host
+    target = next(h for h in ("h1", "h2", "h3") if h != source)
+    p = admin.placements()["w"]
+    admin.store.put("placements/w", encode(attrs.evolve(p, state=PlacementState.MIGRATING, target=target)))
+    flavor.driver.running[source].discard("w")  # the source dies now: what ran there is gone
+    if finished:  # ... but the move had finished just before
+        flavor.driver.running.setdefault(target, set()).add("w")
+    for _ in range(60):
+        for name in ("h1", "h2", "h3"):
+            if name != source:
+                admin.heartbeat(name, HostReport())
+        clock.advance(1)
+        m0.step()
+        if admin.host(source).state is HostState.NON_RESPONSIVE:
+            admin.confirm_down(source)  # no fence device: the operator's word
+    assert admin.host(source).state is HostState.DOWN
+    placement = admin.placements()["w"]
+    assert placement.state is PlacementState.RUNNING and flavor.driver.where("w") == [placement.host]
+    kinds = [e.kind for e in admin.query_events() if e.subject == "workload/w"]
+    if finished:
+        assert placement.host == target and "restarted" not in kinds and kinds[-1] == "migrated"
+    else:
+        assert placement.host != source and kinds.count("restarted") == 1
