@@ -183,6 +183,7 @@ def run() -> str:
         parent.recv()
         beater.join(10)
         elected = (second.led_at or float("nan")) - killed
+        since_renewal = (second.led_at or float("nan")) - managers[0].elector.renewed_at
         first_pass = (second.first_pass_done or float("nan")) - killed
         first.thread.join(5)
         second.thread.join(5)
@@ -199,6 +200,7 @@ def run() -> str:
          f"{len(to_connecting)}/{SILENT} hosts; rule: 30 s)"),
         ("first missed heartbeat to Connecting, median", f"{med(to_connecting) - INTERVAL:.1f} s"),
         ("failover: leader stops -> follower leads (TTL 10 s)", f"{elected:.1f} s"),
+        ("failover: leader's last lease renewal -> follower leads", f"{since_renewal:.1f} s"),
         ("failover: leader stops -> follower's first pass done", f"{first_pass:.1f} s"),
     ]
     table = "| measure | value |\n|---|---|\n" + "".join(f"| {a} | {b} |\n" for a, b in rows)
