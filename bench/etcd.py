@@ -148,11 +148,12 @@ def run() -> str:
                 raise RuntimeError("hosts did not all come Up in 300 s")
             time.sleep(2)
         joined = time.monotonic() - t0
-        # steady state: every host Up and beating
+        # steady state: every host Up and beating (after the last joining pass has ended)
+        time.sleep(20)
         parent.send(("stats", None))
         parent.recv()
         first.passes.clear()
-        time.sleep(60)
+        time.sleep(40)
         parent.send(("stats", None))
         requests0, elapsed0, _ = parent.recv()
         time.sleep(30)
