@@ -323,13 +323,13 @@ class LabBmcs:
                 "options": {"lanplus": "1"} if agent == "fence_ipmilan" else {}}
 
     def close(self) -> None:
+        """Stop serving. The BMCs fall silent but their sockets stay registered with
+        pyghmi's process-wide I/O loop: unregistering and closing them left a later lab's
+        BMCs in the same process unanswered."""
+        for bmc in self.bmcs.values():
+            bmc.silent = True
         self._stop.set()
         self._thread.join(5)
-        for bmc in self.bmcs.values():
-            self._session.Session.bmc_handlers.pop(bmc.serversocket, None)
-            with contextlib.suppress(ValueError):
-                self._session.iosockets.remove(bmc.serversocket)
-            bmc.serversocket.close()
 
 
 class Lab:
