@@ -96,7 +96,7 @@ class Controller:
         self.topology = Topology()
         self._host_informer = Informer(store, HOSTS)
         self._beat_informer = Informer(store, HEARTBEATS)
-        self._placement_informer = Informer(store, PLACEMENTS)  # placements Failed by anyone
+        self._placement_informer = Informer(store, PLACEMENTS)
         self._hosts: dict[str, Versioned[Host]] = {}
         self._last_seen: dict[str, float] = {}
         self._report_bytes: dict[str, bytes] = {}
@@ -107,7 +107,7 @@ class Controller:
         self.started = clock.now()  # no fencing in the first minutes after the manager starts
         self._skip_reason: dict[str, str] = {}
         self._ha_retry: dict[str, tuple[float, float]] = {}  # workload -> (next try, delay)
-        self._failed: set[str] | None = None  # placements Failed with their host (None: not scanned yet)
+        self._failed: set[str] = set()  # placements Failed, by anyone (see _sync_failed)
         self._reboots: set[str] = set()  # hosts seen rebooting while this manager could not act
         self._in_flight_seen: dict[str, tuple[int, float]] = {}  # Starting/Migrating placement -> (rev, first seen)
         self._orphan_scan = float("-inf")
@@ -164,12 +164,23 @@ class Controller:
         beyond the store may be stale. Grace periods start now (it saw no heartbeat as
         leader yet); Failed and in-flight placements are scanned afresh."""
         self.started = now
-        self._failed = None
         self._in_flight_seen.clear()
         self._orphan_scan = float("-inf")
         for host, episode in list(self.fencer.episodes.items()):
             if episode.job is None:
                 self.fencer.forget(host)
+
+    def _sync_failed(self) -> None:
+        """Placements that became Failed, whoever wrote them (this manager, an operator's
+        confirm_down, another manager), from the placements' watch. Followers sync too, so
+        the watch never piles up and a new leader knows them at once. This manager's own
+        writes are also added where it makes them, for the same pass."""
+        changed, deleted = self._placement_informer.sync()
+        items = self._placement_informer.items
+        for name in changed:
+            if b'"state":"Failed"' in items[name].value:  # cheap; the state is read again before acting
+                self._failed.add(name)
+        self._failed -= deleted
 
     def _rebooted(self, host: str, now: float, errors: list[str]) -> None:
         """The host booted since its last heartbeat: what ran there died. Its placements
@@ -186,8 +197,7 @@ class Controller:
             except ClusterError as exc:
                 errors.append(f"{name} on rebooted {host}: {exc}")
                 continue
-            if self._failed is not None:
-                self._failed.add(name)
+            self._failed.add(name)
 
     # ------------------------------------------------------------------ committing
 
@@ -215,8 +225,7 @@ class Controller:
                     extra = [*extra, Put(PLACEMENTS + name, encode(failed))]
                     dead.append(name)
         self.store.txn(checks, [write, self.events.put_op(event), *extra])
-        if self._failed is not None:
-            self._failed.update(dead)
+        self._failed.update(dead)
         log.info("%s", event)
         for failure in self.plugins.host_transition(old, new, decision.event.value, decision.reason):
             self.events.record(Event(now, f"host/{old.name}", "flavor-error", str(failure)))
@@ -267,6 +276,7 @@ class Controller:
         self.topology.require(config.required_networks, config.required_storage)
         self._sync_hosts(errors)
         self._observe(now, errors)  # followers too: a warm cache and heartbeats timed when taking over
+        self._sync_failed()
         if not self.may_act():
             return StepReport(now, len(self._hosts), (), (), ("not the leader: observing only",))
         while self._reboots:
@@ -426,13 +436,6 @@ class Controller:
         """Workloads whose host went Down (fenced, or confirmed by an operator): the HA ones
         start elsewhere, highest priority first, retried with backoff while capacity is
         short; the others are lost with their host. Whatever the host does meanwhile."""
-        changed, _ = self._placement_informer.sync()
-        if self._failed is None:
-            self._failed = {n for n, p in self.state.placements().items() if p.value.state is PlacementState.FAILED}
-        else:  # Failed by another writer too: an operator's confirm_down, another manager
-            for name in changed:
-                if b'"Failed"' in self._placement_informer.items[name].value:  # cheap; checked below
-                    self._failed.add(name)
         if not self._failed:
             return
         workloads = {n: v.value for n, v in self.state.workloads().items()}
@@ -447,14 +450,12 @@ class Controller:
             if workload is not None and current.value.target is not None:
                 # It was moving when its host went down: it may run on the target already.
                 try:
-                    if self._finished_on_target(current, workload, now):
-                        self._failed.discard(name)
-                        continue
+                    cleared = self._finished_on_target(current, workload, now)
                 except Exception as exc:
                     errors.append(f"{name}: is it on {current.value.target}? {exc}")
                     continue
-                cleared = self.state.placement(name)  # Failed, its target cleared
                 if cleared is None:
+                    self._failed.discard(name)
                     continue
                 current = cleared
             if workload is None or not workload.ha:
@@ -560,13 +561,14 @@ class Controller:
                                               reason=f"start abandoned {after}"), "failed", f"did not start {after}"
             event = Event(now, f"workload/{name}", kind, why, "", source.name)
         self.store.txn([Check(key, current.revision)], [Put(key, encode(new)), self.events.put_op(event)])
-        if new.state is PlacementState.FAILED and self._failed is not None:
+        if new.state is PlacementState.FAILED:
             self._failed.add(name)
         return event
 
-    def _finished_on_target(self, current: Versioned[Placement], workload: Workload, now: float) -> bool:
+    def _finished_on_target(self, current: Versioned[Placement], workload: Workload,
+                            now: float) -> Versioned[Placement] | None:
         """A Failed placement whose host went down mid-move: when the move's target runs it,
-        record it Running there (True); else clear the target (False)."""
+        record it Running there (None); else clear the target and return the placement."""
         p = current.value
         assert p.target is not None
         key = PLACEMENTS + p.workload
@@ -577,9 +579,9 @@ class Controller:
             self.store.txn([Check(key, current.revision)], [Put(key, encode(moved)), self.events.put_op(
                 Event(now, f"workload/{p.workload}", "migrated", f"the move had finished when {p.host} went down",
                       p.host, target.name))])
-            return True
-        self.store.txn([Check(key, current.revision)], [Put(key, encode(attrs.evolve(p, target=None)))])
-        return False
+            return None
+        cleared = attrs.evolve(p, target=None)
+        return Versioned(cleared, self.store.txn([Check(key, current.revision)], [Put(key, encode(cleared))]))
 
     def _give_up(self, host: Host, workload: str, count: int, why: str) -> Decision:
         tried = ", ".join(sorted(self.drainer.avoid.get(host.name, {}).get(workload, ())))

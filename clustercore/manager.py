@@ -17,7 +17,7 @@ from typing import TextIO
 
 from clustercore.clock import Clock, SystemClock
 from clustercore.cluster import Cluster
-from clustercore.leadership import Elector, GuardedStore
+from clustercore.leadership import LEADER_KEY, Elector, GuardedStore
 from clustercore.plugins import Plugins
 from clustercore.store.base import Store
 from clustercore.store.memory import MemoryStore
@@ -78,7 +78,6 @@ class Manager:
             self.elector.resign()
             self.executor.shutdown(wait=False, cancel_futures=True)
 
-
     def keep_leading(self, stop: threading.Event) -> None:
         """Renew the lease every third of the TTL until ``stop`` (what :meth:`run` runs
         beside its passes; for callers that drive :meth:`step` themselves)."""
@@ -89,7 +88,7 @@ class Manager:
 
 def status(store: Store, out: TextIO) -> int:
     """Print the leader and every host with its state."""
-    leader = store.get("leader")
+    leader = store.get(LEADER_KEY)
     cluster = Cluster(store=store, plugins=Plugins(entry_points=False))
     out.write(f"leader: {leader.value.decode() if leader else '(none)'}"
               f"{f' (token {leader.mod_revision})' if leader else ''}\n")

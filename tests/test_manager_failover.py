@@ -25,6 +25,7 @@ import pytest
 from clustercore import Cluster, ClusterConfig, HostState, Plugins
 from clustercore.agent import HostAgent
 from clustercore.fencing import FencePolicy
+from clustercore.leadership import LEADER_KEY
 from clustercore.lifecycle import LivenessPolicy
 from clustercore.model import HostReport, PlacementState
 from clustercore.store.etcd import EtcdStore
@@ -124,7 +125,7 @@ class Fleet:
             stdout=log, stderr=log, start_new_session=True)
 
     def leader(self) -> str | None:
-        kv = self.cluster.store.get("leader")
+        kv = self.cluster.store.get(LEADER_KEY)
         return kv.value.decode() if kv is not None else None
 
     def kill_leader(self) -> str:

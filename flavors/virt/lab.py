@@ -155,7 +155,7 @@ class LabHost:
         """The guests this host's QEMU processes run, from their command lines (what runs
         whether libvirtd answers or not), sorted."""
         names = []
-        for pid in self.pids("qemu-system-x86") + self.pids("qemu-system-x86_64"):
+        for pid in self.pids("qemu-system-x86"):  # the kernel's 15-character name of qemu-system-x86_64
             with contextlib.suppress(OSError):
                 args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
                 if b"-name" in args:
