@@ -519,7 +519,7 @@ def _value(r: Reader, name: str, hint: Any, meta: Mapping[str, Any], value: Any)
             raise r.fail(name, "must be a list", value)
         return tuple(_value(r, f"{name}[{i}]", args[0], meta, v) for i, v in enumerate(value))
     if attrs.has(hint):
-        return r._inner(lambda v, p: _read(hint, v, p), value, r.field(name))
+        return r.inner(lambda v, p: _read(hint, v, p), value, r.field(name))
     if hint is bool:
         if not isinstance(value, bool):
             raise r.fail(name, "must be true or false", value)
