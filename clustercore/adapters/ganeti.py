@@ -445,7 +445,7 @@ class Allocator:
         sched = self.scheduler(group)
         workload = self.cluster.workload(spec)
         snap = sched.snapshot
-        candidates, counts = sched._filter(workload, snap)
+        candidates, counts = sched.candidates(workload, snap)
         names = [snap.hosts[i].name for i in candidates]
         keep = np.array([n not in exclude for n in names], dtype=bool)
         if exclude and (~keep).any():

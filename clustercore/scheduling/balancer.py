@@ -152,7 +152,7 @@ def plan_balance(scheduler: Scheduler, budget: int = 10, min_gain: float = 1e-3,
             for workload in snap.workloads_on(source):
                 released = (snap.unreserve(workload.name) if workload.name in where
                             else snap.release(source, workload))
-                candidates, _ = scheduler._filter(workload, released)
+                candidates, _ = scheduler.candidates(workload, released)
                 for target in candidates:
                     if target == source:
                         continue
