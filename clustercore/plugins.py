@@ -3,12 +3,23 @@
 ``Plugins()`` loads every flavor installed under the entry-point group
 ``clustercore.flavors`` (built-in ones included), plus any passed explicitly, checks that
 no hook implementation is unknown (``check_pending``), and collects what flavors register.
-Callers use its typed methods; nobody outside this module touches ``pm.hook``.
+An installed flavor whose imports fail (an extra not installed) is skipped with one
+:class:`FlavorSkipped` warning naming the extra to install. Callers use the typed methods;
+nobody outside this module calls ``pm.hook``.
+
+Every hook call goes through pluggy's own call path, so hook wrappers
+(``@hookimpl(wrapper=True)``), ``pm.enable_tracing()`` and ``pm.add_hookcall_monitoring()``
+apply. Each flavor is called through a subset of the hook holding only its own
+implementations (``pm.subset_hook_caller``): its wrappers wrap its own call, a failure is
+attributed to the flavor that raised it, and where one flavor's failure must not stop the
+others (bootstrap, soft fence, liveness, transitions) the others are still called.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -78,28 +89,71 @@ def flavor_name(plugin: object) -> str:
     return name
 
 
+class FlavorSkipped(UserWarning):
+    """An installed flavor could not be imported (its extra is not installed): ``flavor``
+    is its entry-point name, ``problem`` the import error, ``install`` what to run."""
+
+    def __init__(self, flavor: str, problem: str, install: str) -> None:
+        self.flavor = flavor
+        self.problem = problem
+        self.install = install
+        super().__init__(f"flavor {flavor!r} skipped: {problem}; install it with {install}")
+
+
+def install_hint(entry_point: importlib.metadata.EntryPoint) -> str:
+    """What to install for ``entry_point``'s flavor: ``pip install 'dist[extra]'`` from the
+    extras written in the entry point (``virt = "flavors.virt:flavor [virt]"``), else the
+    distribution's extra named like the entry point, else the distribution itself."""
+    dist = entry_point.dist
+    if dist is None:
+        return "its missing dependencies"
+    extras = list(entry_point.extras)
+    if not extras and entry_point.name in (dist.metadata.get_all("Provides-Extra") or ()):
+        extras = [entry_point.name]
+    return f"pip install '{dist.name}[{','.join(extras)}]'" if extras else f"pip install '{dist.name}'"
+
+
 class Plugins:
-    """The loaded flavors, with a typed method for every hook."""
+    """The loaded flavors, with a typed method for every hook. ``skipped`` holds the
+    installed flavors that could not be imported, by entry-point name."""
 
     def __init__(self, flavors: Iterable[object] = (), *, entry_points: bool = True) -> None:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.registry = Registry()
+        self.skipped: dict[str, FlavorSkipped] = {}
+        self._callers: dict[str, list[tuple[str, pluggy.HookCaller]]] = {}
         if entry_points:
-            self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+            self._load_entry_points()
         for flavor in flavors:
             self.pm.register(flavor, name=flavor_name(flavor))
         self.pm.check_pending()
         self.pm.hook.clustercore_register.call_historic(kwargs={"registry": self.registry})
 
+    def _load_entry_points(self) -> None:
+        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            name = entry_point.name
+            if self.pm.get_plugin(name) is not None or self.pm.is_blocked(name):
+                continue
+            try:
+                plugin = entry_point.load()
+            except ImportError as exc:  # ModuleNotFoundError too: an extra that is not installed
+                skipped = FlavorSkipped(name, str(exc), install_hint(entry_point))
+                log.debug("%s", skipped, exc_info=True)
+                self.skipped[name] = skipped
+                warnings.warn(skipped, stacklevel=3)
+                continue
+            self.pm.register(plugin, name=name)
+
     def add(self, flavor: object) -> None:
         """Load one more flavor (it receives ``clustercore_register`` at once)."""
         self.pm.register(flavor, name=flavor_name(flavor))
+        self._callers.clear()  # every flavor's subset callers now have one more to leave out
         self.pm.check_pending()
 
     @property
     def names(self) -> tuple[str, ...]:
-        return tuple(sorted(name for name, _ in self.pm.list_name_plugin()))
+        return tuple(sorted(name for name, plugin in self.pm.list_name_plugin() if plugin is not None))
 
     def driver(self, flavor: str) -> WorkloadDriver:
         try:
@@ -123,16 +177,48 @@ class Plugins:
             raise ValueError(f"unknown scheduling policy {name!r} (known: {known})")
         return found
 
+    # ------------------------------------------------------------------ calling hooks
+
+    def callers(self, hook: str) -> list[tuple[str, pluggy.HookCaller]]:
+        """``(flavor, caller)`` for every flavor implementing ``hook``, in pluggy's call
+        order; each caller is ``pm.hook.<hook>`` restricted to that flavor's implementations
+        (its wrappers included). Built once per hook, again after :meth:`add`."""
+        found = self._callers.get(hook)
+        if found is None:
+            everyone = [(name, plugin) for name, plugin in self.pm.list_name_plugin() if plugin is not None]
+            order: list[str] = []
+            for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):
+                if impl.plugin_name not in order:
+                    order.append(impl.plugin_name)
+            found = [(flavor, self.pm.subset_hook_caller(hook, [p for name, p in everyone if name != flavor]))
+                     for flavor in order]
+            self._callers[hook] = found
+        return found
+
+    def _call(self, flavor: str, caller: pluggy.HookCaller, **kwargs: Any) -> Any:
+        """One flavor's answer to a hook (None when it has none); FlavorError when it raises
+        or answers more than once."""
+        try:
+            results = caller(**kwargs)
+        except Exception as exc:
+            raise FlavorError(flavor, caller.name, f"{type(exc).__name__}: {exc}") from exc
+        if not isinstance(results, list) or len(results) > 1:
+            raise FlavorError(flavor, caller.name, f"answered {results!r}, not one answer (a wrapper must "
+                                                   "return the list it got)")
+        return results[0] if results else None
+
     def _each(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
-        """Call every implementation of ``hook``; (flavor, result) pairs, failures wrapped."""
+        """Every flavor's answer to ``hook``: (flavor, answer) pairs; the first failure raises."""
+        return [(flavor, self._call(flavor, caller, **kwargs)) for flavor, caller in self.callers(hook)]
+
+    def _each_quiet(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Like :meth:`_each`, but a failing flavor is logged and left out."""
         results = []
-        caller = getattr(self.pm.hook, hook)
-        for impl in reversed(caller.get_hookimpls()):
-            args = {name: kwargs[name] for name in impl.argnames}
+        for flavor, caller in self.callers(hook):
             try:
-                results.append((impl.plugin_name, impl.function(**args)))
-            except Exception as exc:
-                raise FlavorError(impl.plugin_name, hook, f"{type(exc).__name__}: {exc}") from exc
+                results.append((flavor, self._call(flavor, caller, **kwargs)))
+            except FlavorError:
+                log.exception("flavor %s failed in %s", flavor, hook)
         return results
 
     def describe_host(self, host: Host) -> dict[str, HostDescription]:
@@ -152,14 +238,14 @@ class Plugins:
     def bootstrap_host(self, host: Host) -> dict[str, str]:
         """Every flavor's reason to refuse ``host`` (empty when all accept)."""
         problems: dict[str, str] = {}
-        for impl in reversed(self.pm.hook.clustercore_bootstrap_host.get_hookimpls()):
+        for flavor, caller in self.callers("clustercore_bootstrap_host"):
             try:
-                answer = impl.function(**({"host": host} if "host" in impl.argnames else {}))
-            except Exception as exc:  # a crashing bootstrap is a failed bootstrap
-                log.warning("flavor %s failed bootstrapping %s", impl.plugin_name, host.name, exc_info=True)
-                answer = f"{type(exc).__name__}: {exc}"
+                answer = self._call(flavor, caller, host=host)
+            except FlavorError as exc:  # a crashing bootstrap is a failed bootstrap
+                log.warning("flavor %s failed bootstrapping %s", flavor, host.name, exc_info=True)
+                answer = exc.problem
             if answer is not None:
-                problems[impl.plugin_name] = str(answer)
+                problems[flavor] = str(answer)
         return problems
 
     def maintenance_vetoes(self, host: Host, workloads: Sequence[Workload]) -> dict[str, str]:
@@ -180,15 +266,6 @@ class Plugins:
         """Whether any flavor's liveness witness says ``host`` is alive."""
         return any(bool(answer) for _, answer in self._each_quiet("clustercore_host_alive", host=host))
 
-    def _each_quiet(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
-        results = []
-        for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):
-            try:
-                results.append((impl.plugin_name, impl.function(**{n: kwargs[n] for n in impl.argnames})))
-            except Exception:
-                log.exception("flavor %s failed in %s", impl.plugin_name, hook)
-        return results
-
     def upgrade_host(self, host: Host) -> bool:
         """Every flavor upgrades ``host``; True when one of them started a reboot."""
         return any(bool(answer) for _, answer in self._each("clustercore_upgrade_host", host=host))
@@ -196,13 +273,10 @@ class Plugins:
     def host_transition(self, old: Host, new: Host, event: str, reason: str) -> list[FlavorError]:
         """Tell every flavor; returns the failures (logged) instead of raising."""
         failures = []
-        for impl in reversed(self.pm.hook.clustercore_host_transition.get_hookimpls()):
-            kwargs = {"old": old, "new": new, "event": event, "reason": reason}
+        for flavor, caller in self.callers("clustercore_host_transition"):
             try:
-                impl.function(**{name: kwargs[name] for name in impl.argnames})
-            except Exception as exc:
-                error = FlavorError(impl.plugin_name, "clustercore_host_transition", f"{type(exc).__name__}: {exc}")
+                self._call(flavor, caller, old=old, new=new, event=event, reason=reason)
+            except FlavorError as error:
                 log.error("%s", error, exc_info=True)
                 failures.append(error)
         return failures
-
