@@ -1,14 +1,20 @@
 """How a flavor runs its workloads: the ``WorkloadDriver`` protocol.
 
 A flavor registers one driver per workload flavor name through the
-``clustercore_register`` hook. A driver may also define ``movable(workload) -> bool`` when
-some of its workloads cannot leave their host at all (neither migrate nor restart
-elsewhere, such as a VM holding a passthrough device); maintenance then stops them only
-when asked to. A driver may define ``settle(workload, source, target)`` to end a move
-whose manager died mid-way (abort a migration still running, clean up a half-done end);
-a new leader calls it before it asks both hosts where the workload runs. The core calls
-it to act; it never guesses what a workload is. Drivers raise any exception to report failure; the core wraps it in a
+``clustercore_register`` hook. The core calls it to act; it never guesses what a workload
+is. Drivers raise any exception to report failure; the core wraps it in a
 :class:`~clustercore.errors.FlavorError` naming the flavor and the operation.
+
+Optional capabilities are small protocols of their own (``isinstance`` tells whether a
+driver has one; :func:`~clustercore.testing.check_flavor` checks their signatures):
+
+- :class:`MovabilityDriver`: ``movable(workload) -> bool`` when some workloads cannot
+  leave their host at all (neither migrate nor restart elsewhere, such as a VM holding a
+  passthrough device); maintenance then stops them only when asked to. Ask through
+  :func:`movable`, which is True for drivers without it.
+- :class:`SettlingDriver`: ``settle(workload, source, target)`` ends a move whose manager
+  died mid-way (abort a migration still running, clean up a half-done end); a new leader
+  calls it before it asks both hosts where the workload runs.
 """
 
 from __future__ import annotations
@@ -52,3 +58,31 @@ class WorkloadDriver(Protocol):
 
     def inspect(self, workload: Workload, host: Host) -> WorkloadState:
         """The workload's state on ``host`` as the host itself reports it."""
+
+
+@runtime_checkable
+class MovabilityDriver(Protocol):
+    """A driver some of whose workloads cannot leave their host."""
+
+    def movable(self, workload: Workload) -> bool:
+        """False when ``workload`` can neither migrate nor restart on another host."""
+
+
+@runtime_checkable
+class SettlingDriver(Protocol):
+    """A driver that can end a move its manager left half done."""
+
+    def settle(self, workload: Workload, source: Host, target: Host) -> None:
+        """Finish or undo a move of ``workload`` from ``source`` to ``target`` begun by a
+        manager that was lost: on return no transfer is running, and the workload runs on at
+        most one of the two hosts (the core then asks both which)."""
+
+
+#: Every optional capability, by the method that makes it: what ``check_flavor`` checks.
+CAPABILITIES: dict[str, type] = {"movable": MovabilityDriver, "settle": SettlingDriver}
+
+
+def movable(driver: WorkloadDriver, workload: Workload) -> bool:
+    """Whether ``workload`` can leave its host: the driver's ``movable()`` when it has one
+    (:class:`MovabilityDriver`), otherwise True."""
+    return bool(driver.movable(workload)) if isinstance(driver, MovabilityDriver) else True

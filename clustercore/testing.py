@@ -9,6 +9,7 @@ raises :class:`~clustercore.errors.ConformanceError` listing every broken promis
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import subprocess
@@ -19,7 +20,7 @@ import numpy as np
 
 from clustercore import hookspecs
 from clustercore.clock import FakeClock
-from clustercore.driver import WorkloadDriver, WorkloadState
+from clustercore.driver import CAPABILITIES, MovabilityDriver, WorkloadDriver, WorkloadState
 from clustercore.errors import ConformanceError
 from clustercore.model import Host, HostState, Workload
 from clustercore.plugins import HostDescription, Plugins, Registry, flavor_name, hookimpl
@@ -157,6 +158,7 @@ def check_flavor(flavor: object, host: Host, workload: Workload, target: Host | 
     if driver is not None:
         c.expect(isinstance(getattr(driver, "live_migration", None), bool), "driver.live_migration",
                  "must be True or False")
+        _check_capabilities(c, driver, workload)
 
     snap = Snapshot.build([attrs.evolve(host, state=HostState.UP), attrs.evolve(host, name=f"{host.name}-twin")])
     _check_plugins(c, plugins.filters, plugins.weighers, workload, snap)
@@ -183,6 +185,34 @@ def _check_hooks(c: _Checker, plugins: Plugins, host: Host, workload: Workload) 
         c.failures.append(f"{type(exc).__name__}: {exc}")
     failed = plugins.host_transition(host, attrs.evolve(host, state=HostState.UP), "initialized", "conformance check")
     c.expect(not failed, "clustercore_host_transition", "; ".join(str(f) for f in failed))
+
+
+def _check_capabilities(c: _Checker, driver: WorkloadDriver, workload: Workload) -> None:
+    """A driver that defines an optional capability's method (``movable``, ``settle``...)
+    keeps that capability's protocol: callable with its arguments; ``movable`` answers a bool."""
+    for method, protocol in CAPABILITIES.items():
+        if not hasattr(driver, method):
+            continue
+        wanted = list(inspect.signature(getattr(protocol, method)).parameters)[1:]  # without self
+        shape = f"{protocol.__name__}.{method}({', '.join(wanted)})"
+        found = getattr(driver, method)
+        if not callable(found):
+            c.failures.append(f"driver.{method}: is {found!r}, not a method (see {shape})")
+            continue
+        try:
+            inspect.signature(found).bind(*wanted)
+        except TypeError as exc:
+            c.failures.append(f"driver.{method}: cannot be called as {shape}: {exc}")
+            continue
+        except ValueError:  # no signature to read (a builtin): trust it
+            pass
+        c.passed.append(f"driver.{method}")
+    if isinstance(driver, MovabilityDriver) and "driver.movable" in c.passed:
+        try:
+            answer = driver.movable(workload)
+            c.expect(isinstance(answer, bool), "driver.movable answers", f"returned {answer!r}, not True or False")
+        except Exception as exc:
+            c.failures.append(f"driver.movable: raised {type(exc).__name__}: {exc}")
 
 
 def _check_plugins(c: _Checker, filters: Sequence[Filter | HostFilter], weighers: Sequence[Weigher | HostWeigher],

@@ -198,3 +198,49 @@ def test_bootstrap_merges_every_flavors_refusal() -> None:
                       entry_points=False)
     assert plugins.bootstrap_host(HOST) == {"a": "no kvm", "b": "no disk"}
     assert plugins.bootstrap_host(OTHER) == {}
+
+
+def test_optional_driver_capabilities_are_protocols() -> None:
+    from clustercore.driver import MovabilityDriver, SettlingDriver, movable
+
+    class Pinning(FakeDriver):
+        def movable(self, workload: Workload) -> bool:
+            return workload.name != "pinned"
+
+        def settle(self, workload: Workload, source: Host, target: Host, timeout: float = 30.0) -> None:
+            pass
+
+    plain, pinning = FakeDriver("fake"), Pinning("fake")
+    assert not isinstance(plain, MovabilityDriver) and not isinstance(plain, SettlingDriver)
+    assert isinstance(pinning, MovabilityDriver) and isinstance(pinning, SettlingDriver)
+    assert movable(plain, Workload("pinned", "fake")) and movable(pinning, WORK)
+    assert not movable(pinning, Workload("pinned", "fake"))
+    flavor = FakeFlavor("fake")
+    flavor.driver = pinning
+    passed = check_flavor(flavor, HOST, WORK, OTHER).passed
+    assert {"driver.movable", "driver.movable answers", "driver.settle"} <= set(passed)
+
+
+def test_optional_driver_methods_with_the_wrong_shape_fail() -> None:
+    class Misshapen(FakeDriver):
+        settle = "not a method"
+
+        def movable(self) -> bool:  # forgot the workload
+            return True
+
+    flavor = FakeFlavor("fake")
+    flavor.driver = Misshapen("fake")
+    message = failures(flavor)
+    assert "driver.movable: cannot be called as MovabilityDriver.movable(workload)" in message
+    assert ("driver.settle: is 'not a method', not a method (see SettlingDriver.settle(workload, source, target))"
+            in message)
+
+
+def test_a_movable_that_answers_no_bool_fails() -> None:
+    class Vague(FakeDriver):
+        def movable(self, workload: Workload) -> bool:
+            return "maybe"  # type: ignore[return-value]
+
+    flavor = FakeFlavor("fake")
+    flavor.driver = Vague("fake")
+    assert "driver.movable answers: returned 'maybe', not True or False" in failures(flavor)
