@@ -1,8 +1,10 @@
 """The virtualization flavor: VMs on libvirt as clustercore workloads.
 
-Loaded through the ``clustercore.flavors`` entry point (``virt = flavors.virt:flavor``)
-like any external flavor; nothing in ``clustercore`` imports it. Workloads of flavor
-``vm`` carry a :class:`~flavors.virt.spec.VMSpec`; hosts are libvirt URIs.
+Loaded through the ``clustercore.flavors`` entry point (``virt = flavors.virt:flavor
+[virt]``) like any external flavor; nothing in ``clustercore`` imports it. It needs the
+``virt`` extra (libvirt-python, lxml, pycdlib): without it, ``Plugins()`` skips the flavor
+with one warning naming ``pip install 'clustercore[virt]'``. Workloads of flavor ``vm``
+carry a :class:`~flavors.virt.spec.VMSpec`; hosts are libvirt URIs.
 
 ==================  ===========================================================
 module              concept
