@@ -1,0 +1,58 @@
+"""``<metadata>``: what libvirt's XML has no room for (the guaranteed memory, which host
+devices were asked for by resource name, cloud-init documents), under :data:`NAMESPACE`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lxml import etree
+
+from flavors.virt.domxml.common import el
+from flavors.virt.spec import VMSpec
+
+NAMESPACE = "urn:clustercore:vm:1"
+NS = f"{{{NAMESPACE}}}"
+
+
+def write_metadata(root: etree._Element, spec: VMSpec) -> None:
+    """``<metadata>``: what libvirt's XML has no room for, under :data:`NAMESPACE`."""
+    resources = [(i, d.resource) for i, d in enumerate(spec.hostdevs) if d.resource and d.kind != "usb"]
+    resources_usb = [(i, d.resource) for i, d in enumerate(spec.hostdevs) if d.resource and d.kind == "usb"]
+    vfs = [(i, n.resource) for i, n in enumerate(spec.nics) if n.resource]
+    if not (spec.memory.guaranteed is not None or resources or resources_usb or vfs or spec.cloud_init):
+        return
+    vm = etree.SubElement(el(root, "metadata"), f"{NS}vm", nsmap={"clustercore": NAMESPACE})
+    if spec.memory.guaranteed is not None:
+        el(vm, f"{NS}guaranteed", str(spec.memory.guaranteed), unit="MiB")
+    for i, name in resources + resources_usb:
+        el(vm, f"{NS}hostdev", index=str(i), resource=str(name))
+    for i, name in vfs:
+        el(vm, f"{NS}vf", index=str(i), resource=str(name))
+    if spec.cloud_init:
+        ci = el(vm, f"{NS}cloud-init")
+        el(ci, f"{NS}user-data", spec.cloud_init.user_data)
+        el(ci, f"{NS}meta-data", spec.cloud_init.meta_data)
+        if spec.cloud_init.network_config is not None:
+            el(ci, f"{NS}network-config", spec.cloud_init.network_config)
+
+
+def read_metadata(root: etree._Element) -> dict[str, Any]:
+    """What :func:`write_metadata` keeps: ``guaranteed``, resource names by index, ``cloud_init``."""
+    meta: dict[str, Any] = {"resources": {}, "vfs": {}}
+    vm = root.find(f"metadata/{NS}vm")
+    if vm is None:
+        return meta
+    guaranteed = vm.find(f"{NS}guaranteed")
+    if guaranteed is not None:
+        meta["guaranteed"] = int(str(guaranteed.text))
+    for dev in vm.findall(f"{NS}hostdev"):
+        meta["resources"][int(dev.get("index", "-1"))] = dev.get("resource")
+    for dev in vm.findall(f"{NS}vf"):
+        meta["vfs"][int(dev.get("index", "-1"))] = dev.get("resource")
+    ci = vm.find(f"{NS}cloud-init")
+    if ci is not None:
+        net = ci.find(f"{NS}network-config")
+        meta["cloud_init"] = {"user_data": ci.findtext(f"{NS}user-data") or "",
+                              "meta_data": ci.findtext(f"{NS}meta-data") or "",
+                              "network_config": None if net is None else (net.text or "")}
+    return meta
