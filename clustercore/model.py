@@ -8,7 +8,7 @@ value object is immutable and hashable.
 
 The hosts are defined here; the other concepts live in the module named after them and
 are re-exported: :mod:`clustercore.values` (``FrozenMap``, ``Reader``), :mod:`clustercore.resources`,
-:mod:`clustercore.taints`, :mod:`clustercore.workload`, :mod:`clustercore.placement`.
+:mod:`clustercore.taints`, :mod:`clustercore.workload` (with ``Placement``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from typing import Any
 
 import attrs
 
-from clustercore.placement import Placement, PlacementState
 from clustercore.resources import ZERO, Resources
 from clustercore.taints import Taint, TaintEffect, Toleration
 from clustercore.values import (
@@ -34,7 +33,7 @@ from clustercore.values import (
     ratio_map,
     thaw,
 )
-from clustercore.workload import AffinityRule, SpreadRule, Workload
+from clustercore.workload import AffinityRule, Placement, PlacementState, SpreadRule, Workload
 
 __all__ = [
     "EMPTY",

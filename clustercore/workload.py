@@ -1,7 +1,9 @@
-"""Workload: something that runs on a host, with its affinity and spread rules."""
+"""Workload: something that runs on a host, with its affinity and spread rules; Placement:
+where one is bound (its state machine is :mod:`clustercore.placements`)."""
 
 from __future__ import annotations
 
+import enum
 import re
 from typing import Any
 
@@ -52,6 +54,7 @@ class AffinityRule:
         )
         r.done()
         return rule
+
 
 @attrs.frozen
 class SpreadRule:
@@ -139,3 +142,51 @@ class Workload:
         )
         r.done()
         return workload
+
+
+class PlacementState(enum.Enum):
+    STARTING = "Starting"
+    RUNNING = "Running"
+    MIGRATING = "Migrating"
+    STOPPED = "Stopped"
+    FAILED = "Failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@attrs.frozen
+class Placement:
+    """Where a workload is bound. ``target`` is set while it migrates."""
+
+    workload: str
+    host: str
+    state: PlacementState = PlacementState.STARTING
+    since: float = 0.0
+    target: str | None = None
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "workload": self.workload,
+            "host": self.host,
+            "state": self.state.value,
+            "since": self.since,
+            "target": self.target,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object, path: str = "") -> Placement:
+        r = Reader("placement", data, path)
+        target = r.get("target")
+        placement = cls(
+            workload=r.string("workload", pattern=NAME_RE),
+            host=r.string("host", pattern=NAME_RE),
+            state=r.enum("state", PlacementState, PlacementState.STARTING),
+            since=r.number("since", 0.0),
+            target=None if target is None else r.string("target", pattern=NAME_RE),
+            reason=r.string("reason", ""),
+        )
+        r.done()
+        return placement

@@ -37,7 +37,6 @@ class ExclusionTagsFilter:
         return {"exclusion tag conflict": mask}
 
 
-
 def _ipolicy_problem(spec: Spec, ipolicy: Mapping[str, Any]) -> str | None:
     templates = ipolicy.get("disk-templates")
     if templates is not None and spec.template not in templates:

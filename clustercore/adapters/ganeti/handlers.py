@@ -67,7 +67,7 @@ def _relocate(cluster: GanetiCluster, request: Mapping[str, Any]) -> dict[str, A
     secondary = _secondary_for(allocator, spec, snap, primary, frozenset(old) | frozenset(spec.nodes))
     if secondary is None:
         return reply(False, f"Request failed: no node of group {group.name} can be the new secondary of {name}",
-                       [])
+                     [])
     return reply(True, "Request successful: success", [secondary])
 
 
