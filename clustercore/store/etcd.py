@@ -25,11 +25,14 @@ import socket
 import threading
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
-from clustercore.errors import Compacted, Conflict, KeyNotFound, LeaseNotFound, StoreError
+from clustercore.errors import Compacted, Conflict, KeyNotFound, LeaseNotFound, StoreError, ValidationError
 from clustercore.store.base import Check, Delete, EventType, KeyValue, Put, StoreEvent
+
+DEFAULT_PORT = 2379  # etcd's client port
 
 
 def _b64(text: str | bytes) -> str:
@@ -52,9 +55,26 @@ def _range_end(prefix: str) -> str:
 
 
 def parse_url(url: str) -> list[str]:
-    """``etcd://h1:p1,h2:p2`` (or ``http://...``) to the endpoints' base URLs."""
+    """``etcd://h1:p1,h2:p2`` (or ``http://...``) to the endpoints' base URLs; an endpoint
+    without a port gets etcd's client port, ``DEFAULT_PORT`` (``etcd://h`` is
+    ``http://h:2379``). A malformed endpoint raises ValidationError naming it."""
     rest = url.split("://", 1)[1] if "://" in url else url
-    return [f"http://{endpoint.strip().rstrip('/')}" for endpoint in rest.split(",") if endpoint.strip()]
+    endpoints = []
+    for i, raw in enumerate(rest.split(",")):
+        endpoint = raw.strip().rstrip("/")
+        if not endpoint:
+            continue
+        parts = urlsplit(f"//{endpoint}")
+        try:
+            port = parts.port
+        except ValueError:  # not a number, or out of range
+            port = 0
+        if not parts.hostname or parts.path or parts.query or parts.fragment or parts.username or port == 0:
+            raise ValidationError("etcd URL", f"endpoint {i + 1}", "must be host or host:port (port 1-65535)",
+                                  endpoint)
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        endpoints.append(f"http://{host}:{port or DEFAULT_PORT}")
+    return endpoints
 
 
 class EtcdWatch:
