@@ -11,18 +11,21 @@ store, not in a manager's memory, and survives a manager failover.
 
 ``probe`` (optional) is asked before each beat; an agent that polls a host from outside
 (as oVirt's engine polls VDSM) passes a probe of that host and beats only while it
-answers. ``clustercore agent --store URL --host NAME`` runs one.
+answers. ``clustercore agent --store URL --host NAME`` runs one; it stops at SIGTERM or
+SIGINT (the ``stop`` event of :meth:`HostAgent.run`). The interval must be above 0 and the
+TTL above the interval (ValidationError otherwise).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from clustercore.errors import LeaseNotFound, StoreError
+from clustercore.errors import LeaseNotFound, StoreError, ValidationError
 from clustercore.model import HostReport
 from clustercore.state import HEARTBEATS, encode
 from clustercore.store.base import Store
@@ -40,10 +43,15 @@ class HostAgent:
     def __init__(self, store: Store, host: str, interval: float = 10.0, ttl: float | None = None,
                  report: Callable[[], HostReport] = boot_report, probe: Callable[[], bool] | None = None,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
+        if not (math.isfinite(interval) and interval > 0):
+            raise ValidationError("agent", "interval", "must be a finite number of seconds > 0", interval)
+        ttl = ttl if ttl is not None else 4 * interval  # Kubernetes: renew every 10 s, 40 s lease
+        if not (math.isfinite(ttl) and ttl > interval):
+            raise ValidationError("agent", "ttl", f"must be above the interval ({interval:g} s)", ttl)
         self.store = store
         self.host = host
         self.interval = interval
-        self.ttl = ttl if ttl is not None else 4 * interval  # Kubernetes: renew every 10 s, 40 s lease
+        self.ttl = ttl
         self.report = report
         self.probe = probe
         self.monotonic = monotonic
