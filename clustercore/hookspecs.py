@@ -10,7 +10,10 @@ The hooks are few on purpose. Objects (workload drivers, scheduler filters and w
 are handed over once through :func:`clustercore_register`; the other hooks are the moments
 in a host's life where every flavor has a say. Every hook below is called for every flavor
 (none is ``firstresult``); the core merges the answers and attributes failures to the
-flavor that raised them (:class:`~clustercore.errors.FlavorError`).
+flavor that raised them (:class:`~clustercore.errors.FlavorError`). Every call goes through
+pluggy, one flavor at a time: a flavor's ``@hookimpl(wrapper=True)`` wraps its own
+implementation and receives (and must return) the list of its answers, and
+``pm.add_hookcall_monitoring`` / ``pm.enable_tracing`` see each call.
 
 Writing one::
 
