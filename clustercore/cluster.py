@@ -14,33 +14,28 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
-import attrs
-
 from clustercore import join
 from clustercore.clock import Clock, SystemClock
 from clustercore.config import ClusterConfig
-from clustercore.controller import Controller, Decision, StepReport
-from clustercore.errors import Conflict, FlavorError, HostBusy, HostExists, MaintenanceVetoed, UnknownWorkload
+from clustercore.controller import Controller, StepReport
+from clustercore.driver import movable
+from clustercore.errors import Conflict, FlavorError, HostBusy, MaintenanceVetoed
 from clustercore.events import Event, EventLog
 from clustercore.lifecycle import HostEvent
-from clustercore.model import Host, HostReport, HostState, Placement, PlacementState, Workload
+from clustercore.model import Host, HostReport, HostState, Placement, Workload
+from clustercore.placements import PlacementEvent
 from clustercore.plugins import Plugins
+from clustercore.reconcile.writer import Decision, Writer
 from clustercore.scheduling.engine import Row
-from clustercore.state import CONFIG_KEY, HEARTBEATS, HOSTS, PLACEMENTS, WORKLOADS, ClusterState, encode
-from clustercore.store.base import Check, Delete, Put, Store
+from clustercore.state import PLACEMENTS, ClusterState
+from clustercore.store.base import Store
 from clustercore.store.memory import MemoryStore
 from clustercore.upgrade import RollingUpgrade, UpgradeStatus, read_status
 
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 3
-
-
-def movable(driver: object, workload: Workload) -> bool:
-    """Whether ``workload`` can leave its host (drivers may define ``movable(workload)``;
-    without it, every workload can)."""
-    check = getattr(driver, "movable", None)
-    return True if check is None else bool(check(workload))
+E = PlacementEvent
 
 
 class Cluster:
@@ -53,10 +48,12 @@ class Cluster:
         self.store = store if store is not None else MemoryStore(clock=self.clock)
         self.plugins = plugins if plugins is not None else Plugins()
         self.state = ClusterState(self.store)
+        self.events = EventLog(self.store, retain=ClusterConfig().events_retained)
+        self.writer = Writer(self.store, self.state, self.events)
         if config is not None:
             self.configure(config)
-        self.events = EventLog(self.store, retain=self.config.events_retained)
-        self.controller = Controller(self.store, self.plugins, self.clock, self.state, self.events, executor)
+        self.controller = Controller(self.store, self.plugins, self.clock, self.state, self.events, executor,
+                                     self.writer)
 
     # ------------------------------------------------------------------ configuration
 
@@ -65,10 +62,16 @@ class Cluster:
         return self.state.config().value
 
     def configure(self, config: ClusterConfig | Mapping[str, Any]) -> ClusterConfig:
-        if not isinstance(config, ClusterConfig):
-            config = ClusterConfig.from_dict(config)
+        """Store the cluster's config. A ``ClusterConfig`` replaces the whole config; a
+        mapping is a partial update merged into the current one (``{"fencing":
+        {"enabled": False}}`` changes that one setting and keeps every other). Validated
+        before it is written: ValidationError names the field, ValueError an unknown policy."""
         current = self.state.config()
-        self.store.put(CONFIG_KEY, encode(config), expect=current.revision)
+        if not isinstance(config, ClusterConfig):
+            config = current.value.merged(config)
+        self.plugins.policy(config.policy)  # an unknown policy name is refused here, not at the next drain
+        self.writer.configure(config, current.revision)
+        self.events.retain = config.events_retained
         return config
 
     # ------------------------------------------------------------------ reading
@@ -96,15 +99,7 @@ class Cluster:
         if not isinstance(host, Host):
             host = Host.from_dict(host)
         now = self.clock.now()
-        new = join.registered(host, self.config.approval_required, now)
-        event = Event(now, f"host/{new.name}", "registered", "", "", str(new.state))
-        try:
-            key = HOSTS + new.name
-            self.store.txn([Check(key, 0)], [Put(key, encode(new)), self.events.put_op(event)])
-        except Conflict:
-            raise HostExists(new.name) from None
-        log.info("%s", event)
-        return new
+        return self.writer.register(join.registered(host, self.config.approval_required, now), now)
 
     def _operate(self, name: str, event: HostEvent, reason: str, delete: bool = False) -> Host:
         for attempt in range(ATTEMPTS):
@@ -112,9 +107,8 @@ class Cluster:
             if event is HostEvent.REMOVE:
                 join.check_removable(current.value, self.placements().values())
             try:
-                extra = [Delete(HEARTBEATS + name)] if delete and self.store.get(HEARTBEATS + name) else []
                 new, _ = self.controller.commit(current, Decision(current.value, event, reason), self.clock.now(),
-                                                extra=extra, delete=delete)
+                                                remove=delete)
                 return new
             except Conflict:
                 if attempt == ATTEMPTS - 1:
@@ -155,6 +149,10 @@ class Cluster:
     def cancel_maintenance(self, name: str) -> Host:
         return self._operate(name, HostEvent.CANCEL_MAINTENANCE, "maintenance cancelled by operator")
 
+    def reboot_host(self, name: str, reason: str = "reboot requested by operator") -> Host:
+        """Maintenance -> Rebooting (a flavor or the operator reboots it; it rejoins by heartbeat)."""
+        return self._operate(name, HostEvent.REBOOT, reason)
+
     def confirm_down(self, name: str) -> Host:
         """The operator vouches that a NonResponsive host is really off ("host has been rebooted")."""
         return self._operate(name, HostEvent.CONFIRM_DOWN, "operator confirmed the host is down")
@@ -168,7 +166,7 @@ class Cluster:
         """What a host agent does every ``heartbeat_interval``: say it is alive, and what it
         reaches. With a store ``lease`` (as Kubernetes node leases) the key vanishes when
         the agent stops renewing it, whichever manager is watching."""
-        self.store.put(HEARTBEATS + name, encode(report or HostReport()), lease=lease)
+        self.writer.heartbeat(name, report or HostReport(), lease)
 
     # ------------------------------------------------------------------ workloads
 
@@ -180,31 +178,29 @@ class Cluster:
         if not isinstance(workload, Workload):
             workload = Workload.from_dict(workload)
         self.plugins.driver(workload.flavor)  # UnknownFlavor before anything is written
-        now = self.clock.now()
-        self.store.put(WORKLOADS + workload.name, encode(workload), expect=0)
-        self.events.record(Event(now, f"workload/{workload.name}", "defined"))
+        self.writer.define(workload, self.clock.now())
         return self.start(workload.name)
 
     def start(self, name: str) -> Placement:
         workload = self.state.workload(name).value
-        if self.state.placement(name) is not None:
-            raise Conflict(PLACEMENTS + name, 0, self.state.placement(name).revision)  # type: ignore[union-attr]
+        placed = self.state.placement(name)
+        if placed is not None:
+            raise Conflict(PLACEMENTS + name, 0, placed.revision)
         driver = self.plugins.driver(workload.flavor)
         target = self.controller.scheduler().select(workload)
         now = self.clock.now()
-        key = PLACEMENTS + name
-        starting = Placement(name, target, PlacementState.STARTING, now)
-        rev = self.store.put(key, encode(starting), expect=0)
+        starting = self.writer.place(None, E.PLACE, now, workload=name, host=target)
+        assert starting is not None
         try:
             driver.start(workload, self.host(target))
         except Exception as exc:
-            self.store.txn([Check(key, rev)], [Delete(key), self.events.put_op(
-                Event(now, f"workload/{name}", "start-failed", f"{type(exc).__name__}: {exc}", "", target))])
+            self.writer.place(starting, E.START_FAILED, now, recorded=Event(
+                now, f"workload/{name}", "start-failed", f"{type(exc).__name__}: {exc}", "", target))
             raise FlavorError(workload.flavor, "start", f"{type(exc).__name__}: {exc}") from exc
-        running = attrs.evolve(starting, state=PlacementState.RUNNING)
-        self.store.txn([Check(key, rev)], [Put(key, encode(running)), self.events.put_op(
-            Event(now, f"workload/{name}", "placed", "", "", target))])
-        return running
+        running = self.writer.place(starting, E.STARTED, now, recorded=Event(
+            now, f"workload/{name}", "placed", "", "", target))
+        assert running is not None
+        return running.value
 
     def stop(self, name: str, force: bool = False) -> None:
         """Stop a workload and drop its placement (its definition stays)."""
@@ -213,8 +209,8 @@ class Cluster:
         if current is None:
             return
         self.plugins.driver(workload.flavor).stop(workload, self.host(current.value.host), force=force)
-        self.store.txn([Check(PLACEMENTS + name, current.revision)], [Delete(PLACEMENTS + name), self.events.put_op(
-            Event(self.clock.now(), f"workload/{name}", "stopped", "", current.value.host, ""))])
+        self.writer.place(current, E.STOP, self.clock.now(), recorded=Event(
+            self.clock.now(), f"workload/{name}", "stopped", "", current.value.host, ""))
 
     def update_workload(self, name: str, change: Callable[[Workload], Workload], reason: str = "") -> Workload:
         """Store ``change(current definition)`` as the workload's definition (compare-and-swap:
@@ -224,8 +220,7 @@ class Cluster:
         new = change(current.value)
         if new.name != name or new.flavor != current.value.flavor:
             raise ValueError(f"an update cannot rename {name!r} or change its flavor")
-        self.store.txn([Check(WORKLOADS + name, current.revision)], [Put(WORKLOADS + name, encode(new)),
-                       self.events.put_op(Event(self.clock.now(), f"workload/{name}", "updated", reason))])
+        self.writer.update_workload(current, new, self.clock.now(), reason)
         return new
 
     # ------------------------------------------------------------------ upgrades
@@ -242,10 +237,8 @@ class Cluster:
     def delete(self, name: str) -> None:
         """Stop (if placed) and forget a workload."""
         self.stop(name)
-        current = self.store.get(WORKLOADS + name)
-        if current is None:
-            raise UnknownWorkload(name)
-        self.store.delete(WORKLOADS + name, expect=current.mod_revision)
+        current = self.state.workload(name)  # UnknownWorkload
+        self.writer.forget_workload(name, current.revision, self.clock.now())
 
     def explain(self, workload: Workload | Mapping[str, Any]) -> list[Row]:
         """Dry run of placing ``workload``: every host with its reason or its scores."""

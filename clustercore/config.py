@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
+from clustercore.errors import ValidationError
 from clustercore.fencing import FencePolicy
 from clustercore.lifecycle import LivenessPolicy
 from clustercore.model import NAME_RE, FrozenMap, Reader, ratio_map
@@ -26,7 +28,14 @@ class ClusterConfig:
     ``orphan_after`` is how long a placement may sit in Starting or Migrating, unchanged and
     not launched by the current manager, before that manager settles it (a previous leader
     died mid-way): it asks the hosts where the workload runs and records that, Failed when
-    nowhere. It must exceed the longest start a client may be running."""
+    nowhere. It must exceed the longest start a client may be running. ``call_timeout`` is
+    the deadline of every call into a flavor or a host made by the reconcile pass
+    (bootstrap, discovery, soft fence, witness, HA start, settling): a host that does not
+    answer within it is treated as not answering; nothing else waits for it.
+
+    :meth:`merged` applies a partial update (what ``Cluster.configure`` does with a
+    mapping): the fields it names change, nested ones (``liveness``, ``fencing``) field by
+    field, every other setting stays."""
 
     name: str = "default"
     required_networks: frozenset[str] = frozenset()
@@ -41,6 +50,20 @@ class ClusterConfig:
     drain_attempts: int = 3
     fencing: FencePolicy = attrs.field(factory=FencePolicy)
     orphan_after: float = 120.0
+    call_timeout: float = 30.0
+
+    def merged(self, update: Mapping[str, Any]) -> ClusterConfig:
+        """This config with ``update`` applied (validated as a whole: ValidationError names
+        the field)."""
+        if not isinstance(update, Mapping):
+            raise ValidationError("cluster config", "", "expected a mapping", update)
+        data = self.to_dict()
+        for key, value in update.items():
+            if key in ("liveness", "fencing") and isinstance(value, Mapping) and isinstance(data.get(key), dict):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        return ClusterConfig.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +80,7 @@ class ClusterConfig:
             "drain_attempts": self.drain_attempts,
             "fencing": self.fencing.to_dict(),
             "orphan_after": self.orphan_after,
+            "call_timeout": self.call_timeout,
         }
 
     @classmethod
@@ -76,6 +100,7 @@ class ClusterConfig:
             drain_attempts=r.integer("drain_attempts", 3, minimum=1),
             fencing=r.nested("fencing", FencePolicy.from_dict, FencePolicy()),
             orphan_after=r.number("orphan_after", 120.0, minimum=0),
+            call_timeout=r.number("call_timeout", 30.0, minimum=0.001),
         )
         r.done()
         return config

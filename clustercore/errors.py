@@ -5,6 +5,7 @@ One base class; catch ``ClusterError`` to catch them all::
     ClusterError
     ├── ValidationError          a definition (host, workload, config) is malformed: names the field
     ├── InvalidTransition        an event that the host's current state does not accept
+    ├── InvalidPlacementTransition  an event that the placement's current state does not accept
     ├── UnknownHost              no host of that name
     ├── UnknownWorkload          no workload of that name
     ├── HostExists               registering a name that is already taken
@@ -57,6 +58,19 @@ class InvalidTransition(ClusterError):
         super().__init__(
             f"host {host!r} in state {state} does not accept event {event} (accepted here: {names})"
         )
+
+
+class InvalidPlacementTransition(ClusterError):
+    """``event`` is not accepted by the placement of ``workload`` in ``state`` (None: not placed)."""
+
+    def __init__(self, workload: str, state: object, event: object, allowed: Sequence[object] = ()) -> None:
+        self.workload = workload
+        self.state = state
+        self.event = event
+        self.allowed = tuple(allowed)
+        names = ", ".join(sorted(str(a) for a in self.allowed)) or "none"
+        super().__init__(f"placement of {workload!r} in state {state or 'unplaced'} does not accept event {event}"
+                         f" (accepted here: {names})")
 
 
 class UnknownHost(ClusterError, KeyError):

@@ -111,6 +111,12 @@ class Elector:
                 self.store.revoke(self.lease)
                 self._deposed("it resigned")
 
+    def drop(self, why: str) -> None:
+        """Stop leading without telling the store (it cannot be reached): the lease expires."""
+        with self._lock:
+            if self.leading:
+                self._deposed(why)
+
     def _deposed(self, why: str) -> None:
         log.warning("%s no longer leads (token %d): %s", self.name, self.token, why)
         self.token = self.lease = 0

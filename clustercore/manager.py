@@ -19,71 +19,127 @@ from clustercore.clock import Clock, SystemClock
 from clustercore.cluster import Cluster
 from clustercore.leadership import LEADER_KEY, Elector, GuardedStore
 from clustercore.plugins import Plugins
+from clustercore.state import CONFIG_KEY, HOSTS
 from clustercore.store.base import Store
-from clustercore.store.memory import MemoryStore
+from clustercore.store.url import open_store
+
+__all__ = ["Manager", "open_store", "status"]
 
 log = logging.getLogger(__name__)
 
 
-def open_store(url: str, prefix: str = "/clustercore/") -> Store:
-    """``memory://`` or ``etcd://host:port,host:port``."""
-    if url.startswith("memory://"):
-        return MemoryStore()
-    if url.startswith(("etcd://", "http://")):
-        from clustercore.store.etcd import EtcdStore
-
-        return EtcdStore(url, prefix=prefix)
-    raise ValueError(f"unknown store URL {url!r} (memory:// or etcd://host:port,...)")
-
-
 class Manager:
+    """One manager process over a shared store. It survives its store: a pass that the
+    store fails makes it step down to follower (so another manager may lead) and retry
+    with a backoff doubling from ``interval`` to ``max_backoff``; it starts (and waits)
+    while the store is away. A pass that runs longer than ``pass_limit`` (default a third
+    of the TTL) gives the lease up rather than holding it while stuck; jobs a deposed
+    manager had queued are dropped."""
+
     def __init__(self, store: Store, name: str, ttl: float = 10.0, plugins: Plugins | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, pass_limit: float | None = None, max_backoff: float = 5.0) -> None:
         self.name = name
         self.clock = clock or SystemClock()
         self.elector = Elector(store, name, ttl=ttl, margin=min(2.0, ttl / 4))
+        self.pass_limit = pass_limit if pass_limit is not None else ttl / 3
+        self.max_backoff = max_backoff
         # Moves and fence jobs run beside the loop, which keeps renewing the lease meanwhile.
         self.executor = ThreadPoolExecutor(4, thread_name_prefix=f"manager-{name}")
         self.cluster = Cluster(store=GuardedStore(store, self.elector), plugins=plugins, clock=self.clock,
                                executor=self.executor)
         self.cluster.controller.may_act = self.elector.may_act
         self._token = 0  # the leadership the controller last took over
+        self._pass_started: float | None = None  # monotonic time of the pass under way
+        self.store_errors = 0  # passes in a row that the store failed
 
     def step(self) -> bool:
-        """Campaign (or renew), then reconcile if leading. True when this manager leads."""
+        """Campaign (or renew), then reconcile (acting only if leading). True when this
+        manager leads after the pass; a store failure steps it down."""
         leading = self.elector.campaign()
         token = self.elector.token
-        if leading and token != self._token:
+        if token != self._token:
+            if self._token:
+                self.cluster.controller.depose()
             self._token = token
-            self.cluster.controller.take_over(self.clock.now())
-        report = self.cluster.step()
+            if leading:
+                self.cluster.controller.take_over(self.clock.now())
+        self._pass_started = self.elector.monotonic()
+        try:
+            report = self.cluster.step()
+        finally:
+            self._pass_started = None
         for error in report.errors:
             log.debug("%s: %s", self.name, error)
-        return leading
+        if report.store_error is not None:
+            self.store_errors += 1
+            log.warning("%s: the store failed the pass (%s); stepping down", self.name, report.store_error)
+            self._step_down()
+            return False
+        self.store_errors = 0
+        return self.elector.leading
+
+    def _step_down(self) -> None:
+        if self.elector.leading:
+            try:
+                self.elector.resign()
+            except Exception as exc:  # the store is away: the lease expires by itself
+                log.debug("%s: cannot resign: %s", self.name, exc)
+                self.elector.drop("the store failed a pass")
+        if self._token:
+            self.cluster.controller.depose()
+            self._token = 0
+
+    def backoff(self, interval: float) -> float:
+        """Seconds to wait before the next pass: ``interval``, doubled per failed pass."""
+        if not self.store_errors:
+            return interval
+        return float(min(self.max_backoff, interval * 2.0 ** min(self.store_errors, 16)))
 
     def run(self, interval: float = 1.0, stop: threading.Event | None = None) -> None:
-        """Step every ``interval`` seconds until ``stop``; the lease is renewed by a thread of
-        its own every third of the TTL, so a long pass (thousands of hosts joining) does not
-        lose the leadership."""
+        """Step every ``interval`` seconds until ``stop`` (then resign at once); the lease is
+        renewed by a thread of its own every third of the TTL while passes keep within
+        ``pass_limit``. No store error ends it."""
         stop = stop or threading.Event()
         renewer = threading.Thread(target=self.keep_leading, args=(stop,), name=f"renew-{self.name}", daemon=True)
         renewer.start()
         try:
             while not stop.is_set():
-                self.step()
-                stop.wait(interval)
+                try:
+                    self.step()
+                except Exception:  # the store or a bug: never the end of a manager
+                    log.exception("%s: pass failed", self.name)
+                    self.store_errors += 1
+                    self._step_down()
+                stop.wait(self.backoff(interval))
         finally:
             stop.set()
             renewer.join()
-            self.elector.resign()
+            try:
+                self.elector.resign()
+            except Exception as exc:
+                log.warning("%s: cannot resign (%s): the lease expires by itself", self.name, exc)
             self.executor.shutdown(wait=False, cancel_futures=True)
 
     def keep_leading(self, stop: threading.Event) -> None:
         """Renew the lease every third of the TTL until ``stop`` (what :meth:`run` runs
-        beside its passes; for callers that drive :meth:`step` themselves)."""
+        beside its passes; for callers that drive :meth:`step` themselves). A pass stuck
+        beyond ``pass_limit`` makes it give the lease up instead."""
         while not stop.wait(self.elector.ttl / 3):
+            started = self._pass_started
+            if started is not None and self.elector.monotonic() - started > self.pass_limit:
+                if self.elector.leading:
+                    log.error("%s: a pass has run %.1f s (limit %.1f s): giving the leadership up", self.name,
+                              self.elector.monotonic() - started, self.pass_limit)
+                    try:
+                        self.elector.resign()
+                    except Exception:
+                        self.elector.drop("a pass overran its limit")
+                continue
             if self.elector.leading:
-                self.elector.renew()
+                try:
+                    self.elector.renew()
+                except Exception as exc:
+                    log.warning("%s: renewing failed: %s", self.name, exc)
 
 
 def status(store: Store, out: TextIO) -> int:
@@ -93,7 +149,13 @@ def status(store: Store, out: TextIO) -> int:
     out.write(f"leader: {leader.value.decode() if leader else '(none)'}"
               f"{f' (token {leader.mod_revision})' if leader else ''}\n")
     hosts = cluster.hosts()
-    for name, host in sorted(hosts.items()):
-        out.write(f"{name:20} {host.state.value:26} {host.reason}\n")
-    out.write(f"{len(hosts)} host(s), {len(cluster.placements())} placement(s)\n")
+    corrupt = {key[len(HOSTS):]: problem for key, problem in cluster.state.corrupt.items() if key.startswith(HOSTS)}
+    for name in sorted({*hosts, *corrupt}):
+        if name in corrupt:
+            out.write(f"{name:20} {'CORRUPT':26} {corrupt[name]}\n")
+        else:
+            out.write(f"{name:20} {hosts[name].state.value:26} {hosts[name].reason}\n")
+    if CONFIG_KEY in cluster.state.corrupt:
+        out.write(f"config: CORRUPT ({cluster.state.corrupt[CONFIG_KEY]}); the last good one is in force\n")
+    out.write(f"{len(hosts) + len(corrupt)} host(s), {len(cluster.placements())} placement(s)\n")
     return 0

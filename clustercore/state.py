@@ -65,6 +65,8 @@ class ClusterState:
         self.store = store
         self._cache: dict[str, Versioned[Any]] = {}
         self.corrupt: dict[str, str] = {}
+        self.corrupt_revision: dict[str, int] = {}
+        self._config: Versioned[ClusterConfig] = Versioned(ClusterConfig(), 0)
 
     def _decode(self, kv: KeyValue, prefix: str, parse: Callable[[object], Any]) -> Versioned[Any]:
         cached = self._cache.get(kv.key)
@@ -72,12 +74,15 @@ class ClusterState:
             return cached
         try:
             obj = parse(json.loads(kv.value))
-        except (ValueError, ValidationError) as exc:
+        except (ValueError, ValidationError, TypeError, RecursionError) as exc:
+            self.corrupt_revision[kv.key] = kv.mod_revision
             raise CorruptEntry(kv.key, str(exc)) from exc
         name = getattr(obj, "workload", None) or getattr(obj, "name", None)
         if prefix in _NAMED and kv.key != prefix + str(name):
+            self.corrupt_revision[kv.key] = kv.mod_revision
             raise CorruptEntry(kv.key, f"the value names {name!r}")
         self.corrupt.pop(kv.key, None)
+        self.corrupt_revision.pop(kv.key, None)
         versioned = Versioned(obj, kv.mod_revision)
         self._cache[kv.key] = versioned
         return versioned
@@ -130,6 +135,10 @@ class ClusterState:
     def placement(self, workload: str) -> Versioned[Placement] | None:
         return self._get(PLACEMENTS, workload, Placement.from_dict)
 
+    def decode_placement(self, kv: KeyValue) -> Versioned[Placement]:
+        """One ``placements/`` entry decoded (cached per revision); CorruptEntry when it is not one."""
+        return self._decode(kv, PLACEMENTS, Placement.from_dict)
+
     @staticmethod
     def report(kv: KeyValue) -> HostReport:
         """Decode one heartbeat entry (the controller decodes only when its bytes change)."""
@@ -139,8 +148,19 @@ class ClusterState:
             raise CorruptEntry(kv.key, str(exc)) from exc
 
     def config(self) -> Versioned[ClusterConfig]:
-        found = self._get("config/", "cluster", ClusterConfig.from_dict)
-        return found if found is not None else Versioned(ClusterConfig(), 0)
+        """The cluster's config; while the stored one cannot be decoded, the last good one
+        read (the defaults if none was) stays in force and the problem is in ``corrupt``."""
+        try:
+            found = self._get("config/", "cluster", ClusterConfig.from_dict)
+        except CorruptEntry as exc:
+            if self.corrupt.get(CONFIG_KEY) != exc.problem:
+                log.error("%s (the last good config stays in force)", exc)
+                self.corrupt[CONFIG_KEY] = exc.problem
+            return Versioned(self._config.value, self.corrupt_revision.get(CONFIG_KEY, self._config.revision))
+        if found is None:
+            found = Versioned(ClusterConfig(), 0)
+        self._config = found
+        return found
 
 
 class Informer:

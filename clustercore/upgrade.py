@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from clustercore.errors import ClusterError, NoValidHost
-from clustercore.lifecycle import HostEvent
 from clustercore.maintenance import AvoidFilter
 from clustercore.model import Host, HostState, Placement, Reader
 
@@ -108,7 +107,7 @@ class RollingUpgrade:
         self._save()
 
     def _save(self) -> None:
-        self.cluster.store.put(KEY, json.dumps(self.status.to_dict()).encode())
+        self.cluster.writer.upgrade_status(KEY, json.dumps(self.status.to_dict()).encode())
 
     def _set(self, **changes: Any) -> UpgradeStatus:
         self.status = attrs.evolve(self.status, **changes)
@@ -118,7 +117,7 @@ class RollingUpgrade:
     def _fail(self, why: str) -> UpgradeStatus:
         from clustercore.events import Event
 
-        self.cluster.events.record(Event(self.cluster.clock.now(), "cluster", "upgrade-failed", why,
+        self.cluster.writer.record(Event(self.cluster.clock.now(), "cluster", "upgrade-failed", why,
                                          self.status.current or "", ""))
         return self._set(phase="failed", failure=why)
 
@@ -166,7 +165,7 @@ class RollingUpgrade:
                 except ClusterError as exc:
                     return self._fail(f"{name}: upgrade hook failed: {exc}")
                 if rebooting:
-                    cluster._operate(name, HostEvent.REBOOT, "rebooting to finish its upgrade")
+                    cluster.reboot_host(name, "rebooting to finish its upgrade")
                     return self._set(phase="rebooting")
                 cluster.activate_host(name)
                 return self._set(phase="activating")

@@ -1,0 +1,136 @@
+"""Drain: a host PreparingForMaintenance has its workloads moved away, then goes Maintenance.
+
+Each pass of a drain collects ended moves, gives up after too many failures of one
+workload (the host goes back Up, with the reason), finishes when nothing is left (the
+flavors' ``prepare_maintenance``, off the pass, then Maintenance), else launches moves
+(:func:`~clustercore.maintenance.plan_drain`) up to the parallel limit on the controller's
+executor. :meth:`Drain.move` is one move through the workload's driver: the store says
+Migrating while it moves and names the new host only once the driver succeeded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from clustercore.errors import ClusterError, FlavorError
+from clustercore.events import Event
+from clustercore.lifecycle import HostEvent
+from clustercore.maintenance import AvoidFilter, Drainer, DrainPolicy, Move, moves_to_launch, plan_drain
+from clustercore.model import Host, HostState, Placement, Workload
+from clustercore.placements import PlacementEvent, in_flight
+from clustercore.plugins import Plugins
+from clustercore.reconcile.calls import HostCalls, outcome
+from clustercore.reconcile.hosts import Pending
+from clustercore.reconcile.observe import View
+from clustercore.reconcile.writer import Decision, Writer
+from clustercore.scheduling.engine import Filter, HostFilter, Scheduler
+from clustercore.state import ClusterState, Versioned
+
+E = PlacementEvent
+
+
+class Drain:
+    def __init__(self, state: ClusterState, plugins: Plugins, calls: HostCalls, writer: Writer, drainer: Drainer,
+                 scheduler: Callable[[Sequence[Filter | HostFilter]], Scheduler], now: Callable[[], float]) -> None:
+        self.state = state
+        self.plugins = plugins
+        self.calls = calls
+        self.writer = writer
+        self.drainer = drainer
+        self.scheduler = scheduler
+        self.now = now
+        self.errors: list[str] = []  # of the pass being run
+
+    def decide(self, current: Versioned[Host], view: View, workloads: int) -> Decision | None:
+        host = current.value
+        if host.state is not HostState.PREPARING_FOR_MAINTENANCE:
+            return None
+        config = view.config
+        policy = DrainPolicy(config.drain_parallel, config.drain_attempts)
+        drainer = self.drainer
+        for ended in drainer.collect(host.name):
+            if ended.error is not None:
+                self.errors.append(f"drain of {host.name}: {ended.move.workload} -> {ended.move.target}: "
+                                   f"{ended.error}")
+        attempts = drainer.attempts.get(host.name, {})
+        for workload, count in attempts.items():
+            if count >= policy.max_attempts:
+                return self._give_up(host, workload, count, "")
+        mine = [p for p in self.state.placements().values() if p.value.host == host.name]
+        moving = drainer.in_flight(host.name)
+        if not mine and not moving:
+            return self._finish(current, view)
+        # A move or start some other manager began (it died mid-way) counts as in flight
+        # until the settle reconciler has settled it.
+        moving |= {p.value.workload for p in mine if in_flight(p.value)}
+        if len(moving) >= policy.parallel:
+            return None
+        avoid = drainer.avoid.get(host.name, {})
+        plan = plan_drain(host.name, self.scheduler([AvoidFilter(dict(avoid))] if avoid else []))
+        for stuck in plan.stuck:
+            if attempts.get(stuck.workload) and stuck.workload not in moving:
+                # It failed to move and no other host is left to try: retrying cannot help.
+                return self._give_up(host, stuck.workload, attempts[stuck.workload], "; no other host can take it")
+            self.errors.append(str(stuck))
+        for move in moves_to_launch(plan, moving, policy):
+            drainer.launch(move, self._run_move)
+        return None
+
+    def _finish(self, current: Versioned[Host], view: View) -> Decision | None:
+        host = current.value
+        key = ("drain", host.name, current.revision)
+        call = self.calls.get(key) or self.calls.submit(host.name, key, lambda: self.plugins.prepare_maintenance(host),
+                                                       view.config.call_timeout)
+        if call.overdue(view.now):
+            self.calls.forget(key)
+            error: BaseException | None = TimeoutError(
+                f"prepare_maintenance of {host.name} did not answer within {view.config.call_timeout:.0f} s")
+        else:
+            finished = self.calls.take(key)
+            if finished is None:
+                raise Pending(key)
+            _, error = outcome(finished)
+        if error is not None:
+            self.errors.append(str(error))
+            self.writer.record(Event(view.now, f"host/{host.name}", "prepare-maintenance-failed", str(error)))
+            return None
+        self.drainer.forget(host.name)
+        return Decision(host, HostEvent.DRAINED, "no workloads left")
+
+    def _give_up(self, host: Host, workload: str, count: int, why: str) -> Decision:
+        tried = ", ".join(sorted(self.drainer.avoid.get(host.name, {}).get(workload, ())))
+        self.drainer.forget(host.name)
+        return Decision(host, HostEvent.CANCEL_MAINTENANCE,
+                        f"drain gave up: {workload} failed to move {count} times (tried {tried}){why}")
+
+    def _run_move(self, move: Move) -> Placement:
+        current = self.state.placement(move.workload)
+        if current is None or current.value.host != move.source:
+            raise ClusterError(f"{move.workload} is no longer on {move.source}")
+        workload = self.state.workload(move.workload).value
+        return self.move(current, workload, move.target, self.now(), reason=f"drain of {move.source}")
+
+    def move(self, current: Versioned[Placement], workload: Workload, target: str, now: float,
+             reason: str = "") -> Placement:
+        """Move a placed workload to ``target`` through its flavor's driver. The store says
+        Migrating while it moves and names the new host only after the driver succeeds; on
+        failure the placement is back on its source, Running."""
+        source = self.state.host(current.value.host).value
+        dest = self.state.host(target).value
+        driver = self.plugins.driver(workload.flavor)
+        moving = self.writer.place(current, E.MIGRATE, now, current.value.reason, target=target)
+        assert moving is not None
+        try:
+            if driver.live_migration:
+                driver.migrate(workload, source, dest)
+            else:
+                driver.stop(workload, source)
+                driver.start(workload, dest)
+        except Exception as exc:
+            self.writer.place(moving, E.MIGRATION_FAILED, current.value.since, f"move failed: {exc}", Event(
+                now, f"workload/{workload.name}", "migration-failed", str(exc), source.name, target))
+            raise FlavorError(workload.flavor, "migrate", f"{type(exc).__name__}: {exc}") from exc
+        moved = self.writer.place(moving, E.MIGRATED, now, f"moved from {source.name}", Event(
+            now, f"workload/{workload.name}", "migrated", reason, source.name, target))
+        assert moved is not None
+        return moved.value

@@ -1,0 +1,147 @@
+"""Observe: what the store says now, turned into a frozen :class:`View` for one pass.
+
+Three informers (hosts, heartbeats, placements) follow the store by watch, so a pass
+decodes only what changed. A host is *seen* at ``now`` when its heartbeat key gets a new
+revision (the controller's clock, not the host's); a changed report updates the topology
+(networks and storage it reaches) and a new boot id marks the host *rebooted*. Placements
+that became Failed, whoever wrote them, are collected for recovery. Followers observe too,
+so a new leader's caches are warm and its heartbeats timed.
+
+A corrupt host entry is not dropped: it is listed in ``corrupt`` (shown as CORRUPT by
+``manager status``) with one ``host-corrupt`` event per bad revision, and the last good
+value read of it stays in the view, so its heartbeats are still judged, it is still fenced
+and its workloads are still restarted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from types import MappingProxyType
+
+import attrs
+
+from clustercore.config import ClusterConfig
+from clustercore.errors import CorruptEntry
+from clustercore.events import Event, EventLog
+from clustercore.model import Host, HostReport, PlacementState
+from clustercore.state import CONFIG_KEY, HEARTBEATS, HOSTS, PLACEMENTS, ClusterState, Informer, Versioned
+from clustercore.store.base import Store
+from clustercore.topology import Topology
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class View:
+    """One pass's look at the cluster (read-only mappings over the observer's caches)."""
+
+    now: float
+    config: ClusterConfig
+    hosts: Mapping[str, Versioned[Host]]
+    last_seen: Mapping[str, float]
+    reports: Mapping[str, HostReport]
+    corrupt: Mapping[str, str]
+
+
+class Observer:
+    def __init__(self, store: Store, state: ClusterState, events: EventLog) -> None:
+        self.state = state
+        self.events = events
+        self.topology = Topology()
+        self.hosts: dict[str, Versioned[Host]] = {}
+        self.last_seen: dict[str, float] = {}
+        self.reports: dict[str, HostReport] = {}
+        self.corrupt: dict[str, str] = {}  # host name -> problem
+        self.reboots: set[str] = set()  # hosts seen rebooting, acted on by the leader
+        self.failed: set[str] = set()  # placements Failed, by anyone
+        self._host_informer = Informer(store, HOSTS)
+        self._beat_informer = Informer(store, HEARTBEATS)
+        self._placement_informer = Informer(store, PLACEMENTS)
+        self._report_bytes: dict[str, bytes] = {}
+        self._told: dict[str, int] = {}  # key -> revision whose corruption was recorded
+
+    def sync(self, now: float, errors: list[str]) -> View:
+        config = self.state.config().value
+        self._tell_corrupt(CONFIG_KEY, now, "config-corrupt", "cluster", "the last good config stays in force")
+        self.topology.require(config.required_networks, config.required_storage)
+        self._sync_hosts(now, errors)
+        self._sync_beats(now, errors)
+        self._sync_placements(errors)
+        return View(now, config, MappingProxyType(self.hosts), MappingProxyType(self.last_seen),
+                    MappingProxyType(self.reports), MappingProxyType(self.corrupt))
+
+    def committed(self, host: Host, revision: int) -> None:
+        """This manager wrote ``host`` at ``revision``: the same pass sees it at once."""
+        self.hosts[host.name] = Versioned(host, revision)
+        self.corrupt.pop(host.name, None)
+
+    def _tell_corrupt(self, key: str, now: float, kind: str, subject: str, consequence: str) -> None:
+        problem = self.state.corrupt.get(key)
+        revision = self.state.corrupt_revision.get(key, 0)
+        if problem is None or self._told.get(key) == revision:
+            return
+        self._told[key] = revision
+        log.error("corrupt store entry %r: %s (%s)", key, problem, consequence)
+        try:
+            self.events.record(Event(now, subject, kind, f"{key}: {problem}; {consequence}"))
+        except Exception as exc:  # a follower, or the store is away: told again later
+            del self._told[key]
+            log.debug("cannot record %s: %s", kind, exc)
+
+    def _sync_hosts(self, now: float, errors: list[str]) -> None:
+        changed, deleted = self._host_informer.sync()
+        for name in deleted:
+            self.hosts.pop(name, None)
+            self.corrupt.pop(name, None)
+            self.topology.remove_host(name)
+        for name in changed:
+            kv = self._host_informer.items[name]
+            try:
+                current = self.state.decode_host(kv)
+            except CorruptEntry as exc:
+                errors.append(str(exc))
+                self.corrupt[name] = exc.problem
+                last = self.hosts.get(name)
+                if last is not None:  # keep judging it by its last good value
+                    self.hosts[name] = Versioned(last.value, kv.mod_revision)
+                self._tell_corrupt(HOSTS + name, now, "host-corrupt", f"host/{name}",
+                                   "judged by its last good value" if last else "not judged until it is fixed")
+                continue
+            self.corrupt.pop(name, None)
+            self.hosts[name] = current
+            self.topology.add_host(current.value)
+
+    def _sync_beats(self, now: float, errors: list[str]) -> None:
+        changed, _ = self._beat_informer.sync()
+        items, report_bytes = self._beat_informer.items, self._report_bytes
+        for name in changed:
+            self.last_seen[name] = now
+            kv = items[name]
+            if report_bytes.get(name) == kv.value:
+                continue
+            try:
+                report = self.state.report(kv)
+            except CorruptEntry as exc:
+                errors.append(str(exc))
+                log.error("%s", exc)
+                continue
+            report_bytes[name] = kv.value
+            old = self.reports.get(name)
+            self.reports[name] = report
+            if old is not None and old.boot_id and report.boot_id != old.boot_id:
+                self.reboots.add(name)
+            self.topology.set_reachable(name, report.networks, report.storage)
+
+    def _sync_placements(self, errors: list[str]) -> None:
+        changed, deleted = self._placement_informer.sync()
+        items = self._placement_informer.items
+        for name in changed:
+            try:
+                placement = self.state.decode_placement(items[name]).value
+            except CorruptEntry as exc:
+                errors.append(str(exc))
+                continue
+            if placement.state is PlacementState.FAILED:
+                self.failed.add(name)
+        self.failed -= deleted

@@ -1,0 +1,190 @@
+"""Recovery: what died with a host comes back elsewhere (HA restart), or is lost.
+
+A placement is Failed when its host went Down (fenced, or confirmed by an operator), was
+seen rebooting, or a settled move found it nowhere (:func:`clustercore.placements.fail_host`).
+Each pass, highest priority first:
+
+* a Failed placement that was moving keeps its move's target: the target is asked first
+  (off the pass); when it runs the workload, the placement is Running there;
+* a workload that is not HA is lost with its host (the placement is deleted, ``lost``);
+* an HA one is restarted where the scheduler says: Starting is in the store before the
+  driver acts (a deposed leader's write fails there), the start runs on the target's call
+  lane; Running once it returns, Failed again with a doubling backoff (10 s to 300 s) if it
+  fails. A start that outlives its deadline is left Starting: the settle reconciler asks
+  the host later, so nothing is started twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import attrs
+
+from clustercore.driver import WorkloadState
+from clustercore.errors import ClusterError
+from clustercore.events import Event
+from clustercore.model import Placement, PlacementState, Workload
+from clustercore.placements import PlacementEvent
+from clustercore.plugins import Plugins
+from clustercore.reconcile.calls import HostCalls, outcome
+from clustercore.reconcile.observe import Observer, View
+from clustercore.reconcile.writer import Writer
+from clustercore.scheduling.engine import Scheduler
+from clustercore.state import ClusterState, Versioned
+
+log = logging.getLogger(__name__)
+E = PlacementEvent
+
+
+@attrs.frozen
+class Restart:
+    """An HA restart under way: the Starting placement's revision, where, and from where."""
+
+    revision: int
+    target: str
+    dead: str
+
+
+class Recovery:
+    def __init__(self, state: ClusterState, plugins: Plugins, calls: HostCalls, writer: Writer,
+                 observer: Observer, scheduler: Callable[[], Scheduler], may_act: Callable[[], bool]) -> None:
+        self.state = state
+        self.plugins = plugins
+        self.calls = calls
+        self.writer = writer
+        self.observer = observer
+        self.scheduler = scheduler
+        self.may_act = may_act
+        self.retry: dict[str, tuple[float, float]] = {}  # workload -> (next try, delay)
+        self.restarting: dict[str, Restart] = {}
+
+    def rebooted(self, now: float, errors: list[str]) -> None:
+        """Hosts seen with a new boot id: their placements fail (HA ones restart)."""
+        while self.observer.reboots:
+            failed, problems = self.writer.host_rebooted(self.observer.reboots.pop(), now)
+            self.observer.failed.update(failed)
+            errors.extend(problems)
+
+    def sync(self, view: View, errors: list[str]) -> None:
+        now = view.now
+        for name in list(self.restarting):
+            self._collect(name, now, view.config.call_timeout, errors)
+        failed = self.observer.failed
+        if not failed:
+            return
+        workloads = {n: v.value for n, v in self.state.workloads().items()}
+        found = [(n, self.state.placement(n)) for n in failed]
+        order = sorted(((n, p) for n, p in found if p is not None and p.value.state is PlacementState.FAILED),
+                       key=lambda np: -(workloads[np[0]].priority if np[0] in workloads else 0))
+        failed.intersection_update(n for n, _ in order)
+        for name, current in order:
+            if not self.may_act():
+                return
+            try:
+                self._recover(current, workloads.get(name), view, errors)
+            except ClusterError as exc:
+                errors.append(f"recovery of {name}: {exc}")
+
+    def _recover(self, current: Versioned[Placement], workload: Workload | None, view: View,
+                 errors: list[str]) -> None:
+        now, p = view.now, current.value
+        name, dead = p.workload, p.host
+        if workload is not None and p.target is not None:
+            cleared = self._moved_meanwhile(current, workload, view)
+            if cleared is None:
+                return
+            current = cleared
+        if workload is None or not workload.ha:
+            self.writer.place(current, E.LOSE, now, recorded=Event(
+                now, f"workload/{name}", "lost", f"{dead} is down and {name} is not HA", dead, ""))
+            self.observer.failed.discard(name)
+            return
+        retry = self.retry.get(name)
+        if retry is not None and now < retry[0]:
+            return
+        try:
+            target = self.scheduler().select(workload)
+        except ClusterError as exc:
+            self._backoff(name, now, f"HA restart of {name}: {exc}", errors)
+            return
+        # Starting is in the store before the driver acts (a deposed leader's write fails here).
+        starting = self.writer.place(current, E.RESTART, now, f"restarting: {dead} is down", host=target)
+        assert starting is not None
+        self.observer.failed.discard(name)
+        host = self.state.host(target).value
+        driver = self.plugins.driver(workload.flavor)
+        self.restarting[name] = Restart(starting.revision, target, dead)
+        self.calls.submit(target, ("start", name, starting.revision), lambda: driver.start(workload, host),
+                          view.config.call_timeout)
+
+    def _collect(self, name: str, now: float, timeout: float, errors: list[str]) -> None:
+        restart = self.restarting[name]
+        key = ("start", name, restart.revision)
+        call = self.calls.get(key)
+        if call is not None and call.overdue(now):
+            self.calls.forget(key)
+            del self.restarting[name]
+            errors.append(f"HA restart of {name} on {restart.target}: no answer within {timeout:.0f} s; "
+                          "left Starting for the settle reconciler")
+            return
+        finished = self.calls.take(key)
+        if finished is None and call is not None:
+            return
+        del self.restarting[name]
+        current = self.state.placement(name)
+        if current is None or current.revision != restart.revision:
+            return  # someone else changed it meanwhile: decided again from the store
+        error = outcome(finished)[1] if finished is not None else RuntimeError("the start was dropped")
+        if error is not None:
+            self.writer.place(current, E.RESTART_FAILED, current.value.since,
+                              f"restart on {restart.target} failed: {error}", host=restart.dead)
+            self.observer.failed.add(name)
+            detail = str(error) if isinstance(error, ClusterError) else f"{type(error).__name__}: {error}"
+            self._backoff(name, now, f"HA restart of {name} on {restart.target}: {detail}", errors)
+            return
+        self.retry.pop(name, None)
+        self.writer.place(current, E.STARTED, now, f"restarted: {restart.dead} is down", Event(
+            now, f"workload/{name}", "restarted", f"{restart.dead} is down", restart.dead, restart.target))
+
+    def _backoff(self, name: str, now: float, why: str, errors: list[str]) -> None:
+        retry = self.retry.get(name)
+        delay = min(2 * retry[1], 300.0) if retry else 10.0
+        self.retry[name] = (now + delay, delay)
+        errors.append(f"{why} (retry in {delay:.0f} s)")
+
+    def _moved_meanwhile(self, current: Versioned[Placement], workload: Workload,
+                         view: View) -> Versioned[Placement] | None:
+        """It was moving when its host went down: when the move's target runs it, it is
+        Running there (None); else the target is cleared. None too while the target is asked."""
+        p = current.value
+        assert p.target is not None
+        target = self.state.host(p.target).value
+        key = ("found", p.workload, current.revision)
+        if target.state is not target.state.DOWN:
+            driver = self.plugins.driver(workload.flavor)
+            call = self.calls.get(key) or self.calls.submit(target.name, key, lambda: driver.inspect(workload, target),
+                                                           view.config.call_timeout)
+            if call.overdue(view.now):
+                self.calls.forget(key)
+                raise ClusterError(f"is {p.workload} on {target.name}? no answer within "
+                                   f"{view.config.call_timeout:.0f} s")
+            finished = self.calls.take(key)
+            if finished is None:
+                return None
+            state, error = outcome(finished)
+            if error is not None:
+                raise ClusterError(f"is {p.workload} on {target.name}? {error}")
+            if state is WorkloadState.RUNNING:
+                self.writer.place(current, E.FOUND, view.now, f"moved from {p.host}", Event(
+                    view.now, f"workload/{p.workload}", "migrated", f"the move had finished when {p.host} went down",
+                    p.host, target.name), host=target.name)
+                self.observer.failed.discard(p.workload)
+                return None
+        return self.writer.place(current, E.CLEAR_TARGET, p.since, p.reason)
+
+    def launched(self) -> set[str]:
+        return set(self.restarting)
+
+    def cancel(self) -> None:
+        self.restarting.clear()

@@ -1,0 +1,163 @@
+"""Every store transaction of the control plane, in one place.
+
+Each write is one transaction: compare-and-swap on the revision that was read, and the
+event that tells why, together, so the store never holds a change without its reason nor a
+reason without its change. Hosts change through :meth:`Writer.host_transition` (the host
+state machine, :mod:`clustercore.lifecycle`), placements through :meth:`Writer.placement`
+(the placement state machine, :mod:`clustercore.placements`). A lost compare-and-swap
+raises :class:`~clustercore.errors.Conflict` and writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import attrs
+
+from clustercore import placements
+from clustercore.config import ClusterConfig
+from clustercore.errors import Conflict, HostExists
+from clustercore.events import Event, EventLog
+from clustercore.lifecycle import HostEvent, transition
+from clustercore.model import Host, HostReport, HostState, NonOperationalReason, Placement, Workload
+from clustercore.placements import PlacementEvent
+from clustercore.state import CONFIG_KEY, HEARTBEATS, HOSTS, PLACEMENTS, WORKLOADS, ClusterState, Versioned, encode
+from clustercore.store.base import Check, Delete, Put, Store
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class Decision:
+    """A host transition to commit: ``base`` is the host to transition (it may carry new facts)."""
+
+    base: Host
+    event: HostEvent
+    reason: str
+    non_operational: NonOperationalReason | None = None
+
+
+@attrs.frozen
+class Committed:
+    """A stored host transition: the new host, its event, the revision, the placements that failed."""
+
+    host: Host
+    event: Event
+    revision: int
+    failed: tuple[str, ...] = ()
+
+
+class Writer:
+    def __init__(self, store: Store, state: ClusterState, events: EventLog) -> None:
+        self.store = store
+        self.state = state
+        self.events = events
+
+    # ------------------------------------------------------------------ hosts
+
+    def register(self, host: Host, now: float) -> Host:
+        event = Event(now, f"host/{host.name}", "registered", "", "", str(host.state))
+        key = HOSTS + host.name
+        try:
+            self.store.txn([Check(key, 0)], [Put(key, encode(host)), self.events.put_op(event)])
+        except Conflict:
+            raise HostExists(host.name) from None
+        log.info("%s", event)
+        return host
+
+    def host_transition(self, current: Versioned[Host], decision: Decision, now: float,
+                        remove: bool = False) -> Committed:
+        """Store ``decision`` with its event; a host that goes Down takes its placements with
+        it in the same transaction (whatever ran there died: a host that comes back at once
+        cannot make its dead workloads look alive). ``remove`` deletes the host and its
+        heartbeat."""
+        old = current.value
+        new = transition(decision.base, decision.event, now, decision.reason, decision.non_operational)
+        event = Event(now, f"host/{old.name}", decision.event.value, decision.reason, str(old.state), str(new.state))
+        key = HOSTS + old.name
+        checks = [Check(key, current.revision)]
+        ops: list[Put | Delete] = [Delete(key) if remove else Put(key, encode(new)), self.events.put_op(event)]
+        if remove and self.store.get(HEARTBEATS + old.name) is not None:
+            ops.append(Delete(HEARTBEATS + old.name))
+        dead: list[str] = []
+        if new.state is HostState.DOWN and old.state is not HostState.DOWN:
+            for p, failed in placements.fail_host(self.state.placements(), old.name, now,
+                                                  f"{old.name} is down: {decision.reason}"):
+                checks.append(Check(PLACEMENTS + failed.workload, p.revision))
+                ops.append(Put(PLACEMENTS + failed.workload, encode(failed)))
+                dead.append(failed.workload)
+        revision = self.store.txn(checks, ops)
+        log.info("%s", event)
+        return Committed(new, event, revision, tuple(dead))
+
+    def host_rebooted(self, host: str, now: float) -> tuple[list[str], list[str]]:
+        """``host`` booted since its last heartbeat: its placements fail, each in its own
+        transaction with its event. Returns (failed, errors)."""
+        failed, errors = [], []
+        for current, new in placements.fail_host(self.state.placements(), host, now,
+                                                 f"{host} rebooted (new boot id)"):
+            try:
+                self.placement(current, new, Event(now, f"workload/{new.workload}", "host-rebooted",
+                                                   f"{host} rebooted: {new.workload} died with it", host, ""))
+            except Conflict as exc:
+                errors.append(f"{new.workload} on rebooted {host}: {exc}")
+                continue
+            failed.append(new.workload)
+        return failed, errors
+
+    # ------------------------------------------------------------------ placements
+
+    def placement(self, current: Versioned[Placement] | None, new: Placement | None,
+                  event: Event | None = None, name: str = "") -> int:
+        """Replace the placement read as ``current`` (None: there was none) by ``new`` (None:
+        delete it), with ``event``; returns the new revision."""
+        workload = new.workload if new is not None else current.value.workload if current is not None else name
+        key = PLACEMENTS + workload
+        ops: list[Put | Delete] = [Put(key, encode(new)) if new is not None else Delete(key)]
+        if event is not None:
+            ops.append(self.events.put_op(event))
+        revision = self.store.txn([Check(key, current.revision if current is not None else 0)], ops)
+        if event is not None:
+            log.info("%s", event)
+        return revision
+
+    def place(self, current: Versioned[Placement] | None, event: PlacementEvent, now: float, reason: str = "",
+              recorded: Event | None = None, *, workload: str = "", host: str | None = None,
+              target: str | None = None, keep_target: bool = False) -> Versioned[Placement] | None:
+        """Apply a placement ``event`` (the state machine checks it) and store the result
+        with ``recorded``; the new placement and its revision (None once deleted)."""
+        before = current.value if current is not None else None
+        new = placements.transition(before, event, now, reason, workload=workload, host=host, target=target,
+                                    keep_target=keep_target)
+        revision = self.placement(current, new, recorded, name=workload)
+        return None if new is None else Versioned(new, revision)
+
+    # ------------------------------------------------------------------ workloads
+
+    def define(self, workload: Workload, now: float) -> None:
+        self.store.txn([Check(WORKLOADS + workload.name, 0)], [
+            Put(WORKLOADS + workload.name, encode(workload)),
+            self.events.put_op(Event(now, f"workload/{workload.name}", "defined"))])
+
+    def update_workload(self, current: Versioned[Workload], new: Workload, now: float, reason: str) -> None:
+        self.store.txn([Check(WORKLOADS + new.name, current.revision)], [
+            Put(WORKLOADS + new.name, encode(new)),
+            self.events.put_op(Event(now, f"workload/{new.name}", "updated", reason))])
+
+    def forget_workload(self, name: str, revision: int, now: float) -> None:
+        self.store.txn([Check(WORKLOADS + name, revision)], [
+            Delete(WORKLOADS + name), self.events.put_op(Event(now, f"workload/{name}", "deleted"))])
+
+    # ------------------------------------------------------------------ cluster
+
+    def configure(self, config: ClusterConfig, revision: int) -> None:
+        self.store.put(CONFIG_KEY, encode(config), expect=revision)
+
+    def heartbeat(self, host: str, report: HostReport, lease: int = 0) -> None:
+        self.store.put(HEARTBEATS + host, encode(report), lease=lease)
+
+    def upgrade_status(self, key: str, data: bytes) -> None:
+        self.store.put(key, data)
+
+    def record(self, event: Event) -> None:
+        self.events.record(event)
