@@ -43,7 +43,8 @@ class Cluster:
     the flavors installed under the ``clustercore.flavors`` entry points, the system clock."""
 
     def __init__(self, store: Store | None = None, plugins: Plugins | None = None, clock: Clock | None = None,
-                 config: ClusterConfig | None = None, executor: Executor | None = None) -> None:
+                 config: ClusterConfig | None = None, executor: Executor | None = None,
+                 may_act: Callable[[], bool] | None = None) -> None:
         self.clock = clock or SystemClock()
         self.store = store if store is not None else MemoryStore(clock=self.clock)
         self.plugins = plugins if plugins is not None else Plugins()
@@ -53,7 +54,7 @@ class Cluster:
         if config is not None:
             self.configure(config)
         self.controller = Controller(self.store, self.plugins, self.clock, self.state, self.events, executor,
-                                     self.writer)
+                                     self.writer, may_act)
 
     # ------------------------------------------------------------------ configuration
 

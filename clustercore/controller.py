@@ -64,15 +64,17 @@ class StepReport:
 
 class Controller:
     def __init__(self, store: object, plugins: Plugins, clock: Clock, state: ClusterState,
-                 events: EventLog, executor: Executor | None = None, writer: Writer | None = None) -> None:
+                 events: EventLog, executor: Executor | None = None, writer: Writer | None = None,
+                 may_act: Callable[[], bool] | None = None) -> None:
         self.plugins, self.clock, self.state, self.events = plugins, clock, state, events
         self.writer = writer or Writer(state.store, state, events)
         self.calls = HostCalls(clock)
         self.observer = Observer(state.store, state, events)
         self.topology = self.observer.topology
         self.drainer = Drainer(executor)
-        self.may_act: Callable[[], bool] = lambda: True  # leads, lease valid (clustercore.leadership)
-        act = lambda: self.may_act()  # noqa: E731 - late bound: a manager sets may_act after
+        # Whether this manager may act now: it leads and its lease is valid (clustercore.leadership).
+        self.may_act: Callable[[], bool] = may_act or (lambda: True)
+        act = self.may_act
         self.hosts = Hosts(plugins, self.calls, self.topology)
         self.drain = Drain(state, plugins, self.calls, self.writer, self.drainer, self.scheduler, clock.now)
         self.fence = Fence(plugins, self.calls, self.writer, self.drainer.executor, act, clock.now())

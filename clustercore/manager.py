@@ -46,8 +46,7 @@ class Manager:
         # Moves and fence jobs run beside the loop, which keeps renewing the lease meanwhile.
         self.executor = ThreadPoolExecutor(4, thread_name_prefix=f"manager-{name}")
         self.cluster = Cluster(store=GuardedStore(store, self.elector), plugins=plugins, clock=self.clock,
-                               executor=self.executor)
-        self.cluster.controller.may_act = self.elector.may_act
+                               executor=self.executor, may_act=self.elector.may_act)
         self._token = 0  # the leadership the controller last took over
         self._pass_started: float | None = None  # monotonic time of the pass under way
         self.store_errors = 0  # passes in a row that the store failed

@@ -100,6 +100,11 @@ def frozen_map(value: Mapping[Any, Any] | None) -> FrozenMap[Any, Any]:
     return frozen
 
 
+#: Bounds of every integer and number read from input (see :meth:`Reader.integer`).
+MAX_INTEGER = 2**48
+MAX_NUMBER = 1e15
+
+
 class Reader:
     """Reads one dict of user input, naming the dotted field of anything wrong.
 
@@ -137,7 +142,10 @@ class Reader:
             raise self.fail(name, f"must match {pattern.pattern}", value)
         return value
 
-    def integer(self, name: str, default: int | None = None, minimum: int | None = None) -> int:
+    def integer(self, name: str, default: int | None = None, minimum: int | None = None,
+                maximum: int = MAX_INTEGER) -> int:
+        """An integer in [minimum, maximum]: every integer read is bounded (by default to
+        2**48, so sums over many hosts still fit numpy's int64)."""
         value = self.get(name, default)
         if value is None:
             raise self.fail(name, "is required")
@@ -145,16 +153,24 @@ class Reader:
             raise self.fail(name, "must be an integer", value)
         if minimum is not None and value < minimum:
             raise self.fail(name, f"must be >= {minimum}", value)
+        if value > maximum:
+            raise self.fail(name, f"must be <= {maximum}", value if value.bit_length() < 64 else "a huge integer")
         return value
 
-    def number(self, name: str, default: float | None = None, minimum: float | None = None) -> float:
+    def number(self, name: str, default: float | None = None, minimum: float | None = None,
+               maximum: float = MAX_NUMBER) -> float:
+        """A finite number in [minimum, maximum] (by default at most 1e15)."""
         value = self.get(name, default)
         if value is None:
             raise self.fail(name, "is required")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > maximum:
+            raise self.fail(name, f"must be <= {maximum:g}", value if value.bit_length() < 64 else "a huge integer")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise self.fail(name, "must be a finite number", value)
         if minimum is not None and value < minimum:
             raise self.fail(name, f"must be >= {minimum}", value)
+        if value > maximum:
+            raise self.fail(name, f"must be <= {maximum:g}", value)
         return float(value)
 
     def boolean(self, name: str, default: bool = False) -> bool:

@@ -148,7 +148,6 @@ class PlacementState(enum.Enum):
     STARTING = "Starting"
     RUNNING = "Running"
     MIGRATING = "Migrating"
-    STOPPED = "Stopped"
     FAILED = "Failed"
 
     def __str__(self) -> str:

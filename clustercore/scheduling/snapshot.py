@@ -103,7 +103,7 @@ class Snapshot:
         placed: list[list[Workload]] = [[] for _ in hosts]
         for p in placements:
             w = workloads.get(p.workload)
-            if w is None or p.state in (PlacementState.STOPPED, PlacementState.FAILED):
+            if w is None or p.state is PlacementState.FAILED:
                 continue
             for name in (p.host, p.target) if p.target else (p.host,):
                 if name in index:
