@@ -19,7 +19,7 @@ from clustercore.clock import Clock, SystemClock
 from clustercore.config import ClusterConfig
 from clustercore.controller import Controller, StepReport
 from clustercore.driver import movable
-from clustercore.errors import Conflict, FlavorError, HostBusy, MaintenanceVetoed
+from clustercore.errors import Conflict, FlavorError, HostBusy, MaintenanceVetoed, ValidationError
 from clustercore.events import Event, EventLog
 from clustercore.lifecycle import HostEvent
 from clustercore.model import Host, HostReport, HostState, Placement, Workload
@@ -66,11 +66,14 @@ class Cluster:
         """Store the cluster's config. A ``ClusterConfig`` replaces the whole config; a
         mapping is a partial update merged into the current one (``{"fencing":
         {"enabled": False}}`` changes that one setting and keeps every other). Validated
-        before it is written: ValidationError names the field, ValueError an unknown policy."""
+        before it is written: ValidationError names the field (an unknown policy too)."""
         current = self.state.config()
         if not isinstance(config, ClusterConfig):
             config = current.value.merged(config)
-        self.plugins.policy(config.policy)  # an unknown policy name is refused here, not at the next drain
+        try:
+            self.plugins.policy(config.policy)  # an unknown policy is refused here, not at the next drain
+        except ValueError as exc:
+            raise ValidationError("cluster config", "policy", str(exc), config.policy) from None
         self.writer.configure(config, current.revision)
         self.events.retain = config.events_retained
         return config
