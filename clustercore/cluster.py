@@ -44,7 +44,9 @@ class Cluster:
 
     def __init__(self, store: Store | None = None, plugins: Plugins | None = None, clock: Clock | None = None,
                  config: ClusterConfig | None = None, executor: Executor | None = None,
-                 may_act: Callable[[], bool] | None = None) -> None:
+                 may_act: Callable[[], bool] | None = None, monotonic: Callable[[], float] | None = None) -> None:
+        """``may_act`` says whether this process may act now (a manager: it leads);
+        ``monotonic`` times the deadlines of calls into hosts (real seconds by default)."""
         self.clock = clock or SystemClock()
         self.store = store if store is not None else MemoryStore(clock=self.clock)
         self.plugins = plugins if plugins is not None else Plugins()
@@ -54,7 +56,7 @@ class Cluster:
         if config is not None:
             self.configure(config)
         self.controller = Controller(self.store, self.plugins, self.clock, self.state, self.events, executor,
-                                     self.writer, may_act)
+                                     self.writer, may_act, monotonic)
 
     # ------------------------------------------------------------------ configuration
 

@@ -31,7 +31,9 @@ class ClusterConfig:
     nowhere. It must exceed the longest start a client may be running. ``call_timeout`` is
     the deadline of every call into a flavor or a host made by the reconcile pass
     (bootstrap, discovery, soft fence, witness, HA start, settling): a host that does not
-    answer within it is treated as not answering; nothing else waits for it.
+    answer within it is treated as not answering; nothing else waits for it. A pass waits at
+    most ``call_wait`` seconds for the calls it launched (fast hosts answer in the pass that
+    asked; the rest are collected by later passes): it bounds what a hung host costs a pass.
 
     :meth:`merged` applies a partial update (what ``Cluster.configure`` does with a
     mapping): the fields it names change, nested ones (``liveness``, ``fencing``) field by
@@ -51,6 +53,7 @@ class ClusterConfig:
     fencing: FencePolicy = attrs.field(factory=FencePolicy)
     orphan_after: float = 120.0
     call_timeout: float = 30.0
+    call_wait: float = 2.0
 
     def merged(self, update: Mapping[str, Any]) -> ClusterConfig:
         """This config with ``update`` applied (validated as a whole: ValidationError names
@@ -81,6 +84,7 @@ class ClusterConfig:
             "fencing": self.fencing.to_dict(),
             "orphan_after": self.orphan_after,
             "call_timeout": self.call_timeout,
+            "call_wait": self.call_wait,
         }
 
     @classmethod
@@ -101,6 +105,7 @@ class ClusterConfig:
             fencing=r.nested("fencing", FencePolicy.from_dict, FencePolicy()),
             orphan_after=r.number("orphan_after", 120.0, minimum=0),
             call_timeout=r.number("call_timeout", 30.0, minimum=0.001),
+            call_wait=r.number("call_wait", 2.0, minimum=0.0),
         )
         r.done()
         return config

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 
@@ -65,10 +66,10 @@ class StepReport:
 class Controller:
     def __init__(self, store: object, plugins: Plugins, clock: Clock, state: ClusterState,
                  events: EventLog, executor: Executor | None = None, writer: Writer | None = None,
-                 may_act: Callable[[], bool] | None = None) -> None:
+                 may_act: Callable[[], bool] | None = None, monotonic: Callable[[], float] | None = None) -> None:
         self.plugins, self.clock, self.state, self.events = plugins, clock, state, events
         self.writer = writer or Writer(state.store, state, events)
-        self.calls = HostCalls(clock)
+        self.calls = HostCalls(monotonic or time.monotonic)
         self.observer = Observer(state.store, state, events)
         self.topology = self.observer.topology
         self.drainer = Drainer(executor)
@@ -173,6 +174,7 @@ class Controller:
 
     def _act(self, view: View, events: list[Event], conflicts: list[str], errors: list[str]) -> None:
         self.events.retain = view.config.events_retained
+        self.calls.wait = view.config.call_wait
         self.recovery.rebooted(view.now, errors)
         self.drain.errors = errors
         looking = [n for n, current in view.hosts.items() if self._needs_look(current.value, view)]

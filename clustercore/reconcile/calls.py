@@ -6,7 +6,9 @@ soft fence, liveness witness, driver start/inspect/settle...) goes through
 calls in order), so a host that hangs holds up only its own lane. The pass that launched a
 call waits for it at most ``wait`` seconds, all its calls together (fast hosts answer in the
 same pass, as a simulation or a test expects); a call still running then is collected by a
-later pass. A call running past its ``timeout`` (by the injected clock) is *overdue*: the
+later pass. A call running past its ``timeout`` (real seconds, by the injected
+``monotonic``: a call into a host takes real time even when the cluster's clock is
+simulated) is *overdue*: the
 reconciler that launched it treats the host as not answering. Python cannot stop a thread:
 the overdue call goes on in its lane, and nothing more is started on that host until it
 returns. :meth:`HostCalls.cancel` drops every queued call (a deposed leader).
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, wait
@@ -23,34 +26,33 @@ from typing import Any
 
 import attrs
 
-from clustercore.clock import Clock
-
 log = logging.getLogger(__name__)
 
 
 @attrs.define(eq=False)
 class Call:
-    """One call on a host's lane: what, when queued and started (the injected clock), its future."""
+    """One call on a host's lane: what, when queued and started (monotonic seconds), its future."""
 
     host: str
     key: Hashable
     timeout: float
     queued: float
+    monotonic: Callable[[], float]
     future: Future[Any] = attrs.field(factory=Future)
     started: float | None = None
 
-    def overdue(self, now: float) -> bool:
+    def overdue(self) -> bool:
         """Running (or queued behind a hung call) for longer than its timeout."""
-        return not self.future.done() and now - (self.started if self.started is not None else self.queued) \
-            > self.timeout
+        return not self.future.done() and self.monotonic() - (self.started if self.started is not None
+                                                              else self.queued) > self.timeout
 
 
 class HostCalls:
     """Per-host lanes of calls. ``submit`` queues one (or returns the one with the same key
     already there); ``take`` hands back a finished one and forgets it."""
 
-    def __init__(self, clock: Clock, wait: float = 1.0) -> None:
-        self.clock = clock
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic, wait: float = 2.0) -> None:
+        self.monotonic = monotonic
         self.wait = wait
         self._lock = threading.Lock()
         self._queues: dict[str, deque[tuple[Call, Callable[[], Any]]]] = {}
@@ -64,7 +66,7 @@ class HostCalls:
             existing = self._calls.get(key)
             if existing is not None:
                 return existing
-            call = Call(host, key, timeout, self.clock.now())
+            call = Call(host, key, timeout, self.monotonic(), self.monotonic)
             self._calls[key] = call
             self._queues.setdefault(host, deque()).append((call, fn))
             self._launched.append(call)
@@ -86,7 +88,7 @@ class HostCalls:
                 call, fn = queue.popleft()
             if not call.future.set_running_or_notify_cancel():
                 continue
-            call.started = self.clock.now()
+            call.started = self.monotonic()
             try:
                 call.future.set_result(fn())
             except BaseException as exc:  # handed to whoever takes the call
@@ -128,9 +130,8 @@ class HostCalls:
 
     def hung(self, host: str) -> bool:
         """A call on ``host``'s lane is overdue."""
-        now = self.clock.now()
         with self._lock:
-            return any(c.host == host and c.overdue(now) for c in self._calls.values())
+            return any(c.host == host and c.overdue() for c in self._calls.values())
 
     def keys(self) -> set[Hashable]:
         with self._lock:
