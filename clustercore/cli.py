@@ -99,6 +99,8 @@ def parser() -> Parser:
     manager.add_argument("--name", default=None, help="this manager's name (default: host name and pid)")
     manager.add_argument("--ttl", type=seconds, default=10.0, help="leader lease TTL in seconds")
     manager.add_argument("--interval", type=seconds, default=1.0, help="seconds between reconcile passes")
+    manager.add_argument("--pass-limit", type=seconds, default=None,
+                         help="a pass running longer gives the leadership up (default: a third of the TTL)")
     agent: Parser = sub.add_parser("agent", help="run a host agent: the host's heartbeat on a store lease")
     agent.add_argument("--store", required=True, help="etcd://host[:port],host[:port]")
     agent.add_argument("--prefix", default="/clustercore/", help="the cluster's key prefix in etcd")
@@ -152,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "status":
             return status(store, sys.stdout)
         name = args.name or f"{socket.gethostname()}-{os.getpid()}"
-        manager = Manager(store, name, ttl=args.ttl)
+        manager = Manager(store, name, ttl=args.ttl, pass_limit=args.pass_limit)
         with stop_on_signals() as stop:
             manager.run(args.interval, stop)
         return exit_code(stop)

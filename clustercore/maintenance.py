@@ -160,6 +160,13 @@ class Drainer:
             self.attempts.pop(host, None)
             self.avoid.pop(host, None)
 
+    def cancel(self) -> int:
+        """Drop the moves not yet started (a deposed leader); returns how many. Moves
+        already running end on their own: their writes are refused by the leader guard."""
+        with self._lock:
+            futures = [f for flight in self._flight.values() for _, f in flight.values()]
+        return sum(1 for f in futures if f.cancel())
+
     def wait(self, timeout: float | None = None) -> None:
         """Until no move is in flight (tests, shutdown)."""
         with self._lock:

@@ -97,7 +97,7 @@ def test_moves_never_raise_the_score_nor_break_a_hard_rule(layout: list[list[Wor
         workload = next(x for x in current.workloads_on(index[move.source]) if x.name == move.workload)
         released = (current.unreserve(workload.name) if any(r[1].name == workload.name for r in current.reserved)
                     else current.release(index[move.source], workload))
-        candidates, _ = scheduler._filter(workload, released)
+        candidates, _ = scheduler.candidates(workload, released)
         assert index[move.target] in candidates, f"{move} breaks a hard filter"
         current = released.reserve(index[move.target], workload)
         new = cluster_score(current, objective)

@@ -14,9 +14,13 @@ from hypothesis import strategies as st
 from clustercore import Cluster, ClusterConfig, FakeClock, HostReport, HostState, Plugins, hookimpl
 from clustercore.errors import ClusterError
 from clustercore.fencing import FencePolicy
+from clustercore.leadership import LEADER_KEY
 from clustercore.lifecycle import LivenessPolicy
+from clustercore.manager import Manager
 from clustercore.model import FenceDevice, Host, PlacementState
 from clustercore.plugins import HostDescription
+from clustercore.store.base import KeyValue
+from clustercore.store.memory import MemoryStore
 from clustercore.testing import FakeFlavor
 
 S = HostState
@@ -226,3 +230,49 @@ def test_no_operator_call_or_value_makes_a_pass_raise(ops: list[tuple[str, str, 
         assert report.store_error is None
     status = [p.state for p in c.placements().values()]
     assert all(isinstance(s, PlacementState) for s in status)
+
+
+class StallingStore(MemoryStore):
+    """A memory store whose listings of placements block while ``open`` is clear (a pass
+    stuck in its store; the elector's calls still go through)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = threading.Event()
+        self.open.set()
+
+    def list(self, prefix: str) -> list[KeyValue]:
+        if prefix.startswith("placements/"):
+            self.open.wait(30)
+        return super().list(prefix)
+
+
+def test_a_pass_that_overruns_its_limit_gives_the_leadership_up() -> None:
+    store = StallingStore()
+    Cluster(store=store, plugins=Plugins([FakeFlavor("fake")], entry_points=False)).configure({"orphan_after": 0})
+    m = Manager(store, "m1", ttl=3.0, pass_limit=0.5, plugins=Plugins([FakeFlavor("fake")], entry_points=False))
+    stop = threading.Event()
+    runner = threading.Thread(target=m.run, args=(0.05, stop), daemon=True)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 5
+        while store.get(LEADER_KEY) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert store.get(LEADER_KEY) is not None and m.elector.leading
+        store.open.clear()  # the next pass sticks in the store
+        stuck = time.monotonic()
+        while store.get(LEADER_KEY) is not None and time.monotonic() < stuck + 5:
+            time.sleep(0.02)
+        given_up = time.monotonic() - stuck
+        assert store.get(LEADER_KEY) is None, "a stuck leader kept its lease"
+        assert given_up < 3.0, f"gave the lease up after {given_up:.1f} s (TTL 3 s)"
+        store.open.set()
+        deadline = time.monotonic() + 5
+        while not m.elector.leading and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert m.elector.leading, "once unstuck it campaigns and leads again"
+    finally:
+        store.open.set()
+        stop.set()
+        runner.join(10)
+    assert not runner.is_alive() and store.get(LEADER_KEY) is None, "stopping resigns"

@@ -31,7 +31,8 @@ E = PlacementEvent
 
 class Drain:
     def __init__(self, state: ClusterState, plugins: Plugins, calls: HostCalls, writer: Writer, drainer: Drainer,
-                 scheduler: Callable[[Sequence[Filter | HostFilter]], Scheduler], now: Callable[[], float]) -> None:
+                 scheduler: Callable[[Sequence[Filter | HostFilter]], Scheduler], now: Callable[[], float],
+                 may_act: Callable[[], bool]) -> None:
         self.state = state
         self.plugins = plugins
         self.calls = calls
@@ -39,6 +40,7 @@ class Drain:
         self.drainer = drainer
         self.scheduler = scheduler
         self.now = now
+        self.may_act = may_act
         self.errors: list[str] = []  # of the pass being run
 
     def decide(self, current: Versioned[Host], view: View, workloads: int) -> Decision | None:
@@ -73,6 +75,8 @@ class Drain:
                 return self._give_up(host, stuck.workload, attempts[stuck.workload], "; no other host can take it")
             self.errors.append(str(stuck))
         for move in moves_to_launch(plan, moving, policy):
+            if not self.may_act():
+                break
             drainer.launch(move, self._run_move)
         return None
 
@@ -81,7 +85,7 @@ class Drain:
         key = ("drain", host.name, current.revision)
         call = self.calls.get(key) or self.calls.submit(host.name, key, lambda: self.plugins.prepare_maintenance(host),
                                                        view.config.call_timeout)
-        if call.overdue(view.now):
+        if call.overdue():
             self.calls.forget(key)
             error: BaseException | None = TimeoutError(
                 f"prepare_maintenance of {host.name} did not answer within {view.config.call_timeout:.0f} s")

@@ -117,7 +117,7 @@ class Fence:
         call = self.calls.get(key)
         if call is None:
             call = self.calls.submit(host.name, key, fn, view.config.call_timeout)
-        if call.overdue(view.now):
+        if call.overdue():
             self.calls.forget(key)
             log.warning("%s of %s did not answer within %.0f s", what, host.name, view.config.call_timeout)
             result: object = False

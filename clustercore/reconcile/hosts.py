@@ -94,7 +94,7 @@ class Hosts:
             self._keys[(name, what)] = key
             assert callable(fn)
             call = self.calls.submit(name, key, fn, timeout)
-        if call.overdue(view.now):
+        if call.overdue():
             self.calls.forget(key)
             return TimeoutError(f"{what} of {name} did not answer within {timeout:.0f} s")
         finished = self.calls.take(key)

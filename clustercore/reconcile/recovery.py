@@ -122,7 +122,7 @@ class Recovery:
         restart = self.restarting[name]
         key = ("start", name, restart.revision)
         call = self.calls.get(key)
-        if call is not None and call.overdue(now):
+        if call is not None and call.overdue():
             self.calls.forget(key)
             del self.restarting[name]
             errors.append(f"HA restart of {name} on {restart.target}: no answer within {timeout:.0f} s; "
@@ -165,7 +165,7 @@ class Recovery:
             driver = self.plugins.driver(workload.flavor)
             call = self.calls.get(key) or self.calls.submit(target.name, key, lambda: driver.inspect(workload, target),
                                                            view.config.call_timeout)
-            if call.overdue(view.now):
+            if call.overdue():
                 self.calls.forget(key)
                 raise ClusterError(f"is {p.workload} on {target.name}? no answer within "
                                    f"{view.config.call_timeout:.0f} s")

@@ -116,7 +116,7 @@ class Settle:
             call = self.calls.submit(source.name, key, lambda: where_runs(driver, workload, source, target),
                                      view.config.call_timeout)
             self._asking.add(name)
-        if call.overdue(view.now):
+        if call.overdue():
             self.calls.forget(key)
             self._asking.discard(name)
             raise ClusterError(f"the hosts did not answer within {view.config.call_timeout:.0f} s")

@@ -273,7 +273,6 @@ class Scheduler:
                         reasons[new] = reason
         return np.flatnonzero(~failed), counts
 
-    _filter = candidates  # the name tests/test_balancer.py still calls
 
     def _weigh(self, workload: Workload, snap: Snapshot, candidates: np.ndarray
                ) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
