@@ -17,6 +17,7 @@ returns. :meth:`HostCalls.cancel` drops every queued call (a deposed leader).
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import deque
@@ -27,6 +28,7 @@ from typing import Any
 import attrs
 
 log = logging.getLogger(__name__)
+IDLE = 10.0  # seconds an idle worker waits for another host before it ends
 
 
 @attrs.define(eq=False)
@@ -59,6 +61,7 @@ class HostCalls:
         self._busy: set[str] = set()
         self._calls: dict[Hashable, Call] = {}
         self._launched: list[Call] = []
+        self._idle: list[queue.SimpleQueue[str]] = []  # workers waiting for a host to serve
 
     def submit(self, host: str, key: Hashable, fn: Callable[[], Any], timeout: float) -> Call:
         """Queue ``fn()`` on ``host``'s lane under ``key`` (one call per key at a time)."""
@@ -71,11 +74,32 @@ class HostCalls:
             self._queues.setdefault(host, deque()).append((call, fn))
             self._launched.append(call)
             start = host not in self._busy
+            worker = None
             if start:
                 self._busy.add(host)
-        if start:
-            threading.Thread(target=self._lane, args=(host,), name=f"host-{host}", daemon=True).start()
+                worker = self._idle.pop() if self._idle else None
+        if worker is not None:
+            worker.put(host)
+        elif start:
+            threading.Thread(target=self._worker, args=(host,), name="host-calls", daemon=True).start()
         return call
+
+    def _worker(self, host: str) -> None:
+        """Serve one host's lane, then wait (up to IDLE seconds) to serve another: a worker
+        is held by one host at a time, so a hung host holds only its own."""
+        inbox: queue.SimpleQueue[str] = queue.SimpleQueue()
+        while True:
+            self._lane(host)
+            with self._lock:
+                self._idle.append(inbox)
+            try:
+                host = inbox.get(timeout=IDLE)
+            except queue.Empty:
+                with self._lock:
+                    if inbox in self._idle:
+                        self._idle.remove(inbox)
+                        return
+                host = inbox.get()  # handed a host just as the wait ended
 
     def _lane(self, host: str) -> None:
         while True:
