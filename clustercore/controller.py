@@ -187,7 +187,7 @@ class Controller:
                        and self._look(view.hosts[n], view, (counts or {}).get(n, 0), events, conflicts, errors)]
             self.settle.sync(view, events, errors)
             self.recovery.sync(view, errors)
-            if not waiting and not self.recovery.restarting:
+            if not self.calls.launched():
                 break
             self.calls.settle()
             looking = waiting

@@ -118,6 +118,11 @@ class HostCalls:
             except BaseException as exc:  # handed to whoever takes the call
                 call.future.set_exception(exc)
 
+    def launched(self) -> bool:
+        """Calls were launched since the last :meth:`settle`."""
+        with self._lock:
+            return bool(self._launched)
+
     def settle(self) -> None:
         """Wait (at most ``wait`` seconds of real time) for the calls launched since the last
         settle: fast hosts answer within the pass that asked."""
