@@ -1,4 +1,4 @@
-"""The VM spec's field metadata (``choices``, ``pattern``, ``minimum``) and the generic
+"""The VM spec's field metadata (``choices``, ``pattern``, ``bounded``, ``checked``) and the generic
 (de)serialisation it drives: :func:`read_attrs` builds a spec part from a dict, field by
 field, checking each value against its type hint and metadata."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import attrs
@@ -32,6 +32,20 @@ def minimum(value: int) -> dict[str, Any]:
     return {"minimum": value}
 
 
+def bounded(low: int, high: int) -> dict[str, Any]:
+    """Field metadata: the value must lie in ``low..high`` (every integer of the spec has a bound)."""
+    return {"minimum": low, "maximum": high}
+
+
+def checked(check: Callable[[str], str | None], regex: re.Pattern[str] | None = None) -> dict[str, Any]:
+    """Field metadata: ``check(value)`` returns what is wrong with a string, or None
+    (after ``regex`` when given)."""
+    meta: dict[str, Any] = {"check": check}
+    if regex is not None:
+        meta["pattern"] = regex
+    return meta
+
+
 def attrs_to_dict(obj: Any) -> Any:
     """An attrs object as plain, JSON-ready data (tuples become lists)."""
     if attrs.has(type(obj)):
@@ -45,7 +59,7 @@ def read_attrs(cls: type[T], data: object, path: str) -> T:
     """Build ``cls`` (an attrs class of the VM spec) from a dict, field by field, with
     :class:`Reader`'s errors (dotted field, what was wrong, the value)."""
     r = Reader("vm", data, path)
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     values: dict[str, Any] = {}
     for f in attrs.fields(cls):  # type: ignore[arg-type]
         if not r.has(f.name):
@@ -56,6 +70,17 @@ def read_attrs(cls: type[T], data: object, path: str) -> T:
         values[f.name] = _value(r, f.name, hints[f.name], f.metadata, r.get(f.name))
     r.done()
     return cls(**values)
+
+
+_HINTS: dict[object, dict[str, Any]] = {}
+
+
+def _hints(cls: object) -> dict[str, Any]:
+    """The type hints of ``cls`` (resolved once: they are strings under ``annotations``)."""
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
 
 
 def _value(r: Reader, name: str, hint: Any, meta: Mapping[str, Any], value: Any) -> Any:
@@ -80,6 +105,8 @@ def _value(r: Reader, name: str, hint: Any, meta: Mapping[str, Any], value: Any)
             raise r.fail(name, "must be an integer", value)
         if "minimum" in meta and value < meta["minimum"]:
             raise r.fail(name, f"must be >= {meta['minimum']}", value)
+        if "maximum" in meta and value > meta["maximum"]:
+            raise r.fail(name, f"must be <= {meta['maximum']}", value)
         if "choices" in meta and str(value) not in meta["choices"]:
             raise r.fail(name, f"must be one of {', '.join(meta['choices'])}", value)
         return value
@@ -89,6 +116,9 @@ def _value(r: Reader, name: str, hint: Any, meta: Mapping[str, Any], value: Any)
         if "choices" in meta and value not in meta["choices"]:
             raise r.fail(name, f"must be one of {', '.join(meta['choices'])}", value)
         if "pattern" in meta and not meta["pattern"].match(value):
-            raise r.fail(name, f"must match {meta['pattern'].pattern}", value)
+            raise r.fail(name, f"must match {meta['pattern'].pattern}", value[:200])
+        problem = meta["check"](value) if "check" in meta else None
+        if problem is not None:
+            raise r.fail(name, problem, value[:200])
         return value
     raise TypeError(f"no reader for {hint!r}")  # a programming error in the VM spec

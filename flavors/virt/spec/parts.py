@@ -7,22 +7,81 @@ import re
 
 import attrs
 
-from flavors.virt.spec.fields import choices, minimum, pattern
+from clustercore.errors import ValidationError
+from flavors.virt.spec.fields import bounded, checked, choices, pattern
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-PCI_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
-MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-HEX4_RE = re.compile(r"^[0-9a-f]{4}$")
-RESOURCE_RE = re.compile(r"^(pci|usb)/[0-9a-f]{4}:[0-9a-f]{4}$|^mdev/[A-Za-z0-9_.-]+$")
-CPUSET_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
-TARGET_RE = re.compile(r"^(vd|sd|hd)[a-z]{1,2}$")
-WORD_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-PATH_RE = re.compile(r"^/[^\s<>&'\"]*$")
+# Every pattern is anchored with \A...\Z (``$`` lets a trailing newline through) and none
+# admits a control character.
+NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
+UUID_RE = re.compile(r"\A[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}\Z")
+PCI_RE = re.compile(r"\A[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]\Z")
+MAC_RE = re.compile(r"\A[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
+HEX4_RE = re.compile(r"\A[0-9a-f]{4}\Z")
+RESOURCE_RE = re.compile(r"\A(?:(pci|usb)/[0-9a-f]{4}:[0-9a-f]{4}|mdev/[A-Za-z0-9_.-]{1,64})\Z")
+CPUSET_RE = re.compile(r"\A\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*\Z")
+TARGET_RE = re.compile(r"\A(vd|sd|hd)[a-z]{1,2}\Z")
+WORD_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}\Z")
+PATH_RE = re.compile(r"\A/[^\x00-\x20\x7f<>&'\"]{0,4095}\Z")
+SOURCE_RE = re.compile(r"\A[^\x00-\x20\x7f<>&'\"]{1,4096}\Z")
+ADDRESS_RE = re.compile(r"\A[0-9a-fA-F.:]{1,45}\Z")
+PASSWORD_RE = re.compile(r"\A[\x21-\x7e]{1,64}\Z")
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+MAX_CPU = 4096
+"""Host CPU ids and vCPU numbers are below this (libvirt's own limit for a cpuset is 8192 bits)."""
+MAX_CPU_RANGES = 256
+"""At most this many comma-separated parts in a cpuset."""
+MAX_VCPUS = 4096
+MAX_MEMORY_MIB = 16 * 1024 * 1024
+"""16 TiB: the most memory one VM (or one of its NUMA cells or DIMMs) may have."""
+MAX_SLOTS = 256
+MAX_NODES = 1024
+MAX_TEXT = 1 << 20
+"""A cloud-init document holds at most this many characters."""
+
+
+def cpu_ranges(text: str) -> tuple[tuple[int, int], ...]:
+    """``"0-2,5"`` -> ((0, 2), (5, 5)), never expanded: ValidationError (field ``cpuset``)
+    past :data:`MAX_CPU_RANGES` parts, for ids at or over :data:`MAX_CPU`, or reversed ranges."""
+    problem = cpuset_problem(text)
+    if problem is not None:
+        raise ValidationError("vm", "cpuset", problem, text[:200] if isinstance(text, str) else text)
+    out = []
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        out.append((int(low), int(high or low)))
+    return tuple(out)
+
+
+def cpuset_problem(text: str) -> str | None:
+    """What is wrong with a cpuset (None when it is one), without expanding it."""
+    if not isinstance(text, str) or len(text) > MAX_CPU_RANGES * 10 or not CPUSET_RE.match(text):
+        return "must be a cpuset such as 0-3,6"
+    parts = text.split(",")
+    if len(parts) > MAX_CPU_RANGES:
+        return f"at most {MAX_CPU_RANGES} ranges"
+    for part in parts:
+        low, _, high = part.partition("-")
+        lo, hi = int(low), int(high or low)
+        if hi >= MAX_CPU:
+            return f"CPU ids must be below {MAX_CPU}"
+        if lo > hi:
+            return f"range {part} is reversed"
+    return None
+
+
+def xml_text_problem(text: str) -> str | None:
+    """Free text that goes into the domain XML: bounded, and only characters XML can hold."""
+    if len(text) > MAX_TEXT:
+        return f"at most {MAX_TEXT} characters"
+    if _NOT_XML.search(text):
+        return "holds a control character XML cannot carry"
+    return None
 
 
 def canonical_cpuset(text: str) -> str:
     """A cpuset as libvirt writes it: sorted, runs as ranges (``"3,2,0-1"`` -> ``"0-3"``)."""
-    if not isinstance(text, str) or not CPUSET_RE.match(text):
+    if cpuset_problem(text) is not None:
         return text  # left for validation to report
     cpus = sorted(cpuset(text))
     runs: list[str] = []
@@ -42,12 +101,16 @@ def hugepage_resource(size_kib: int) -> str:
 
 
 def cpuset(text: str) -> set[int]:
-    """``"0-2,5"`` -> {0, 1, 2, 5}."""
+    """``"0-2,5"`` -> {0, 1, 2, 5}: at most :data:`MAX_CPU` ids (a cpuset past the caps is
+    a ValidationError, see :func:`cpu_ranges`)."""
     out: set[int] = set()
-    for part in text.split(","):
-        low, _, high = part.partition("-")
-        out.update(range(int(low), int(high or low) + 1))
+    for low, high in cpu_ranges(text):
+        out.update(range(low, high + 1))
     return out
+
+
+CPUSET = checked(cpuset_problem)
+XML_TEXT = checked(xml_text_problem)
 
 
 # --------------------------------------------------------------------------- parts
@@ -57,9 +120,9 @@ def cpuset(text: str) -> set[int]:
 class Topology:
     """Guest CPU topology; ``sockets * cores * threads`` is the maximum vCPU count."""
 
-    sockets: int = attrs.field(default=1, metadata=minimum(1))
-    cores: int = attrs.field(default=1, metadata=minimum(1))
-    threads: int = attrs.field(default=1, metadata=minimum(1))
+    sockets: int = attrs.field(default=1, metadata=bounded(1, MAX_VCPUS))
+    cores: int = attrs.field(default=1, metadata=bounded(1, MAX_VCPUS))
+    threads: int = attrs.field(default=1, metadata=bounded(1, MAX_VCPUS))
 
     @property
     def total(self) -> int:
@@ -91,25 +154,25 @@ class NumaCell:
     """A guest NUMA cell: its vCPUs (a cpuset such as ``0-3``), its memory (MiB), and
     optionally the host node whose memory backs it (strict)."""
 
-    cpus: str = attrs.field(converter=canonical_cpuset, metadata=pattern(CPUSET_RE))
-    memory: int = attrs.field(metadata=minimum(1))
-    host_node: int | None = attrs.field(default=None, metadata=minimum(0))
+    cpus: str = attrs.field(converter=canonical_cpuset, metadata=CPUSET)
+    memory: int = attrs.field(metadata=bounded(1, MAX_MEMORY_MIB))
+    host_node: int | None = attrs.field(default=None, metadata=bounded(0, MAX_NODES - 1))
 
 
 @attrs.frozen
 class Pin:
     """vCPU ``vcpu`` runs only on the host CPUs of ``cpuset``."""
 
-    vcpu: int = attrs.field(metadata=minimum(0))
-    cpuset: str = attrs.field(converter=canonical_cpuset, metadata=pattern(CPUSET_RE))
+    vcpu: int = attrs.field(metadata=bounded(0, MAX_VCPUS - 1))
+    cpuset: str = attrs.field(converter=canonical_cpuset, metadata=CPUSET)
 
 
 @attrs.frozen
 class Dimm:
     """Memory hotplugged into a running VM: ``size`` MiB on guest NUMA cell ``node``."""
 
-    size: int = attrs.field(metadata=minimum(1))
-    node: int = attrs.field(default=0, metadata=minimum(0))
+    size: int = attrs.field(metadata=bounded(1, MAX_MEMORY_MIB))
+    node: int = attrs.field(default=0, metadata=bounded(0, MAX_NODES - 1))
 
 
 @attrs.frozen
@@ -120,12 +183,12 @@ class Memory:
     overcommitted and ballooned; defaults to all of it). ``size`` includes the ``dimms``
     hotplugged so far; the NUMA cells hold the rest."""
 
-    size: int = attrs.field(metadata=minimum(1))
-    maximum: int | None = attrs.field(default=None, metadata=minimum(1))
-    slots: int = attrs.field(default=0, metadata=minimum(0))
+    size: int = attrs.field(metadata=bounded(1, MAX_MEMORY_MIB))
+    maximum: int | None = attrs.field(default=None, metadata=bounded(1, MAX_MEMORY_MIB))
+    slots: int = attrs.field(default=0, metadata=bounded(0, MAX_SLOTS))
     dimms: tuple[Dimm, ...] = ()
     hugepages: int | None = attrs.field(default=None, metadata=choices("2048", "1048576"))
-    guaranteed: int | None = attrs.field(default=None, metadata=minimum(0))
+    guaranteed: int | None = attrs.field(default=None, metadata=bounded(0, MAX_MEMORY_MIB))
 
 
 @attrs.frozen
@@ -140,10 +203,10 @@ class Disk:
     ``pool/image`` (rbd) or ``iqn.../lun`` (iscsi) on ``hosts`` (``name:port``)."""
 
     target: str = attrs.field(metadata=pattern(TARGET_RE))
-    source: str = attrs.field(metadata=pattern(re.compile(r"^[^\s<>&'\"]+$")))
+    source: str = attrs.field(metadata=pattern(SOURCE_RE))
     kind: str = attrs.field(default="file", metadata=choices("file", "block", "network"))
     protocol: str | None = attrs.field(default=None, metadata=choices("rbd", "iscsi"))
-    hosts: tuple[str, ...] = attrs.field(default=(), metadata=pattern(re.compile(r"^[A-Za-z0-9.-]+:\d{1,5}$")))
+    hosts: tuple[str, ...] = attrs.field(default=(), metadata=pattern(re.compile(r"\A[A-Za-z0-9.-]{1,253}:\d{1,5}\Z")))
     device: str = attrs.field(default="disk", metadata=choices("disk", "cdrom"))
     bus: str = attrs.field(default="virtio", metadata=choices("virtio", "scsi", "sata"))
     format: str = attrs.field(default="raw", metadata=choices("raw", "qcow2"))
@@ -153,8 +216,8 @@ class Disk:
     discard: str | None = attrs.field(default=None, metadata=choices("unmap", "ignore"))
     readonly: bool = False
     shareable: bool = False
-    boot: int | None = attrs.field(default=None, metadata=minimum(1))
-    serial: str | None = attrs.field(default=None, metadata=pattern(re.compile(r"^[A-Za-z0-9_-]{1,20}$")))
+    boot: int | None = attrs.field(default=None, metadata=bounded(1, 1024))
+    serial: str | None = attrs.field(default=None, metadata=pattern(re.compile(r"\A[A-Za-z0-9_-]{1,20}\Z")))
 
 
 @attrs.frozen
@@ -167,7 +230,7 @@ class Nic:
     networking, for labs)."""
 
     kind: str = attrs.field(metadata=choices("bridge", "network", "direct", "hostdev", "vhostuser", "user"))
-    source: str | None = attrs.field(default=None, metadata=pattern(re.compile(r"^[^\s<>&'\"]+$")))
+    source: str | None = attrs.field(default=None, metadata=pattern(SOURCE_RE))
     model: str = attrs.field(default="virtio", metadata=choices("virtio", "e1000", "e1000e", "rtl8139"))
     mac: str | None = attrs.field(default=None, metadata=pattern(MAC_RE))
     mode: str | None = attrs.field(default=None, metadata=choices("bridge", "vepa", "private", "passthrough",
@@ -178,7 +241,8 @@ class Nic:
 @attrs.frozen
 class Graphics:
     kind: str = attrs.field(default="vnc", metadata=choices("vnc", "spice"))
-    listen: str = attrs.field(default="127.0.0.1", metadata=pattern(re.compile(r"^[0-9a-fA-F.:]+$")))
+    listen: str = attrs.field(default="127.0.0.1", metadata=pattern(ADDRESS_RE))
+    password: str | None = attrs.field(default=None, repr=False, metadata=pattern(PASSWORD_RE))
 
 
 @attrs.frozen
@@ -188,7 +252,7 @@ class HostDevice:
     ``resource`` = ``mdev/TYPE``)."""
 
     kind: str = attrs.field(metadata=choices("pci", "usb", "mdev"))
-    address: str | None = attrs.field(default=None, metadata=pattern(re.compile(r"^[0-9a-f:.-]+$")))
+    address: str | None = attrs.field(default=None, metadata=pattern(re.compile(r"\A[0-9a-f:.-]{1,36}\Z")))
     resource: str | None = attrs.field(default=None, metadata=pattern(RESOURCE_RE))
     vendor: str | None = attrs.field(default=None, metadata=pattern(HEX4_RE))
     product: str | None = attrs.field(default=None, metadata=pattern(HEX4_RE))
@@ -201,9 +265,9 @@ class CloudInit:
     machine, a remote host must have the image already)."""
 
     seed: str = attrs.field(metadata=pattern(PATH_RE))
-    user_data: str = ""
-    meta_data: str = ""
-    network_config: str | None = None
+    user_data: str = attrs.field(default="", metadata=XML_TEXT)
+    meta_data: str = attrs.field(default="", metadata=XML_TEXT)
+    network_config: str | None = attrs.field(default=None, metadata=XML_TEXT)
 
 
 @attrs.frozen

@@ -10,11 +10,13 @@ import attrs
 
 from clustercore.errors import ValidationError
 from clustercore.resources import Resources
-from flavors.virt.spec.fields import attrs_to_dict, choices, minimum, pattern, read_attrs
+from flavors.virt.spec.fields import attrs_to_dict, bounded, choices, pattern, read_attrs
 from flavors.virt.spec.parts import (
+    MAX_VCPUS,
     NAME_RE,
     PATH_RE,
     PCI_RE,
+    UUID_RE,
     CloudInit,
     Cpu,
     Disk,
@@ -47,17 +49,17 @@ class VMSpec:
     """A virtual machine, everything the flavor needs to define and run it."""
 
     name: str = attrs.field(metadata=pattern(NAME_RE))
-    uuid: str = attrs.field(metadata=pattern(re.compile(r"^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$")))
+    uuid: str = attrs.field(metadata=pattern(UUID_RE))
     memory: Memory
-    vcpus: int = attrs.field(default=1, metadata=minimum(1))
-    max_vcpus: int | None = attrs.field(default=None, metadata=minimum(1))
+    vcpus: int = attrs.field(default=1, metadata=bounded(1, MAX_VCPUS))
+    max_vcpus: int | None = attrs.field(default=None, metadata=bounded(1, MAX_VCPUS))
     topology: Topology | None = None
     cpu: Cpu = Cpu()  # noqa: RUF009 (frozen: one shared default is safe)
     numa: tuple[NumaCell, ...] = ()
     pins: tuple[Pin, ...] = ()
     domain_type: str = attrs.field(default="kvm", metadata=choices("kvm", "qemu"))
     arch: str = attrs.field(default="x86_64", metadata=choices("x86_64"))
-    machine: str = attrs.field(default="pc", metadata=pattern(re.compile(r"^(pc|q35)([A-Za-z0-9_.-]*)$")))
+    machine: str = attrs.field(default="pc", metadata=pattern(re.compile(r"\A(pc|q35)([A-Za-z0-9_.-]{0,60})\Z")))
     firmware: Firmware = Firmware()  # noqa: RUF009 (frozen, as above)
     clock: str = attrs.field(default="utc", metadata=choices("utc", "localtime"))
     disks: tuple[Disk, ...] = attrs.field(default=(), converter=_by_target)
@@ -117,8 +119,13 @@ class VMSpec:
     # ------------------------------------------------------------------ rules across fields
 
     def check(self) -> VMSpec:
-        """Raise :class:`ValidationError` naming the field when fields disagree."""
+        """Raise :class:`ValidationError` naming the field when a field is out of its
+        bounds or patterns (as :meth:`from_dict` checks them: objects built in Python and
+        parsed domain XML go through the same checks) or when fields disagree."""
+        read_attrs(VMSpec, self.to_dict(), "")
+        return self._check_rules()
 
+    def _check_rules(self) -> VMSpec:
         def fail(field: str, problem: str, value: object) -> ValidationError:
             return ValidationError("vm", field, problem, value)
 
@@ -245,7 +252,7 @@ class VMSpec:
         if h.address is None and h.resource is None:
             raise fail(f"{at}.address", "needs an address or a resource", None)
         if h.address is not None:
-            pattern = PCI_RE if h.kind == "pci" else re.compile(r"^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$")
+            pattern = PCI_RE if h.kind == "pci" else UUID_RE
             if not pattern.match(h.address):
                 raise fail(f"{at}.address", f"not a {h.kind} address", h.address)
 
@@ -258,7 +265,7 @@ class VMSpec:
     @classmethod
     def from_dict(cls, data: object, path: str = "") -> VMSpec:
         spec = read_attrs(cls, data, path)
-        return spec.check()
+        return spec._check_rules()
 
     @classmethod
     def new(cls, name: str, memory: int, vcpus: int = 1, **fields: Any) -> VMSpec:
