@@ -6,6 +6,12 @@ Loaded through the ``clustercore.flavors`` entry point (``virt = flavors.virt:fl
 with one warning naming ``pip install 'clustercore[virt]'``. Workloads of flavor ``vm``
 carry a :class:`~flavors.virt.spec.VMSpec`; hosts are libvirt URIs.
 
+Before a VM workload is written (``clustercore_validate_workload``) its spec is checked
+whole, its uuid must be unused by every other VM workload of the cluster, and every path
+it names must lie below a storage root of the cluster (:mod:`~flavors.virt.paths`). A
+host whose address is empty or names a libvirt driver must be a libvirt URI the flavor
+opens (:mod:`~flavors.virt.uri`), or its join fails naming the address.
+
 ==================  ===========================================================
 module              concept
 ==================  ===========================================================
@@ -19,6 +25,8 @@ module              concept
 ``hotplug``         disks, NICs, devices, vCPUs, memory into running VMs
 ``migration``       live migration policy and monitor
 ``cloudinit``       NoCloud seeds
+``paths``           paths a spec names, kept under the cluster's storage roots
+``uri``             which host addresses are libvirt URIs this flavor opens
 ``lab``             real libvirtd hosts (with IPMI BMCs) on one machine
 ==================  ===========================================================
 
@@ -33,24 +41,29 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
+from clustercore.config import ClusterConfig
+from clustercore.errors import ValidationError
 from clustercore.model import Host, Workload
 from clustercore.plugins import HostDescription, Registry, hookimpl
 from flavors.virt import filters, hostfacts
 from flavors.virt.driver import LibvirtDriver
+from flavors.virt.paths import check_paths
 from flavors.virt.spec import KIND, VMSpec
+from flavors.virt.uri import claims, is_libvirt_uri, uri_problem
 from flavors.virt.workload import adopt, vm_spec, vm_workload
 
-URI_RE = re.compile(r"^[a-z][a-z0-9+]*://")
+URI_RE = re.compile(r"\A[a-z][a-z0-9+]*://")
+"""A URI-looking address (kept for callers; :mod:`flavors.virt.uri` decides)."""
 
 __all__ = ["KIND", "LibvirtDriver", "VMSpec", "VirtFlavor", "adopt", "flavor", "vm_spec", "vm_workload"]
 
 
 def is_libvirt_host(host: Host) -> bool:
-    """Hosts of this flavor have a libvirt URI as their address."""
-    return bool(URI_RE.match(host.address))
+    """Hosts of this flavor have a libvirt URI it opens as their address."""
+    return is_libvirt_uri(host.address)
 
 
 class VirtFlavor:
@@ -80,12 +93,34 @@ class VirtFlavor:
 
     @hookimpl
     def clustercore_bootstrap_host(self, host: Host) -> str | None:
-        if not is_libvirt_host(host):
-            return None
+        if not claims(host.address):
+            return None  # another flavor's host (a directory...)
+        problem = uri_problem(host.address)
+        if problem is not None:
+            return problem  # checked before anything opens it: libvirt.open("") is never called
         facts = hostfacts.discover(self.driver.connect(host))  # VirtError names the URI when unreachable
         usable = {"kvm", "qemu", "test"} & set(facts.get("domain_types", ()))
         if not usable:
             return f"libvirt at {host.address} runs no hvm guests (domain types: {facts.get('domain_types')})"
+        return None
+
+    @hookimpl
+    def clustercore_validate_workload(self, workload: Workload, workloads: Mapping[str, Workload],
+                                      config: ClusterConfig) -> str | None:
+        """A VM workload's spec whole (fields, rules), its uuid unused by every other VM
+        workload, and every path it names below one of ``config.storage_roots``:
+        ValidationError naming the field otherwise."""
+        if workload.flavor != KIND:
+            return None
+        spec = vm_spec(workload)
+        for name, other in workloads.items():
+            if name == workload.name or other.flavor != KIND:
+                continue
+            if str(other.spec.get("uuid", "")).lower() == spec.uuid:
+                raise ValidationError("workload", "spec.uuid", f"is the uuid of VM workload {name!r} already "
+                                      "(a VM's uuid is its identity in libvirt: two workloads would share one VM)",
+                                      spec.uuid)
+        check_paths(spec, config.storage_roots)
         return None
 
     @hookimpl

@@ -5,10 +5,15 @@ Built in Python (pycdlib), no external tool."""
 from __future__ import annotations
 
 import io
+import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import pycdlib
 
+from clustercore.config import DEFAULT_STORAGE_ROOTS
+from clustercore.errors import ValidationError
+from flavors.virt.paths import path_problem, root_of
 from flavors.virt.spec import CloudInit
 
 LABEL = "cidata"
@@ -29,11 +34,38 @@ def seed_image(ci: CloudInit) -> bytes:
     return out.getvalue()
 
 
-def write_seed(ci: CloudInit) -> Path:
-    """Write the seed image at ``ci.seed`` (creating its directory)."""
+def write_seed(ci: CloudInit, roots: Iterable[str] = DEFAULT_STORAGE_ROOTS) -> Path:
+    """Write the seed image at ``ci.seed``, which must lie below one of ``roots`` (an
+    existing directory; :mod:`flavors.virt.paths`): ValidationError (field
+    ``cloud_init.seed``) otherwise. Directories are created only below that root, and the
+    file is never written through a symbolic link."""
+    roots = tuple(roots)
+
+    def refuse(problem: str) -> ValidationError:
+        return ValidationError("vm", "cloud_init.seed", problem, ci.seed)
+
+    problem = path_problem(ci.seed, roots)
+    root = root_of(ci.seed, roots)
+    if problem is not None or root is None:
+        raise refuse(problem or "must lie below a storage root")
+    if not os.path.isdir(root):
+        raise refuse(f"storage root {root} does not exist (it is not created for a seed)")
     path = Path(ci.seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(seed_image(ci))
+    for parent in reversed(path.parents):  # root first: every directory made lies below it
+        if len(str(parent)) <= len(root):
+            continue
+        if root_of(str(parent) + "/x", roots) != root:
+            raise refuse(f"{parent} leads outside the storage root {root}")
+        try:
+            parent.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise refuse(f"cannot create {parent}: {exc.strerror}") from exc
+    if root_of(ci.seed, roots) != root:  # a link planted meanwhile
+        raise refuse(f"leads outside the storage root {root}")
+    data = seed_image(ci)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
     return path
 
 

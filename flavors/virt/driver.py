@@ -4,7 +4,9 @@ A host's ``address`` is its libvirt URI (``qemu+tcp://127.0.0.1:16509/system``,
 ``qemu:///system``, or ``test:///...`` for libvirt's test driver). Connections are kept
 per URI and reopened when they die.
 
-* start: bind devices asked for by name (:mod:`flavors.virt.devices`, serialised per host
+* start: check every path the spec names against :attr:`LibvirtDriver.storage_roots`
+  (:mod:`flavors.virt.paths`; the cluster checked them at submit, this is the second
+  line), bind devices asked for by name (:mod:`flavors.virt.devices`, serialised per host
   so two VMs never get the same device), write the cloud-init seed (local hosts), define
   the domain, start it;
 * stop: ACPI shutdown, then destroy after ``shutdown_timeout`` seconds (or at once when
@@ -14,7 +16,8 @@ per URI and reopened when they die.
 * inspect / stats: what libvirt says now.
 
 libvirt errors are re-raised as :class:`VirtError` (``raise ... from``) naming the VM, the
-host and the operation.
+host and the operation. A host's URI is checked (:mod:`flavors.virt.uri`) before it is
+opened: an empty or mistyped one is a VirtError, never ``libvirt.open("")``.
 """
 
 from __future__ import annotations
@@ -25,17 +28,20 @@ import subprocess
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import libvirt
 
+from clustercore.config import DEFAULT_STORAGE_ROOTS
 from clustercore.driver import WorkloadState
-from clustercore.errors import ClusterError
+from clustercore.errors import ClusterError, ValidationError
 from clustercore.model import Host, Workload, thaw
 from flavors.virt import cloudinit, devices, domxml, hostfacts
 from flavors.virt.migration import Migrator, Progress
+from flavors.virt.paths import check_paths
 from flavors.virt.spec import KIND, Memory, VMSpec
+from flavors.virt.uri import uri_problem
 from flavors.virt.workload import vm_spec
 
 log = logging.getLogger(__name__)
@@ -88,8 +94,11 @@ class LibvirtDriver:
 
     def __init__(self, shutdown_timeout: float = 60.0, passthrough: Sequence[str] = hostfacts.DEFAULT_PASSTHROUGH,
                  sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic,
-                 migrator: Migrator | None = None) -> None:
+                 migrator: Migrator | None = None, storage_roots: Iterable[str] = DEFAULT_STORAGE_ROOTS) -> None:
+        """``storage_roots``: where the paths of the VMs this driver starts may lie (give
+        it the cluster's ``storage_roots``); nothing is written outside them."""
         self.shutdown_timeout = shutdown_timeout
+        self.storage_roots = frozenset(storage_roots)
         self.migrator = migrator or Migrator()
         self.passthrough = tuple(passthrough)
         self._sleep = sleep
@@ -104,6 +113,9 @@ class LibvirtDriver:
         """A connection to ``host``'s libvirtd, kept for later calls. Opening holds only
         this host's lock: a host that hangs never blocks the others."""
         uri = host.address
+        problem = uri_problem(uri)
+        if problem is not None:
+            raise VirtError("connect", "-", host.name, problem)
         with self._guard:
             opening = self._locks.setdefault("connect:" + uri, threading.Lock())
         with opening:
@@ -127,6 +139,8 @@ class LibvirtDriver:
         """Whether ``host``'s libvirtd answers within ``timeout`` (a fresh ``virsh`` in a
         child process, so a hung daemon costs only the timeout): what a manager polls
         for heartbeats, as oVirt's engine polls VDSM."""
+        if uri_problem(host.address) is not None:
+            return False  # never virsh's default connection
         try:
             run = subprocess.run(["virsh", "-c", host.address, "version", "--daemon"], capture_output=True,
                                  timeout=timeout, check=False, stdin=subprocess.DEVNULL)
@@ -182,6 +196,10 @@ class LibvirtDriver:
 
     def start(self, workload: Workload, host: Host) -> None:
         spec = vm_spec(workload)
+        try:
+            check_paths(spec, self.storage_roots)
+        except ValidationError as exc:
+            raise VirtError("start", spec.name, host.name, str(exc)) from exc
         with self.host_lock(host):
             dom = self.domain(spec, host)
             if dom is not None and dom.isActive():
@@ -193,7 +211,7 @@ class LibvirtDriver:
                 if not is_local(host.address):
                     raise VirtError("start", spec.name, host.name, "cloud-init seeds are built on this machine and "
                                     f"{host.address} is remote: provide {spec.cloud_init.seed} there")
-                cloudinit.write_seed(spec.cloud_init)
+                cloudinit.write_seed(spec.cloud_init, self.storage_roots)
             try:
                 dom = self.connect(host).defineXML(domxml.build(bound))
                 dom.create()
