@@ -20,7 +20,9 @@ How Ganeti's cluster maps onto the scheduler's snapshot (one host per node):
 
 A DRBD secondary takes the instance's disk and raises its N+1 reserve; that is recorded as
 a second reservation on the secondary, so later decisions in a batch see it.
-Malformed input gives ``success: false`` with what was wrong; never a traceback.
+Malformed input gives ``success: false`` with what was wrong; never a traceback. Every
+value is read through :mod:`~clustercore.adapters.ganeti.validate` (its docstring lists the
+limits and where we deliberately differ from hail).
 """
 
 from clustercore.adapters.ganeti.allocator import Allocator, Choice, ExclusionTagsFilter
@@ -36,12 +38,24 @@ from clustercore.adapters.ganeti.cluster import (
     Spec,
     need,
 )
-from clustercore.adapters.ganeti.handlers import HANDLERS, answer, reply
+from clustercore.adapters.ganeti.handlers import HANDLERS, answer, answer_text, reply
 from clustercore.adapters.ganeti.score import RAW, WEIGHTS, GanetiScoreWeigher, group_score, node_metrics, score_after
+from clustercore.adapters.ganeti.validate import (
+    MAX_CPUS,
+    MAX_DISK,
+    MAX_MEMORY,
+    MAX_REQUEST_BYTES,
+    check_document,
+    decode,
+)
 
 __all__ = [
     "EXCLUSION_PREFIX",
     "HANDLERS",
+    "MAX_CPUS",
+    "MAX_DISK",
+    "MAX_MEMORY",
+    "MAX_REQUEST_BYTES",
     "MIRRORED",
     "RAW",
     "SHARED",
@@ -56,6 +70,9 @@ __all__ = [
     "RequestError",
     "Spec",
     "answer",
+    "answer_text",
+    "check_document",
+    "decode",
     "group_score",
     "main",
     "need",

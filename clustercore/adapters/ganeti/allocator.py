@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 import numpy as np
 
+from clustercore.adapters.ganeti import validate
 from clustercore.adapters.ganeti.cluster import GanetiCluster, Group, Spec
 from clustercore.adapters.ganeti.score import GanetiScoreWeigher, score_after
 from clustercore.errors import NoValidHost
@@ -92,7 +93,7 @@ class Allocator:
         as reservations, so a batch never rebuilds its snapshot."""
         found = self._schedulers.get(group.uuid)
         if found is None:
-            ratio = float(group.ipolicy.get("vcpu-ratio", 4.0))
+            ratio = validate.ratio(group.ipolicy, "vcpu-ratio", f"nodegroups.{group.uuid}.ipolicy", 4.0)
             found = Scheduler(self.cluster.snapshot(group.uuid), Policy("ganeti", ((self.weigher, 1.0),)),
                               filters=[ExclusionTagsFilter(self.cluster)], ratios={"cpu": ratio})
             self._schedulers[group.uuid] = found

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from clustercore.adapters.ganeti.handlers import answer, reply
+from clustercore.adapters.ganeti.handlers import answer_text, reply
+from clustercore.adapters.ganeti.validate import MAX_REQUEST_BYTES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,11 +16,11 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: clustercore-iallocator REQUEST_FILE", file=sys.stderr)
         return 2
     try:
-        with open(args[0], encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError) as exc:
+        with open(args[0], "rb") as f:
+            text = f.read(MAX_REQUEST_BYTES + 1)
+    except OSError as exc:
         print(json.dumps(reply(False, f"Invalid request: cannot read {args[0]}: {exc}", [])))
         return 0
-    print(json.dumps(answer(data)))
+    print(json.dumps(answer_text(text)))
     return 0
 

@@ -6,10 +6,27 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+__all__ = ["EXCLUSION_PREFIX", "MIRRORED", "SHARED", "UNLIMITED", "GanetiCluster", "Group", "RequestError", "Spec",
+           "need"]
+
 import attrs
 import numpy as np
 
 from clustercore.adapters.ganeti.score import RAW, group_score
+from clustercore.adapters.ganeti.validate import (
+    MAX_COUNT,
+    MAX_CPUS,
+    MAX_DISK,
+    MAX_MEMORY,
+    RequestError,
+    flag,
+    mapping,
+    need,
+    number,
+    ratio,
+    show,
+    strings,
+)
 from clustercore.model import Host, HostState, Resources, Workload
 from clustercore.scheduling.snapshot import Snapshot
 
@@ -17,20 +34,6 @@ MIRRORED = {"drbd"}  # internally mirrored: a secondary node
 SHARED = {"sharedfile", "blockdev", "rbd", "ext", "gluster", "diskless"}  # externally mirrored
 EXCLUSION_PREFIX = "htools:iextags:"
 UNLIMITED = 10**12
-
-
-class RequestError(ValueError):
-    """The request is malformed; the message says where."""
-
-
-def need(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    """``data[key]``, checked to be a ``kind``; RequestError naming ``where`` otherwise."""
-    if not isinstance(data, Mapping) or key not in data:
-        raise RequestError(f"{where}: missing {key!r}")
-    value = data[key]
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, (int, float))):
-        raise RequestError(f"{where}.{key}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
-    return value
 
 
 # --------------------------------------------------------------------------- the cluster
@@ -54,23 +57,36 @@ class Spec:
 
     @classmethod
     def parse(cls, data: Mapping[str, Any], where: str, name: str | None = None) -> Spec:
-        disks = need(data, "disks", list, where) if "disks" in data else []
-        sizes = tuple(int(need(d, "size", int, f"{where}.disks[{i}]")) for i, d in enumerate(disks))
-        total = data.get("disk_space_total", sum(sizes))
-        if not isinstance(total, int):
-            raise RequestError(f"{where}.disk_space_total: expected int, got {total!r}")
+        """The instance ``data`` describes, every field typed and bounded (see ``validate``)."""
+        if not isinstance(data, Mapping):
+            raise RequestError(f"{where}: expected dict, got {show(data)}")
+        disks = data.get("disks") or []
+        if not isinstance(disks, list) or len(disks) > MAX_COUNT:
+            raise RequestError(f"{where}.disks: expected a list of at most {MAX_COUNT} disks, got {show(disks)}")
+        sizes = tuple(number(d, "size", f"{where}.disks[{i}]", MAX_DISK) for i, d in enumerate(disks))
+        if sum(sizes) > MAX_DISK:
+            raise RequestError(f"{where}.disks: total size {sum(sizes)} is more than {MAX_DISK}")
+        nics = data.get("nics") or []
+        if not isinstance(nics, list) or len(nics) > MAX_COUNT:
+            raise RequestError(f"{where}.nics: expected a list of at most {MAX_COUNT} NICs, got {show(nics)}")
+        nodes = strings(data, "nodes", where)
+        if len(nodes) > 2 or len(set(nodes)) != len(nodes):
+            raise RequestError(f"{where}.nodes: expected at most two distinct nodes, got {show(list(nodes))}")
+        state = data.get("admin_state", "up")
+        if not isinstance(state, str):
+            raise RequestError(f"{where}.admin_state: expected str, got {show(state)}")
         return cls(
             name=name or need(data, "name", str, where),
-            memory=need(data, "memory", int, where),
-            vcpus=need(data, "vcpus", int, where),
-            disk=total,
+            memory=number(data, "memory", where, MAX_MEMORY),
+            vcpus=number(data, "vcpus", where, MAX_CPUS, low=1),  # hail: 0 vCPUs fit nowhere (FailCPU)
+            disk=number(data, "disk_space_total", where, MAX_DISK, default=sum(sizes)),
             disks=sizes,
-            nics=len(data.get("nics") or []),
-            spindle_use=int(data.get("spindle_use", 1)),
+            nics=len(nics),
+            spindle_use=number(data, "spindle_use", where, MAX_COUNT, default=1),
             template=need(data, "disk_template", str, where),
-            tags=tuple(data.get("tags") or ()),
-            nodes=tuple(data.get("nodes") or ()),
-            running=data.get("admin_state", "up") == "up",
+            tags=strings(data, "tags", where),
+            nodes=nodes,
+            running=state == "up",
         )
 
 
@@ -90,11 +106,16 @@ class GanetiCluster:
             raise RequestError("the request must be a JSON object")
         self.data = data
         self.request = need(data, "request", dict, "request file")
-        cluster_ipolicy = data.get("ipolicy") or {}
+        cluster_ipolicy = _ipolicy(data, "request file")
         self.groups: dict[str, Group] = {}
         for uuid, g in need(data, "nodegroups", dict, "request file").items():
-            self.groups[uuid] = Group(uuid, need(g, "name", str, f"nodegroups.{uuid}"),
-                                      g.get("alloc_policy", "preferred"), g.get("ipolicy") or cluster_ipolicy)
+            where = f"nodegroups.{uuid}"
+            policy = need(g, "alloc_policy", str, where) if isinstance(g, Mapping) and "alloc_policy" in g else None
+            if policy not in (None, "preferred", "last_resort", "unallocable"):
+                raise RequestError(f"{where}.alloc_policy: must be preferred, last_resort or unallocable, "
+                                   f"got {show(policy)}")
+            policy = policy or "preferred"
+            self.groups[uuid] = Group(uuid, need(g, "name", str, where), policy, _ipolicy(g, where) or cluster_ipolicy)
         nodes = need(data, "nodes", dict, "request file")
         self.names = sorted(nodes)
         self.index = {n: i for i, n in enumerate(self.names)}
@@ -112,24 +133,25 @@ class GanetiCluster:
         self.group: list[str] = []
         for i, name in enumerate(self.names):
             nd, where = nodes[name], f"nodes.{name}"
-            self.t_mem[i] = need(nd, "total_memory", int, where)
-            self.f_mem[i] = need(nd, "free_memory", int, where)
-            self.t_dsk[i] = need(nd, "total_disk", int, where)
-            self.f_dsk[i] = need(nd, "free_disk", int, where)
-            self.t_cpu[i] = need(nd, "total_cpus", int, where)
-            self.r_cpu[i] = nd.get("reserved_cpus", 0) or 0
-            self.free_spindles[i] = nd.get("free_spindles", 0) or 0
-            self.t_spindles[i] = max(nd.get("total_spindles", 0) or 0, 1)
-            ndparams = nd.get("ndparams") or {}
-            self.exclusive[i] = bool(ndparams.get("exclusive_storage", False))
-            self.offline[i] = bool(nd.get("offline", False))
-            self.unschedulable[i] = bool(nd.get("drained", False)) or not nd.get("vm_capable", True)
+            self.t_mem[i] = number(nd, "total_memory", where, MAX_MEMORY)
+            self.f_mem[i] = number(nd, "free_memory", where, MAX_MEMORY)
+            self.t_dsk[i] = number(nd, "total_disk", where, MAX_DISK)
+            self.f_dsk[i] = number(nd, "free_disk", where, MAX_DISK)
+            self.t_cpu[i] = number(nd, "total_cpus", where, MAX_CPUS)
+            self.r_cpu[i] = number(nd, "reserved_cpus", where, MAX_CPUS, default=0)
+            self.free_spindles[i] = number(nd, "free_spindles", where, MAX_COUNT, default=0)
+            self.t_spindles[i] = max(number(nd, "total_spindles", where, MAX_COUNT, default=0), 1)
+            ndparams = mapping(nd, "ndparams", where, default={})
+            self.exclusive[i] = flag(ndparams, "exclusive_storage", f"{where}.ndparams", False)
+            self.offline[i] = flag(nd, "offline", where, False)
+            self.unschedulable[i] = flag(nd, "drained", where, False) or not flag(nd, "vm_capable", where, True)
             group = need(nd, "group", str, where)
             if group not in self.groups:
-                raise RequestError(f"{where}.group: unknown node group {group!r}")
+                raise RequestError(f"{where}.group: unknown node group {show(group)}")
             self.group.append(group)
-            ratio = self.groups[group].ipolicy.get("spindle-ratio", 32.0)
-            self.hi_spindles[i] = max(float(ratio) * float(ndparams.get("spindle_count", 1) or 1), 1e-9)
+            spindles = number(ndparams, "spindle_count", f"{where}.ndparams", MAX_COUNT, default=1) or 1
+            self.hi_spindles[i] = max(ratio(self.groups[group].ipolicy, "spindle-ratio", f"nodegroups.{group}.ipolicy",
+                                            32.0) * spindles, 1e-9)
         self.instances: dict[str, Spec] = {}
         self.peers: list[dict[int, float]] = [{} for _ in range(n)]  # secondary -> {primary: memory}
         self.primaries: list[list[str]] = [[] for _ in range(n)]
@@ -138,9 +160,9 @@ class GanetiCluster:
             spec = Spec.parse(raw, f"instances.{name}", name)
             for node in spec.nodes:
                 if node not in self.index:
-                    raise RequestError(f"instances.{name}.nodes: unknown node {node!r}")
+                    raise RequestError(f"instances.{name}.nodes: unknown node {show(node)}")
             self._place(spec)
-        tags = data.get("cluster_tags") or []
+        tags = strings(data, "cluster_tags", "request file")
         self.exclusion_prefixes = tuple(t[len(EXCLUSION_PREFIX):] for t in tags if t.startswith(EXCLUSION_PREFIX))
 
     @property
@@ -216,3 +238,31 @@ class GanetiCluster:
         return Workload(spec.name, "ganeti", labels={f"extag/{t}": "1" for t in self.exclusion_tags(spec)},
                         requests=Resources(spec.vcpus, spec.memory, {"disk": spec.disk, "spindles": spec.spindle_use}))
 
+
+
+_IPOLICY_KEYS = ("memory-size", "cpu-count", "disk-count", "disk-size", "spindle-use", "nic-count")
+
+
+def _ipolicy(data: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """The ``ipolicy`` of ``data`` (a group or the cluster), checked: disk templates a list
+    of strings, ``minmax`` a list of ``{min, max}`` of bounded integers, ratios finite."""
+    policy = mapping(data, "ipolicy", where, default={})
+    where = f"{where}.ipolicy"
+    if "disk-templates" in policy:
+        strings(policy, "disk-templates", where)
+    ratio(policy, "vcpu-ratio", where, 4.0)
+    ratio(policy, "spindle-ratio", where, 32.0)
+    minmax = policy.get("minmax") or []
+    if not isinstance(minmax, list) or len(minmax) > MAX_COUNT:
+        raise RequestError(f"{where}.minmax: expected a list, got {show(minmax)}")
+    for i, bounds in enumerate(minmax):
+        if not isinstance(bounds, Mapping):
+            raise RequestError(f"{where}.minmax[{i}]: expected dict, got {show(bounds)}")
+        for side in ("min", "max"):
+            if side not in bounds:
+                continue
+            limits = mapping(bounds, side, f"{where}.minmax[{i}]")
+            for key in _IPOLICY_KEYS:
+                if key in limits:
+                    number(limits, key, f"{where}.minmax[{i}].{side}", MAX_DISK)
+    return policy

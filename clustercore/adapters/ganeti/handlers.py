@@ -10,8 +10,9 @@ import attrs
 import numpy as np
 
 from clustercore.adapters.ganeti.allocator import Allocator
-from clustercore.adapters.ganeti.cluster import MIRRORED, GanetiCluster, Group, RequestError, Spec, need
+from clustercore.adapters.ganeti.cluster import MIRRORED, GanetiCluster, Group, Spec
 from clustercore.adapters.ganeti.score import score_after
+from clustercore.adapters.ganeti.validate import RequestError, check_document, decode, need, show, strings
 from clustercore.errors import NoValidHost
 from clustercore.scheduling.snapshot import Snapshot
 
@@ -35,13 +36,28 @@ def reply(success: bool, info: str, result: Any) -> dict[str, Any]:
     return {"success": success, "info": info, "result": result}
 
 
+def _required_nodes(request: Mapping[str, Any], spec: Spec, where: str) -> int:
+    nodes: int = need(request, "required_nodes", int, where)
+    if nodes not in (1, 2):
+        raise RequestError(f"{where}.required_nodes: must be 1 or 2, got {show(nodes)}")
+    if nodes == 2 and spec.template not in MIRRORED:
+        raise RequestError(f"{where}.required_nodes: 2 nodes need a mirrored disk template, not {show(spec.template)}")
+    return nodes
+
+
+def _instance(cluster: GanetiCluster, name: str, where: str) -> Spec:
+    """A known instance that has its primary node."""
+    if name not in cluster.instances:
+        raise RequestError(f"{where}: unknown instance {show(name)}")
+    spec = cluster.instances[name]
+    if not spec.nodes:
+        raise RequestError(f"{where}: instance {show(name)} has no nodes")
+    return spec
+
+
 def _allocate(cluster: GanetiCluster, request: Mapping[str, Any]) -> dict[str, Any]:
     spec = Spec.parse(request, "request")
-    nodes = need(request, "required_nodes", int, "request")
-    if nodes not in (1, 2):
-        raise RequestError(f"request.required_nodes: must be 1 or 2, got {nodes}")
-    if nodes == 2 and spec.template not in MIRRORED:
-        raise RequestError(f"request.required_nodes: 2 nodes need a mirrored disk template, not {spec.template}")
+    nodes = _required_nodes(request, spec, "request")
     try:
         choice, group, reports = Allocator(cluster).allocate(spec, nodes)
     except NoValidHost as exc:
@@ -53,12 +69,13 @@ def _allocate(cluster: GanetiCluster, request: Mapping[str, Any]) -> dict[str, A
 
 def _relocate(cluster: GanetiCluster, request: Mapping[str, Any]) -> dict[str, Any]:
     name = need(request, "name", str, "request")
-    if name not in cluster.instances:
-        raise RequestError(f"request.name: unknown instance {name!r}")
-    spec = cluster.instances[name]
-    old = tuple(need(request, "relocate_from", list, "request"))
+    spec = _instance(cluster, name, "request.name")
+    need(request, "relocate_from", list, "request")
+    old = strings(request, "relocate_from", "request")
     if spec.template not in MIRRORED:
         return reply(False, f"Request failed: Instances of type {spec.template} cannot be relocated", [])
+    if len(spec.nodes) != 2:
+        raise RequestError(f"instances.{name}.nodes: a {spec.template} instance needs a primary and a secondary")
     primary = spec.nodes[0]
     allocator = Allocator(cluster)
     group = cluster.groups[cluster.group[cluster.index[primary]]]
@@ -96,7 +113,7 @@ def _multi_allocate(cluster: GanetiCluster, request: Mapping[str, Any]) -> dict[
     allocator = Allocator(cluster)
     for i, raw in enumerate(need(request, "instances", list, "request")):
         spec = Spec.parse(raw, f"request.instances[{i}]")
-        nodes = need(raw, "required_nodes", int, f"request.instances[{i}]")
+        nodes = _required_nodes(raw, spec, f"request.instances[{i}]")
         try:
             choice, group, _ = allocator.allocate(spec, nodes)
         except NoValidHost:
@@ -113,10 +130,12 @@ def _node_evacuate(cluster: GanetiCluster, request: Mapping[str, Any]) -> dict[s
     mode = need(request, "evac_mode", str, "request")
     if mode not in ("all", "primary-only", "secondary-only"):
         raise RequestError(f"request.evac_mode: must be all, primary-only or secondary-only, got {mode!r}")
-    names = need(request, "instances", list, "request")
+    need(request, "instances", list, "request")
+    names = strings(request, "instances", "request")
     for name in names:
-        if name not in cluster.instances:
-            raise RequestError(f"request.instances: unknown instance {name!r}")
+        spec = _instance(cluster, name, "request.instances")
+        if spec.template in MIRRORED and len(spec.nodes) != 2:
+            raise RequestError(f"instances.{name}.nodes: a {spec.template} instance needs a primary and a secondary")
     evacuated: set[str] = set()
     for name in names:
         nodes = cluster.instances[name].nodes
@@ -167,16 +186,28 @@ HANDLERS = {"allocate": _allocate, "relocate": _relocate, "multi-allocate": _mul
 
 
 def answer(data: Any) -> dict[str, Any]:
-    """The IAllocator answer for a parsed request; never raises."""
+    """The IAllocator answer for a parsed request; never raises. Every refusal is a
+    RequestError ("Invalid request: ..."); anything else is a bug the net below turns into
+    an answer ("unexpected ..." in its info) rather than a traceback."""
     try:
+        check_document(data)
         cluster = GanetiCluster(data)
         kind = need(cluster.request, "type", str, "request")
         handler = HANDLERS.get(kind)
         if handler is None:
-            raise RequestError(f"request.type: unsupported {kind!r} (supported: {', '.join(HANDLERS)})")
+            raise RequestError(f"request.type: unsupported {show(kind)} (supported: {', '.join(HANDLERS)})")
         return handler(cluster, cluster.request)
     except RequestError as exc:
         return reply(False, f"Invalid request: {exc}", [])
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        return reply(False, f"Invalid request: {type(exc).__name__}: {exc}", [])
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError, RecursionError) as exc:
+        return reply(False, f"Invalid request (unexpected {type(exc).__name__}): {show(str(exc))}", [])
 
+
+def answer_text(text: str | bytes) -> dict[str, Any]:
+    """The answer for a request file's contents: what ``clustercore-iallocator`` prints.
+    Never raises (undecodable JSON, ``NaN``, deep nesting are ``success: false``)."""
+    try:
+        data = decode(text)
+    except RequestError as exc:
+        return reply(False, f"Invalid request: {exc}", [])
+    return answer(data)
