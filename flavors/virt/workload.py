@@ -30,7 +30,12 @@ def adopt(xml: str, host: str, facts: Mapping[str, Any] | None = None) -> Worklo
     """A workload for a domain already defined on ``host`` (its libvirt XML). With the
     host's facts (:mod:`flavors.virt.hostfacts`), PCI devices it holds by address are
     named (``pci/10de:1eb8``) so the scheduler counts them. A VM that cannot live-migrate
-    (passthrough devices, host-passthrough CPU) stays pinned to ``host``."""
+    (passthrough devices, host-passthrough CPU) stays pinned to ``host``.
+
+    Pass libvirt's ``dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE)``: without that flag libvirt
+    leaves VNC/SPICE passwords out, and the rebuilt display would have none. Settings the
+    spec does not carry (security labels, lifecycle actions, disk driver tuning, display
+    options) refuse the domain with UnsupportedXML naming them (:func:`domxml.parse`)."""
     spec = domxml.parse(xml)
     if facts:
         names = {d["address"]: f"pci/{d['vendor']}:{d['product']}" for d in facts.get("pci", ())}

@@ -7,8 +7,8 @@ from typing import Any
 
 from lxml import etree
 
-from flavors.virt.domxml.common import UNITS, UnsupportedXML, el, mib
-from flavors.virt.spec import Cpu, CpuFeature, NumaCell, Pin, Topology, VMSpec
+from flavors.virt.domxml.common import UNITS, UnsupportedXML, el, integer, mib
+from flavors.virt.spec import MAX_MEMORY_MIB, MAX_VCPUS, Cpu, CpuFeature, NumaCell, Pin, Topology, VMSpec
 
 
 def write_vcpus(root: etree._Element, spec: VMSpec) -> None:
@@ -30,10 +30,11 @@ def write_vcpus(root: etree._Element, spec: VMSpec) -> None:
 def read_vcpus(root: etree._Element, fields: dict[str, Any]) -> None:
     """``vcpus``, ``max_vcpus`` and ``pins`` from ``<vcpu>`` and ``<cputune>``."""
     vcpu = root.find("vcpu")
-    total = int((vcpu.text or "1").strip()) if vcpu is not None else 1
-    current = vcpu.get("current") if vcpu is not None else None
-    if current is not None and int(current) != total:
-        fields["vcpus"], fields["max_vcpus"] = int(current), total
+    total = integer(vcpu.text, "/domain/vcpu", 1, MAX_VCPUS) if vcpu is not None else 1
+    raw = vcpu.get("current") if vcpu is not None else None
+    current = None if raw is None else integer(raw, "/domain/vcpu/@current", 1, MAX_VCPUS)
+    if current is not None and current != total:
+        fields["vcpus"], fields["max_vcpus"] = current, total
     elif current is not None:
         fields["vcpus"], fields["max_vcpus"] = total, total
     else:
@@ -48,7 +49,8 @@ def read_vcpus(root: etree._Element, fields: dict[str, Any]) -> None:
                 continue
             if node.tag != "vcpupin":
                 raise UnsupportedXML(f"/domain/cputune/{node.tag}", "not supported by the VM spec")
-            pins.append(Pin(int(node.get("vcpu", "0")), str(node.get("cpuset"))))
+            pins.append(Pin(integer(node.get("vcpu"), "/domain/cputune/vcpupin/@vcpu", 0, MAX_VCPUS - 1),
+                            str(node.get("cpuset"))))
     fields["pins"] = tuple(sorted(pins, key=lambda p: p.vcpu))
 
 
@@ -88,10 +90,11 @@ def read_cpu(root: etree._Element, fields: dict[str, Any]) -> None:
     fields["cpu"] = Cpu(mode, model.strip() if mode == "custom" and model else None, features)
     topo = cpu.find("topology")
     if topo is not None:
-        if int(topo.get("dies", "1")) != 1:
-            raise UnsupportedXML("/domain/cpu/topology/@dies", "one die per socket", topo.get("dies"))
-        fields["topology"] = Topology(int(topo.get("sockets", "1")), int(topo.get("cores", "1")),
-                                      int(topo.get("threads", "1")))
+        at = "/domain/cpu/topology/@"
+        if integer(topo.get("dies", "1"), at + "dies") != 1:
+            raise UnsupportedXML(at + "dies", "one die per socket", topo.get("dies"))
+        fields["topology"] = Topology(*(integer(topo.get(k, "1"), at + k, 1, MAX_VCPUS)
+                                        for k in ("sockets", "cores", "threads")))
     nodes: dict[int, int] = {}
     tune = root.find("numatune")
     if tune is not None:
@@ -100,9 +103,19 @@ def read_cpu(root: etree._Element, fields: dict[str, Any]) -> None:
                 continue
             if node.tag != "memnode" or node.get("mode", "strict") != "strict":
                 raise UnsupportedXML(f"/domain/numatune/{node.tag}", "only strict memnode bindings")
-            nodes[int(node.get("cellid", "0"))] = int(node.get("nodeset", "0"))
-    cells = sorted(cpu.findall("numa/cell"), key=lambda c: int(c.get("id", "0")))
-    fields["numa"] = tuple(NumaCell(str(c.get("cpus")), mib(c, "/domain/cpu/numa/cell") if c.text else
-                                    int(c.get("memory", "0")) * UNITS[(c.get("unit") or "KiB").lower()] // 1024**2,
-                                    nodes.get(int(c.get("id", "0"))))
+            at = "/domain/numatune/memnode/@"
+            nodes[integer(node.get("cellid", "0"), at + "cellid", 0, 1023)] = integer(node.get("nodeset", "0"),
+                                                                                   at + "nodeset", 0, 1023)
+    at = "/domain/cpu/numa/cell"
+    cells = sorted(cpu.findall("numa/cell"), key=lambda c: integer(c.get("id", "0"), at + "/@id", 0, 1023))
+    fields["numa"] = tuple(NumaCell(str(c.get("cpus")), mib(c, at) if c.text else _cell_mib(c, at),
+                                    nodes.get(integer(c.get("id", "0"), at + "/@id")))
                            for c in cells)
+
+
+def _cell_mib(cell: etree._Element, at: str) -> int:
+    unit = (cell.get("unit") or "KiB").lower()
+    if unit not in UNITS:
+        raise UnsupportedXML(f"{at}/@unit", "unknown unit", unit)
+    return integer(cell.get("memory"), f"{at}/@memory", 0, MAX_MEMORY_MIB * 1024**4 // UNITS[unit]) \
+        * UNITS[unit] // 1024**2

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from flavors.virt.domxml.common import UnsupportedXML, el
+from flavors.virt.domxml.common import UnsupportedXML, attributes, el, integer, only
 from flavors.virt.spec import Disk
 
 
@@ -56,6 +56,16 @@ def read_disk(node: etree._Element, at: str) -> Disk:
     target = node.find("target")
     if target is None or source is None:
         raise UnsupportedXML(at, "a disk needs a source and a target (empty CD-ROM drives are not supported)")
+    bus = target.get("bus", "virtio")
+    if bus not in ("virtio", "scsi", "sata"):
+        raise UnsupportedXML(f"{at}/target/@bus", "only virtio, scsi and sata disks", bus)
+    if driver is not None:
+        # Every driver setting is carried (cache, io, discard) or refused by name.
+        attributes(driver, {"name", "type", "cache", "io", "discard"}, f"{at}/driver")
+        if driver.get("name", "qemu") != "qemu":
+            raise UnsupportedXML(f"{at}/driver/@name", "only the qemu driver", driver.get("name"))
+    attributes(source, {"file", "dev", "protocol", "name", "index"}, f"{at}/source")
+    only(source, {"host", "auth"}, f"{at}/source")
     hosts: tuple[str, ...] = ()
     protocol = None
     if kind == "file":
@@ -76,11 +86,11 @@ def read_disk(node: etree._Element, at: str) -> Disk:
     boot = node.find("boot")
     return Disk(
         target=str(target.get("dev")), source=str(path), kind=kind, protocol=protocol, hosts=hosts, device=device,
-        bus=target.get("bus", "virtio"), format=driver.get("type", "raw") if driver is not None else "raw",
+        bus=bus, format=driver.get("type", "raw") if driver is not None else "raw",
         cache=driver.get("cache") if driver is not None else None,
         io=driver.get("io") if driver is not None else None,
         discard=driver.get("discard") if driver is not None else None,
         readonly=node.find("readonly") is not None, shareable=node.find("shareable") is not None,
-        boot=int(boot.get("order", "1")) if boot is not None else None,
+        boot=integer(boot.get("order", "1"), f"{at}/boot/@order", 1, 1024) if boot is not None else None,
         serial=node.findtext("serial"),
     )

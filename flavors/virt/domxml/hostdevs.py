@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from flavors.virt.domxml.common import UnboundDevice, UnsupportedXML, el
+from flavors.virt.domxml.common import UnboundDevice, UnsupportedXML, el, integer
 from flavors.virt.spec import HostDevice
 
 
@@ -23,7 +23,8 @@ def read_pci_address(source: etree._Element | None, at: str) -> str:
     address = source.find("address") if source is not None else None
     if address is None:
         raise UnsupportedXML(f"{at}/source/address", "is required")
-    parts = [int(address.get(k, "0"), 16) for k in ("domain", "bus", "slot", "function")]
+    parts = [integer(address.get(k, "0"), f"{at}/source/address/@{k}", 0, high, base=16)
+             for k, high in (("domain", 0xFFFF), ("bus", 0xFF), ("slot", 0x1F), ("function", 7))]
     return f"{parts[0]:04x}:{parts[1]:02x}:{parts[2]:02x}.{parts[3]:x}"
 
 
@@ -64,7 +65,8 @@ def read_hostdev(node: etree._Element, at: str, resource: str | None) -> HostDev
     product = node.find("source/product")
     if vendor is None or product is None:
         raise UnsupportedXML(f"{at}/source", "USB devices by vendor and product only")
-    v, p = f"{int(str(vendor.get('id')), 16):04x}", f"{int(str(product.get('id')), 16):04x}"
+    v = f"{integer(vendor.get('id'), f'{at}/source/vendor/@id', 0, 0xFFFF, base=16):04x}"
+    p = f"{integer(product.get('id'), f'{at}/source/product/@id', 0, 0xFFFF, base=16):04x}"
     if resource == f"usb/{v}:{p}":
         return HostDevice("usb", resource=resource)
     return HostDevice("usb", vendor=v, product=p, resource=resource)

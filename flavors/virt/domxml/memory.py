@@ -7,7 +7,7 @@ from typing import Any
 
 from lxml import etree
 
-from flavors.virt.domxml.common import UNITS, UnsupportedXML, el, mib
+from flavors.virt.domxml.common import UNITS, UnsupportedXML, el, integer, mib
 from flavors.virt.spec import Dimm, Memory, VMSpec
 
 
@@ -32,7 +32,8 @@ def read_memory(root: etree._Element, meta: dict[str, Any]) -> Memory:
     maximum = slots = None
     max_node = root.find("maxMemory")
     if max_node is not None:
-        maximum, slots = mib(max_node, "/domain/maxMemory"), int(max_node.get("slots", "0"))
+        maximum, slots = mib(max_node, "/domain/maxMemory"), integer(max_node.get("slots", "0"),
+                                                                     "/domain/maxMemory/@slots", 0, 256)
     hugepages = None
     backing = root.find("memoryBacking")
     if backing is not None:
@@ -43,15 +44,24 @@ def read_memory(root: etree._Element, meta: dict[str, Any]) -> Memory:
         if len(pages) > 1:
             raise UnsupportedXML("/domain/memoryBacking/hugepages", "one page size per VM")
         if pages:
-            kib = int(pages[0].get("size", "0")) * UNITS[(pages[0].get("unit") or "KiB").lower()] // 1024
-            hugepages = kib
+            at = "/domain/memoryBacking/hugepages/page"
+            unit = (pages[0].get("unit") or "KiB").lower()
+            if unit not in UNITS:
+                raise UnsupportedXML(f"{at}/@unit", "unknown unit", unit)
+            hugepages = integer(pages[0].get("size"), f"{at}/@size", 1, 1 << 40) * UNITS[unit] // 1024
         elif backing.find("hugepages") is not None:
             hugepages = 2048  # the host's default size
-    dimms = tuple(Dimm(mib(d.find("target/size"), "/domain/devices/memory/target/size"),  # type: ignore[arg-type]
-                       int(d.findtext("target/node") or "0"))
-                  for d in root.findall("devices/memory"))
+    dimms = tuple(_dimm(d) for d in root.findall("devices/memory"))
     return Memory(size=size, maximum=maximum, slots=slots or 0, dimms=dimms, hugepages=hugepages,
                   guaranteed=meta.get("guaranteed"))
+
+
+def _dimm(node: etree._Element) -> Dimm:
+    at = "/domain/devices/memory/target"
+    size = node.find("target/size")
+    if size is None:
+        raise UnsupportedXML(f"{at}/size", "is required")
+    return Dimm(mib(size, f"{at}/size"), integer(node.findtext("target/node") or "0", f"{at}/node", 0, 1023))
 
 
 def dimm_element(d: Dimm) -> etree._Element:

@@ -7,7 +7,7 @@ from typing import Any
 
 from lxml import etree
 
-from flavors.virt.domxml.common import el
+from flavors.virt.domxml.common import el, integer
 from flavors.virt.spec import VMSpec
 
 NAMESPACE = "urn:clustercore:vm:1"
@@ -44,11 +44,12 @@ def read_metadata(root: etree._Element) -> dict[str, Any]:
         return meta
     guaranteed = vm.find(f"{NS}guaranteed")
     if guaranteed is not None:
-        meta["guaranteed"] = int(str(guaranteed.text))
+        meta["guaranteed"] = integer(guaranteed.text, "/domain/metadata/vm/guaranteed")
     for dev in vm.findall(f"{NS}hostdev"):
-        meta["resources"][int(dev.get("index", "-1"))] = dev.get("resource")
+        meta["resources"][integer(dev.get("index"), "/domain/metadata/vm/hostdev/@index", 0, 4096)] = \
+            dev.get("resource")
     for dev in vm.findall(f"{NS}vf"):
-        meta["vfs"][int(dev.get("index", "-1"))] = dev.get("resource")
+        meta["vfs"][integer(dev.get("index"), "/domain/metadata/vm/vf/@index", 0, 4096)] = dev.get("resource")
     ci = vm.find(f"{NS}cloud-init")
     if ci is not None:
         net = ci.find(f"{NS}network-config")
