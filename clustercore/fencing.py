@@ -25,28 +25,47 @@ random delay before hard fencing lets one of two partitioned hosts win (two-host
 clusters). One fence at a time per host. An operator may always confirm by hand
 (``Cluster.confirm_down``).
 
-**Agents** (:class:`FenceAgent`): ClusterLabs fence agents (``fence_ipmilan``,
-``fence_redfish``, any ``fence_*``) through their stdin ``key=value`` protocol, IPMI
-directly through pyghmi (``ipmi``), Redfish through sushy (``redfish``). Credentials go to
-the agent only: never to logs, reprs or events.
+**Agents** live in :mod:`clustercore.fence_agents` (re-exported here): IPMI through
+pyghmi (``ipmi``, the recommended one for IPMI), Redfish through sushy (``redfish``, https
+verified by default), ClusterLabs fence agents (``fence_ipmilan``, ``fence_redfish``, any
+``fence_*``) through their stdin ``key=value`` protocol; what a device may say (options
+allow-listed per agent) and :func:`check_device`, the registration check. Credentials go
+to the agent only: never to argv, logs, reprs or events.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 
-from clustercore.errors import ClusterError, FencingFailed
+from clustercore.errors import FencingFailed
+from clustercore.fence_agents import (
+    AGENT_OPTIONS,
+    AgentError,
+    FenceAgent,
+    IpmiAgent,
+    ProcessAgent,
+    RedfishAgent,
+    allowed_options,
+    check_device,
+    default_agent,
+    device_problem,
+    stop_agents,
+    validate_device,
+)
 from clustercore.model import FenceDevice, Host, HostState, Reader
+
+__all__ = [
+    "AGENT_OPTIONS", "COUNTED", "UNREACHABLE", "AgentError", "Episode", "FenceAgent", "FenceDecision", "FencePolicy",
+    "Fencer", "IpmiAgent", "ProcessAgent", "RedfishAgent", "allowed_options", "check_device", "default_agent",
+    "device_problem", "fence_decision", "hard_fence", "levels", "stop_agents", "storm", "validate_device",
+]
 
 log = logging.getLogger(__name__)
 S = HostState
@@ -132,122 +151,6 @@ def fence_decision(host: Host, hosts: Sequence[Host], now: float, started: float
         return FenceDecision(False, f"last fencing failed {now - failed_at:.0f} s ago (backoff "
                                     f"{policy.backoff:.0f} s)")
     return FenceDecision(True, "NonResponsive, no reason to wait")
-
-
-# --------------------------------------------------------------------------- agents
-
-
-class AgentError(ClusterError):
-    """A fence agent failed (the message never holds a credential)."""
-
-
-class FenceAgent(Protocol):
-    def power(self, device: FenceDevice, action: str, timeout: float) -> str:
-        """``action`` is on, off, reboot or status; returns "on" or "off" for status."""
-
-
-def _redact(text: str, device: FenceDevice) -> str:
-    return text.replace(device.password, "***") if device.password else text
-
-
-@attrs.frozen
-class ProcessAgent:
-    """A ClusterLabs fence agent (``fence_ipmilan``...), options on stdin as ``key=value``
-    lines; exit 0 is success, and for status 0 means on and 2 off."""
-
-    command: str
-
-    def power(self, device: FenceDevice, action: str, timeout: float) -> str:
-        lines = {"action": action, "ip": device.address, "username": device.username, "password": device.password}
-        if device.port is not None:
-            lines["ipport"] = str(device.port)
-        lines.update(device.options)
-        stdin = "".join(f"{k}={v}\n" for k, v in lines.items() if v != "")
-        try:
-            run = subprocess.run([self.command], input=stdin, capture_output=True, text=True, timeout=timeout,
-                                 check=False)
-        except subprocess.TimeoutExpired:
-            raise AgentError(f"{self.command} {action}: no answer in {timeout:.0f} s") from None
-        except OSError as exc:
-            raise AgentError(f"{self.command}: cannot run: {exc}") from None
-        if action == "status":
-            if run.returncode == 0:
-                return "on"
-            if run.returncode == 2:
-                return "off"
-        elif run.returncode == 0:
-            return ""
-        detail = _redact((run.stderr or run.stdout).strip().splitlines()[-1:][0] if (run.stderr or run.stdout)
-                         else "", device)
-        raise AgentError(f"{self.command} {action}: exit {run.returncode}: {detail}")
-
-
-@attrs.frozen
-class IpmiAgent:
-    """IPMI over LAN (lanplus) through pyghmi, in a child process per action: pyghmi keeps
-    sessions and an I/O thread in process-wide state and a call can hang, so the child
-    gives every action a hard timeout and a clean session. Credentials go on stdin."""
-
-    def power(self, device: FenceDevice, action: str, timeout: float) -> str:
-        if action not in ("on", "off", "reboot", "status"):
-            raise AgentError(f"ipmi: unknown action {action!r}")
-        request = {"address": device.address, "port": device.port or 623, "username": device.username,
-                   "password": device.password, "action": action}
-        try:
-            run = subprocess.run([sys.executable, "-m", "clustercore.fencing"], input=json.dumps(request),
-                                 capture_output=True, text=True, timeout=timeout, check=False)
-        except subprocess.TimeoutExpired:
-            raise AgentError(f"ipmi {action} at {device.address}: no answer in {timeout:.0f} s") from None
-        if run.returncode != 0:
-            detail = (run.stderr.strip().splitlines() or ["no detail"])[-1]
-            raise AgentError(f"ipmi {action} at {device.address}: {_redact(detail, device)}")
-        return run.stdout.strip()
-
-
-def _ipmi_child() -> None:
-    """``python -m clustercore.fencing``: one pyghmi action, the request as JSON on stdin."""
-    from pyghmi.ipmi.command import Command
-
-    request = json.load(sys.stdin)
-    cmd = Command(bmc=request["address"], userid=request["username"], password=request["password"],
-                  port=request["port"], keepalive=False)
-    action = request["action"]
-    if action == "status":
-        print(cmd.get_power()["powerstate"])
-    else:
-        cmd.set_power({"on": "on", "off": "off", "reboot": "reset"}[action], wait=False)
-
-
-@attrs.frozen
-class RedfishAgent:
-    """Redfish through sushy: the first system of the service."""
-
-    def power(self, device: FenceDevice, action: str, timeout: float) -> str:
-        import sushy
-
-        try:
-            scheme = device.options.get("scheme", "http")
-            port = f":{device.port}" if device.port else ""
-            root = sushy.Sushy(f"{scheme}://{device.address}{port}/redfish/v1", username=device.username,
-                               password=device.password, verify=device.options.get("verify", "no") == "yes")
-            system = root.get_system(root.get_system_collection().members_identities[0])
-            if action == "status":
-                return "on" if system.power_state == sushy.POWER_STATE_ON else "off"
-            reset = {"on": sushy.RESET_ON, "off": sushy.RESET_FORCE_OFF, "reboot": sushy.RESET_FORCE_RESTART}[action]
-            system.reset_system(reset)
-            return ""
-        except Exception as exc:  # sushy raises many kinds; all mean the same here
-            raise AgentError(f"redfish {action} at {device.address}: {_redact(str(exc), device)}") from None
-
-
-def default_agent(name: str) -> FenceAgent:
-    if name == "ipmi":
-        return IpmiAgent()
-    if name == "redfish":
-        return RedfishAgent()
-    if name.startswith("fence_"):
-        return ProcessAgent(name)
-    raise AgentError(f"unknown fence agent {name!r} (fence_* programs, ipmi, redfish)")
 
 
 # --------------------------------------------------------------------------- running
@@ -340,6 +243,11 @@ class Fencer:
     def run(self, host: Host, policy: FencePolicy) -> list[str]:
         return hard_fence(host, policy, self.agent_for, self.sleep, self.monotonic)
 
+    def stop(self) -> None:
+        """Kill every fence agent still running (its whole process group): the manager
+        calls it when it stops, so no agent or ipmitool outlives it."""
+        stop_agents()
+
     def resume(self, host: Host, policy: FencePolicy) -> list[str]:
         """Finish a fencing another manager began and did not see through: when every
         device of a level already reports the power off, that is the outcome (nothing is
@@ -357,9 +265,3 @@ class Fencer:
                 return [*attempts, "already off: fenced by the previous leader"]
         return [*attempts, *self.run(host, policy)]
 
-
-if __name__ == "__main__":
-    try:
-        _ipmi_child()
-    except Exception as exc:
-        sys.exit(f"{type(exc).__name__}: {exc}")

@@ -14,11 +14,12 @@ are re-exported: :mod:`clustercore.values` (``FrozenMap``, ``Reader``), :mod:`cl
 from __future__ import annotations
 
 import enum
-import re
 from typing import Any
 
 import attrs
 
+from clustercore.errors import ValidationError
+from clustercore.fence_agents import AGENT_RE, validate_device
 from clustercore.resources import ZERO, Resources
 from clustercore.taints import Taint, TaintEffect, Toleration
 from clustercore.values import (
@@ -110,7 +111,12 @@ class NonOperationalReason(enum.Enum):
 
 @attrs.frozen
 class FenceDevice:
-    """How to power a host off out of band. ``password`` never appears in a repr."""
+    """How to power a host off out of band. ``password`` never appears in a repr.
+
+    Checked however it is made (``from_dict`` or the constructor), by
+    :func:`clustercore.fence_agents.device_problem`: no control character in any field, a
+    plain agent name and address, options only from the agent's allow-list. Whether the
+    agent exists here is :func:`clustercore.fencing.check_device` (at registration)."""
 
     agent: str
     address: str
@@ -119,6 +125,9 @@ class FenceDevice:
     password: str = attrs.field(default="", repr=False)
     level: int = 1
     options: FrozenMap[str, str] = attrs.field(default=EMPTY, converter=frozen_map)
+
+    def __attrs_post_init__(self) -> None:
+        validate_device(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -134,20 +143,20 @@ class FenceDevice:
     @classmethod
     def from_dict(cls, data: object, path: str = "fence_device") -> FenceDevice:
         r = Reader("fence device", data, path)
+        for key in r.data:
+            if not isinstance(key, str):
+                raise r.fail(str(key), "unknown field", key)
         port = r.get("port")
         if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
             raise r.fail("port", "must be a TCP/UDP port number", port)
-        dev = cls(
-            agent=r.string("agent", pattern=re.compile(r"^[a-z][a-z0-9_]*$")),
-            address=r.string("address"),
-            port=port,
-            username=r.string("username", ""),
-            password=r.string("password", ""),
-            level=r.integer("level", 1, minimum=1),
-            options=r.str_map("options"),
-        )
+        agent, address = r.string("agent", pattern=AGENT_RE), r.string("address")
+        username, password = r.string("username", ""), r.string("password", "")
+        level, options = r.integer("level", 1, minimum=1, maximum=1000), r.str_map("options")
         r.done()
-        return dev
+        try:
+            return cls(agent, address, port, username, password, level, options)
+        except ValidationError as exc:
+            raise r.fail(exc.field, exc.problem, exc.value) from None
 
 
 def _default_allocatable(host: Host) -> Resources:
