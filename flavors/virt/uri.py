@@ -25,6 +25,7 @@ LIBVIRT_DRIVERS = frozenset({"qemu", "test", "xen", "lxc", "libxl", "vbox", "bhy
                              "hyperv", "openvz", "vmwarews", "vmwareplayer", "vmwarefusion", "parallels"})
 
 _SCHEME_RE = re.compile(r"\A([A-Za-z][A-Za-z0-9+.-]*):")
+_CLAIM_RE = re.compile(r"\A\s*([A-Za-z][A-Za-z0-9.-]*)(\+[A-Za-z0-9]*)?(:|/|\Z)")
 _HOST = r"(?:[A-Za-z0-9_.-]{1,64}@)?(?:[A-Za-z0-9.-]{1,253}|\[[0-9a-fA-F:.]{2,45}\])(?::\d{1,5})?"
 _QUERY = r"(?:\?[A-Za-z0-9_=&/.,%+-]{0,512})?"
 _QEMU_LOCAL_RE = re.compile(r"\Aqemu(?:\+unix)?:///(system|session)" + _QUERY + r"\Z")
@@ -34,12 +35,12 @@ _TEST_RE = re.compile(r"\Atest:///(default|[A-Za-z0-9_./-]{1,4096}\.xml)\Z")
 
 
 def claims(address: str) -> bool:
-    """Whether a host of this address is the virt flavor's to judge: empty, or a scheme
-    naming a libvirt driver (whatever follows it)."""
-    if not address:
+    """Whether a host of this address is the virt flavor's to judge: empty, or starting
+    with a libvirt driver's name (``qemu+tcp//host`` too: a typo is still ours to refuse)."""
+    if not address.strip():
         return True
-    match = _SCHEME_RE.match(address)
-    return bool(match) and match.group(1).lower().split("+")[0] in LIBVIRT_DRIVERS  # type: ignore[union-attr]
+    match = _CLAIM_RE.match(address)
+    return match is not None and match.group(1).lower() in LIBVIRT_DRIVERS
 
 
 def uri_problem(address: str) -> str | None:
@@ -54,7 +55,7 @@ def uri_problem(address: str) -> str | None:
     if remote:
         port = re.search(r":(\d+)\Z", remote.group(2))
         if port and not 0 < int(port.group(1)) <= 65535:
-            return f"{shown}: port {port.group(1)} is out of range"
+            return f"{shown} is not a libvirt URI this flavor opens: port {port.group(1)} is out of range"
         return None
     match = _SCHEME_RE.match(address)
     scheme = match.group(1).lower() if match else ""

@@ -69,7 +69,7 @@ def _parse(root: etree._Element) -> VMSpec:
                 "cputune", "numatune", "os", "features", "cpu", "clock", "devices", "seclabel"} | set(_LIFECYCLE)
          | _IGNORED_TOP, "/domain")
     fields: dict[str, Any] = {"name": _text(root, "name"), "uuid": _text(root, "uuid")}
-    if not NAME_RE.match(fields["name"]):
+    if not NAME_RE.match(fields["name"]) or root.findtext("name") != fields["name"]:
         raise UnsupportedXML("/domain/name", f"must match {NAME_RE.pattern}", fields["name"][:100])
     if not UUID_RE.match(fields["uuid"]):
         raise UnsupportedXML("/domain/uuid", "must be a lowercase uuid", fields["uuid"][:100])
