@@ -37,10 +37,11 @@ PREFIX = "/bench/"
 SILENT = 20
 
 
-def _beat(url: str, names: list[str], conn: Connection) -> None:
+def _beat(url: str, names: list[str], conn: Connection, issued: dict[str, str]) -> None:
     """The hosts' side (child process): beat every INTERVAL, staggered; stop the hosts the
     parent names; report requests, lateness and the silenced hosts' last beats."""
-    agents = [HostAgent(EtcdStore(url, prefix=PREFIX), n, INTERVAL, report=HostReport) for n in names]
+    agents = [HostAgent(EtcdStore(url, prefix=PREFIX), n, INTERVAL, report=HostReport, credential=issued[n])
+              for n in names]
     start = time.monotonic()
     silenced: set[str] = set()
     last: dict[str, float] = {}
@@ -134,7 +135,8 @@ def run() -> str:
         registered = time.monotonic() - t0
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
-        beater = ctx.Process(target=_beat, args=(etcd.url, names, child), daemon=True)
+        issued = {n: c for reg in regs for n, c in reg.credentials.items()}
+        beater = ctx.Process(target=_beat, args=(etcd.url, names, child, issued), daemon=True)
         beater.start()
         assert parent.recv() == "running"
         managers = [Manager(EtcdStore(etcd.url, prefix=PREFIX), f"m{k}", ttl=10,

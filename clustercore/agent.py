@@ -11,7 +11,9 @@ store, not in a manager's memory, and survives a manager failover.
 
 ``probe`` (optional) is asked before each beat; an agent that polls a host from outside
 (as oVirt's engine polls VDSM) passes a probe of that host and beats only while it
-answers. ``clustercore agent --store URL --host NAME`` runs one; it stops at SIGTERM or
+answers. Each report carries the host's heartbeat credential (``credential``, issued at
+registration: :mod:`clustercore.credentials`); without it the managers ignore the beats.
+``clustercore agent --store URL --host NAME --credential-file F`` runs one; it stops at SIGTERM or
 SIGINT (the ``stop`` event of :meth:`HostAgent.run`). The interval must be above 0 and the
 TTL above the interval (ValidationError otherwise).
 """
@@ -24,6 +26,8 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import attrs
 
 from clustercore.errors import LeaseNotFound, StoreError, ValidationError
 from clustercore.model import HostReport
@@ -42,7 +46,7 @@ def boot_report() -> HostReport:
 class HostAgent:
     def __init__(self, store: Store, host: str, interval: float = 10.0, ttl: float | None = None,
                  report: Callable[[], HostReport] = boot_report, probe: Callable[[], bool] | None = None,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, credential: str = "") -> None:
         if not (math.isfinite(interval) and interval > 0):
             raise ValidationError("agent", "interval", "must be a finite number of seconds > 0", interval)
         ttl = ttl if ttl is not None else 4 * interval  # Kubernetes: renew every 10 s, 40 s lease
@@ -55,6 +59,7 @@ class HostAgent:
         self.report = report
         self.probe = probe
         self.monotonic = monotonic
+        self.credential = credential  # issued at registration (clustercore.credentials)
         self.lease = 0
         self.kept_at = float("-inf")  # when the lease was last kept alive (monotonic)
         self.requests = 0  # store requests sent (heartbeats, keepalives, grants)
@@ -63,7 +68,8 @@ class HostAgent:
         """One heartbeat; False when the probe says the host is down or the store is away."""
         if self.probe is not None and not self.probe():
             return False
-        value = encode(self.report())
+        report = self.report()
+        value = encode(attrs.evolve(report, credential=self.credential) if self.credential else report)
         try:
             for _ in range(2):
                 now = self.monotonic()

@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
@@ -93,7 +94,7 @@ def parser() -> Parser:
     sub = top.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="run a small simulated cluster and tell what happens")
     manager: Parser = sub.add_parser("manager", help="run a manager against a store, or show the cluster's status")
-    manager.add_argument("action", choices=["run", "status"])
+    manager.add_argument("action", choices=["run", "status", "clear-leader"])
     manager.add_argument("--store", default="memory://", help="memory:// or etcd://host[:port],host[:port]")
     manager.add_argument("--prefix", default="/clustercore/", help="the cluster's key prefix in etcd")
     manager.add_argument("--name", default=None, help="this manager's name (default: host name and pid)")
@@ -108,6 +109,8 @@ def parser() -> Parser:
     agent.add_argument("--interval", type=seconds, default=10.0, help="seconds between heartbeats")
     agent.add_argument("--ttl", type=seconds, default=None, help="heartbeat lease TTL, above the interval "
                                                                 "(default 4 intervals)")
+    agent.add_argument("--credential-file", default=None,
+                       help="file holding the host's heartbeat credential (issued at registration)")
     top.commands = {"manager": manager, "agent": agent}
     return top
 
@@ -153,6 +156,13 @@ def run(args: argparse.Namespace) -> int:
         store = open_store(args.store, args.prefix)
         if args.action == "status":
             return status(store, sys.stdout)
+        if args.action == "clear-leader":
+            from clustercore.leadership import clear_stale
+
+            cleared = clear_stale(store)
+            print(f"cleared the stale leader key of {cleared}" if cleared else
+                  "nothing to clear: the leader key is absent or on a lease (it expires with it)")
+            return 0
         name = args.name or f"{socket.gethostname()}-{os.getpid()}"
         manager = Manager(store, name, ttl=args.ttl, pass_limit=args.pass_limit)
         with stop_on_signals() as stop:
@@ -160,7 +170,14 @@ def run(args: argparse.Namespace) -> int:
         return exit_code(stop)
     from clustercore.agent import HostAgent
 
-    agent = HostAgent(open_store(args.store, args.prefix), args.host, args.interval, args.ttl)
+    credential = ""
+    if args.credential_file:
+        try:
+            credential = Path(args.credential_file).read_text().strip()
+        except OSError as exc:
+            raise ClusterError(f"cannot read the credential file: {exc}") from None
+    agent = HostAgent(open_store(args.store, args.prefix), args.host, args.interval, args.ttl,
+                      credential=credential)
     with stop_on_signals() as stop:
         agent.run(stop)
     return exit_code(stop)

@@ -10,24 +10,36 @@ attempts raises :class:`~clustercore.errors.Conflict`.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
-from clustercore import join
+import attrs
+
+from clustercore import credentials, fencing, join
 from clustercore.clock import Clock, SystemClock
 from clustercore.config import ClusterConfig
 from clustercore.controller import Controller, StepReport
-from clustercore.driver import movable
-from clustercore.errors import Conflict, FlavorError, HostBusy, MaintenanceVetoed, ValidationError
+from clustercore.driver import WorkloadDriver, movable
+from clustercore.errors import (
+    Conflict,
+    FlavorError,
+    HostBusy,
+    MaintenanceVetoed,
+    NotLeader,
+    ValidationError,
+    WorkloadExists,
+)
 from clustercore.events import Event, EventLog
+from clustercore.leadership import LEADER_KEY, holder
 from clustercore.lifecycle import HostEvent
 from clustercore.model import Host, HostReport, HostState, Placement, Workload
 from clustercore.placements import PlacementEvent
 from clustercore.plugins import Plugins
 from clustercore.reconcile.writer import Decision, Writer
 from clustercore.scheduling.engine import Row
-from clustercore.state import PLACEMENTS, ClusterState
+from clustercore.state import PLACEMENTS, ClusterState, Versioned
 from clustercore.store.base import Store
 from clustercore.store.memory import MemoryStore
 from clustercore.upgrade import RollingUpgrade, UpgradeStatus, read_status
@@ -53,10 +65,14 @@ class Cluster:
         self.state = ClusterState(self.store)
         self.events = EventLog(self.store, retain=ClusterConfig().events_retained)
         self.writer = Writer(self.store, self.state, self.events)
+        #: Heartbeat credentials this Cluster issued, by host (hand them to the hosts' agents).
+        self.credentials: dict[str, str] = {}
         if config is not None:
             self.configure(config)
+        self._guarded = may_act is not None
+        self._leader_checked = (float("-inf"), True)
         self.controller = Controller(self.store, self.plugins, self.clock, self.state, self.events, executor,
-                                     self.writer, may_act, monotonic)
+                                     self.writer, may_act or self._no_manager_leads, monotonic)
 
     # ------------------------------------------------------------------ configuration
 
@@ -102,10 +118,24 @@ class Cluster:
     def register_host(self, host: Host | Mapping[str, Any]) -> Host:
         """Add a host: it joins through approval (when the config requires it), bootstrap
         and discovery as the controller runs. A taken name raises HostExists."""
-        if not isinstance(host, Host):
-            host = Host.from_dict(host)
+        host = Host.from_dict(host.to_dict() if isinstance(host, Host) else host)  # typed hosts are checked too
+        for i, device in enumerate(host.fence_devices):
+            fencing.check_device(device, f"fence_devices[{i}]")  # ValidationError: its agent is not here
         now = self.clock.now()
-        return self.writer.register(join.registered(host, self.config.approval_required, now), now)
+        credential = credentials.issue()
+        new = self.writer.register(join.registered(host, self.config.approval_required, now), now, credential)
+        self.credentials[new.name] = credential
+        return new
+
+    def issue_credential(self, name: str) -> str:
+        """A new heartbeat credential for ``name`` (the old one stops counting at once):
+        give it to the host's agent (``clustercore agent --credential-file``). This
+        Cluster's own :meth:`heartbeat` uses it from now on."""
+        self.host(name)  # UnknownHost
+        credential = credentials.issue()
+        self.writer.credential(name, credential)
+        self.credentials[name] = credential
+        return credential
 
     def _operate(self, name: str, event: HostEvent, reason: str, delete: bool = False) -> Host:
         for attempt in range(ATTEMPTS):
@@ -171,21 +201,38 @@ class Cluster:
     def heartbeat(self, name: str, report: HostReport | None = None, lease: int = 0) -> None:
         """What a host agent does every ``heartbeat_interval``: say it is alive, and what it
         reaches. With a store ``lease`` (as Kubernetes node leases) the key vanishes when
-        the agent stops renewing it, whichever manager is watching."""
-        self.writer.heartbeat(name, report or HostReport(), lease)
+        the agent stops renewing it, whichever manager is watching. The host's credential
+        (issued when this Cluster registered it) is attached unless the report has one."""
+        report = report or HostReport()
+        if not report.credential and name in self.credentials:
+            report = attrs.evolve(report, credential=self.credentials[name])
+        self.writer.heartbeat(name, report, lease)
 
     # ------------------------------------------------------------------ workloads
 
     def submit(self, workload: Workload | Mapping[str, Any]) -> Placement:
-        """Define a workload and start it where the scheduler says. The placement is in the
-        store as Starting before the driver is called and Running once it returns; if the
-        driver fails, the placement is removed, the workload stays defined, and the
-        FlavorError is raised."""
+        """Define a workload and start it where the scheduler says. Atomic up to the start:
+        the definition is validated (every flavor's ``clustercore_validate_workload``), its
+        name checked (WorkloadExists) and a host chosen (NoValidHost) before anything is
+        written; then the definition and its Starting placement are written together, and
+        the placement is Running once the driver returns. If the driver fails, the
+        placement is removed, the workload stays defined, and the FlavorError is raised."""
         if not isinstance(workload, Workload):
             workload = Workload.from_dict(workload)
-        self.plugins.driver(workload.flavor)  # UnknownFlavor before anything is written
-        self.writer.define(workload, self.clock.now())
-        return self.start(workload.name)
+        else:
+            workload = Workload.from_dict(workload.to_dict())  # typed objects are checked too
+        driver = self.plugins.driver(workload.flavor)  # UnknownFlavor before anything is written
+        existing = self.workloads()
+        if workload.name in existing:
+            raise WorkloadExists(workload.name)
+        self.plugins.validate_workload(workload, existing, self.config)
+        target = self.controller.scheduler().select(workload)
+        now = self.clock.now()
+        try:
+            starting = self.writer.define_and_place(workload, target, now)
+        except Conflict:
+            raise WorkloadExists(workload.name) from None
+        return self._started(workload, driver, starting, now)
 
     def start(self, name: str) -> Placement:
         workload = self.state.workload(name).value
@@ -197,6 +244,11 @@ class Cluster:
         now = self.clock.now()
         starting = self.writer.place(None, E.PLACE, now, workload=name, host=target)
         assert starting is not None
+        return self._started(workload, driver, starting, now)
+
+    def _started(self, workload: Workload, driver: WorkloadDriver, starting: Versioned[Placement],
+                 now: float) -> Placement:
+        name, target = workload.name, starting.value.host
         try:
             driver.start(workload, self.host(target))
         except Exception as exc:
@@ -255,4 +307,18 @@ class Cluster:
     # ------------------------------------------------------------------ reconciling
 
     def step(self) -> StepReport:
+        """One reconcile pass. An unguarded Cluster (no ``may_act``: not a Manager) refuses
+        with NotLeader while a manager leads the same store: two reconcilers would act."""
+        if not self._guarded:
+            leader = self.store.get(LEADER_KEY)
+            if leader is not None:
+                raise NotLeader("an unguarded Cluster", 0, holder(leader))
         return self.controller.step()
+
+    def _no_manager_leads(self) -> bool:
+        """An unguarded Cluster acts only while no manager leads its store (checked at most
+        once a second)."""
+        now = time.monotonic()
+        if now - self._leader_checked[0] > 1.0:
+            self._leader_checked = (now, self.store.get(LEADER_KEY) is None)
+        return self._leader_checked[1]

@@ -12,6 +12,9 @@ from clustercore.fencing import FencePolicy
 from clustercore.lifecycle import LivenessPolicy
 from clustercore.model import NAME_RE, FrozenMap, Reader, ratio_map
 
+#: Where workloads' files may live unless the cluster says otherwise (libvirt's own pool).
+DEFAULT_STORAGE_ROOTS = ("/var/lib/libvirt/images", "/var/lib/clustercore")
+
 
 @attrs.frozen
 class ClusterConfig:
@@ -35,6 +38,9 @@ class ClusterConfig:
     most ``call_wait`` seconds for the calls it launched (fast hosts answer in the pass that
     asked; the rest are collected by later passes): it bounds what a hung host costs a pass.
 
+    ``storage_roots`` are the directories under which every path a workload's spec may name
+    (disks, cloud-init seeds, kernels) must lie: nothing is read or written outside them.
+
     :meth:`merged` applies a partial update (what ``Cluster.configure`` does with a
     mapping): the fields it names change, nested ones (``liveness``, ``fencing``) field by
     field, every other setting stays."""
@@ -54,6 +60,7 @@ class ClusterConfig:
     orphan_after: float = 120.0
     call_timeout: float = 30.0
     call_wait: float = 2.0
+    storage_roots: frozenset[str] = frozenset(DEFAULT_STORAGE_ROOTS)
 
     def merged(self, update: Mapping[str, Any]) -> ClusterConfig:
         """This config with ``update`` applied (validated as a whole: ValidationError names
@@ -85,6 +92,7 @@ class ClusterConfig:
             "orphan_after": self.orphan_after,
             "call_timeout": self.call_timeout,
             "call_wait": self.call_wait,
+            "storage_roots": sorted(self.storage_roots),
         }
 
     @classmethod
@@ -106,10 +114,19 @@ class ClusterConfig:
             orphan_after=r.number("orphan_after", 120.0, minimum=0),
             call_timeout=r.number("call_timeout", 30.0, minimum=0.001),
             call_wait=r.number("call_wait", 2.0, minimum=0.0),
+            storage_roots=_roots(r),
         )
         r.done()
         return config
 
+
+
+def _roots(r: Reader) -> frozenset[str]:
+    roots = r.str_set("storage_roots") if r.has("storage_roots") else frozenset(DEFAULT_STORAGE_ROOTS)
+    for root in roots:
+        if not root.startswith("/") or "\x00" in root or any(part in ("..", ".") for part in root.split("/")):
+            raise r.fail("storage_roots", "each root must be an absolute path without . or ..", root)
+    return roots
 
 
 def _ratios(r: Reader) -> FrozenMap[str, float]:

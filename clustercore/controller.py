@@ -176,7 +176,6 @@ class Controller:
     def _act(self, view: View, events: list[Event], conflicts: list[str], errors: list[str]) -> None:
         self.events.retain = view.config.events_retained
         self.calls.wait = view.config.call_wait
-        self.recovery.rebooted(view.now, errors)
         self.drain.errors = errors
         looking = self._needing_look(view)
         counts: dict[str, int] | None = None
@@ -185,6 +184,7 @@ class Controller:
                 counts = self._counts()
             waiting = [n for n in looking if n in view.hosts
                        and self._look(view.hosts[n], view, (counts or {}).get(n, 0), events, conflicts, errors)]
+            self.recovery.rebooted(view, errors)
             self.settle.sync(view, events, errors)
             self.recovery.sync(view, errors)
             if not self.calls.launched():

@@ -9,6 +9,7 @@ One base class; catch ``ClusterError`` to catch them all::
     ├── UnknownHost              no host of that name
     ├── UnknownWorkload          no workload of that name
     ├── HostExists               registering a name that is already taken
+    ├── WorkloadExists           submitting a workload whose name is already taken
     ├── HostBusy                 removing (or similar) a host that still runs workloads
     ├── MaintenanceVetoed        a flavor refused to let a host enter maintenance
     ├── NoValidHost              no host passed the scheduler's filters: counts per reason
@@ -95,6 +96,12 @@ class HostExists(ClusterError):
     def __init__(self, host: str) -> None:
         self.host = host
         super().__init__(f"a host named {host!r} is already registered")
+
+
+class WorkloadExists(ClusterError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"a workload named {name!r} exists already")
 
 
 class HostBusy(ClusterError):
@@ -211,7 +218,12 @@ class NotLeader(StoreError):
     """An acting write or action by a manager that does not hold the leadership (any more):
     ``manager`` is who tried, ``token`` the leadership it thought it had (0 = none)."""
 
-    def __init__(self, manager: str, token: int) -> None:
+    def __init__(self, manager: str, token: int, leader: str | None = None) -> None:
         self.manager = manager
         self.token = token
-        super().__init__(f"manager {manager} is not the leader (its token {token} is stale)")
+        self.leader = leader
+        if leader is not None:
+            super().__init__(f"{manager} may not reconcile: manager {leader} leads this store "
+                             "(use clustercore manager run, or a Manager)")
+        else:
+            super().__init__(f"manager {manager} is not the leader (its token {token} is stale)")

@@ -33,7 +33,7 @@ Writing one::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import pluggy
@@ -41,6 +41,7 @@ import pluggy
 from clustercore.model import Host, Workload
 
 if TYPE_CHECKING:
+    from clustercore.config import ClusterConfig
     from clustercore.plugins import HostDescription, Registry
 
 PROJECT = "clustercore"
@@ -85,6 +86,24 @@ def clustercore_bootstrap_host(host: Host) -> str | None:
     Returns: None when the host is ready for this flavor, or the reason it is not (the
     host becomes InstallFailed with that reason, prefixed by the flavor's name). Raising
     counts as failing with the exception's message.
+    """
+
+
+@hookspec
+def clustercore_validate_workload(workload: Workload, workloads: Mapping[str, Workload],
+                                  config: ClusterConfig) -> str | None:
+    """Check a workload definition before anything of it is written.
+
+    When: at ``Cluster.submit`` (and any other way a definition enters the store), before
+    the definition is written; for every flavor (a flavor ignores workloads of other
+    flavors).
+    Arguments: ``workload``, the new definition; ``workloads``, every workload already
+    defined (for identities that must be unique in the cluster, such as a VM's uuid);
+    ``config``, the cluster's config (its ``storage_roots`` bound every path a spec may
+    name).
+    Returns: None to accept; a string (or a raised
+    :class:`~clustercore.errors.ValidationError` naming the field) to refuse. Nothing is
+    written when any flavor refuses.
     """
 
 

@@ -31,6 +31,22 @@ log = logging.getLogger(__name__)
 LEADER_KEY = "leader"
 
 
+def holder(kv: KeyValue) -> str:
+    """The leader key's holder, printable whatever bytes it holds."""
+    return kv.value.decode(errors="replace").encode("unicode_escape").decode()
+
+
+def clear_stale(store: Store) -> str | None:
+    """Delete the leader key if it is held without a lease (left by hand or by a tool: no
+    manager could ever lead); returns the holder it cleared, None when there was nothing
+    stale. A key on a lease is never touched: it expires with its lease."""
+    kv = store.get(LEADER_KEY)
+    if kv is None or kv.lease != 0:
+        return None
+    store.delete(LEADER_KEY, expect=kv.mod_revision)
+    return holder(kv)
+
+
 class Elector:
     def __init__(self, store: Store, name: str, ttl: float = 10.0, margin: float = 2.0,
                  monotonic: Callable[[], float] | None = None) -> None:
@@ -43,6 +59,7 @@ class Elector:
         self.token = 0
         self.renewed_at = float("-inf")
         self._lock = threading.RLock()  # a manager renews from its own thread too
+        self._stale_told = 0
 
     @property
     def leading(self) -> bool:
@@ -51,7 +68,7 @@ class Elector:
     def leader(self) -> str | None:
         """Who leads now, by the store."""
         kv = self.store.get(LEADER_KEY)
-        return kv.value.decode() if kv is not None else None
+        return holder(kv) if kv is not None else None
 
     def campaign(self) -> bool:
         """Try to become the leader; True when this manager leads (now or already)."""
@@ -71,6 +88,11 @@ class Elector:
             self.token = self.store.put(LEADER_KEY, self.name.encode(), expect=0, lease=lease)
         except (Conflict, StoreError):
             self.store.revoke(lease)
+            held = self.store.get(LEADER_KEY)
+            if held is not None and held.lease == 0 and self._stale_told != held.mod_revision:
+                self._stale_told = held.mod_revision
+                log.error("%s: the leader key is held by %s with no lease: nobody can lead until it is cleared "
+                          "(clustercore manager clear-leader)", self.name, holder(held))
             return False
         self.lease, self.renewed_at = lease, sent
         log.warning("%s leads (token %d)", self.name, self.token)

@@ -17,7 +17,7 @@ from typing import TextIO
 
 from clustercore.clock import Clock, SystemClock
 from clustercore.cluster import Cluster
-from clustercore.leadership import LEADER_KEY, Elector, GuardedStore
+from clustercore.leadership import LEADER_KEY, Elector, GuardedStore, holder
 from clustercore.plugins import Plugins
 from clustercore.state import CONFIG_KEY, HOSTS
 from clustercore.store.base import Store
@@ -117,6 +117,7 @@ class Manager:
                 self.elector.resign()
             except Exception as exc:
                 log.warning("%s: cannot resign (%s): the lease expires by itself", self.name, exc)
+            self.cluster.controller.fencer.stop()  # fence agents still running: their whole process groups
             self.executor.shutdown(wait=False, cancel_futures=True)
 
     def keep_leading(self, stop: threading.Event) -> None:
@@ -144,9 +145,12 @@ class Manager:
 def status(store: Store, out: TextIO) -> int:
     """Print the leader and every host with its state."""
     leader = store.get(LEADER_KEY)
-    cluster = Cluster(store=store, plugins=Plugins(entry_points=False))
-    out.write(f"leader: {leader.value.decode() if leader else '(none)'}"
+    cluster = Cluster(store=store, plugins=Plugins(entry_points=False), may_act=lambda: False)
+    out.write(f"leader: {holder(leader) if leader else '(none)'}"
               f"{f' (token {leader.mod_revision})' if leader else ''}\n")
+    if leader is not None and leader.lease == 0:
+        out.write("leader key: STALE (held without a lease: no manager can lead); clear it with "
+                  "clustercore manager clear-leader --store URL\n")
     hosts = cluster.hosts()
     corrupt = {key[len(HOSTS):]: problem for key, problem in cluster.state.corrupt.items() if key.startswith(HOSTS)}
     for name in sorted({*hosts, *corrupt}):

@@ -14,6 +14,7 @@ are re-exported: :mod:`clustercore.values` (``FrozenMap``, ``Reader``), :mod:`cl
 from __future__ import annotations
 
 import enum
+import re
 from typing import Any
 
 import attrs
@@ -240,6 +241,9 @@ class Host:
         return host
 
 
+TOKEN_RE = re.compile(r"^[A-Za-z0-9._:-]{0,128}\Z")
+
+
 @attrs.frozen
 class HostReport:
     """What a host says of itself with each heartbeat: the networks and storage it
@@ -252,17 +256,22 @@ class HostReport:
     storage: frozenset[str] = frozenset()
     kdump: bool = False
     boot_id: str = ""
+    #: The host's heartbeat credential, issued at registration (see clustercore.credentials).
+    credential: str = attrs.field(default="", repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"networks": sorted(self.networks), "storage": sorted(self.storage),
                                "kdump": self.kdump}
         if self.boot_id:
             out["boot_id"] = self.boot_id
+        if self.credential:
+            out["credential"] = self.credential
         return out
 
     @classmethod
     def from_dict(cls, data: object, path: str = "") -> HostReport:
         r = Reader("host report", data, path)
-        report = cls(r.str_set("networks"), r.str_set("storage"), r.boolean("kdump"), r.string("boot_id", ""))
+        report = cls(r.str_set("networks"), r.str_set("storage"), r.boolean("kdump"),
+                     r.string("boot_id", "", pattern=TOKEN_RE), r.string("credential", "", pattern=TOKEN_RE))
         r.done()
         return report

@@ -20,18 +20,21 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import warnings
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pluggy
 
 from clustercore import hookspecs
 from clustercore.driver import WorkloadDriver
-from clustercore.errors import FlavorError, UnknownFlavor
+from clustercore.errors import FlavorError, UnknownFlavor, ValidationError
 from clustercore.model import RESOURCE_RE, FrozenMap, Host, Workload, freeze
 from clustercore.scheduling.engine import Filter, HostFilter, HostWeigher, Weigher, as_filter, as_weigher
 from clustercore.scheduling.policies import POLICIES, Policy
+
+if TYPE_CHECKING:
+    from clustercore.config import ClusterConfig
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +250,21 @@ class Plugins:
             if answer is not None:
                 problems[flavor] = str(answer)
         return problems
+
+    def validate_workload(self, workload: Workload, workloads: Mapping[str, Workload],
+                          config: ClusterConfig) -> None:
+        """Every flavor checks ``workload`` before it is written: ValidationError (naming the
+        field) when one refuses, FlavorError when one fails."""
+        for flavor, caller in self.callers("clustercore_validate_workload"):
+            try:
+                answer = caller(workload=workload, workloads=workloads, config=config)
+            except ValidationError:
+                raise
+            except Exception as exc:
+                raise FlavorError(flavor, "clustercore_validate_workload", f"{type(exc).__name__}: {exc}") from exc
+            refusal = next((a for a in answer if a is not None), None) if isinstance(answer, list) else answer
+            if refusal is not None:
+                raise ValidationError("workload", "spec", f"{flavor}: {refusal}", workload.name)
 
     def maintenance_vetoes(self, host: Host, workloads: Sequence[Workload]) -> dict[str, str]:
         return {

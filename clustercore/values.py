@@ -19,9 +19,11 @@ K = TypeVar("K")
 V = TypeVar("V")
 T = TypeVar("T")
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
-LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,252}$")
-RESOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]{0,126}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}\Z")
+LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,252}\Z")
+#: Control characters (newline included): refused in every identifier, label and option.
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+RESOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]{0,126}\Z")
 
 
 class FrozenMap(Mapping[K, V]):
@@ -189,6 +191,8 @@ class Reader:
         for k, v in value.items():
             if not isinstance(k, str) or not isinstance(v, str):
                 raise self.fail(f"{name}.{k}", "keys and values must be strings", v)
+            if CONTROL.search(k) or CONTROL.search(v):
+                raise self.fail(f"{name}.{k}", "must not hold control characters", v)
         return frozen_map(value)
 
     def str_set(self, name: str) -> frozenset[str]:
@@ -198,6 +202,8 @@ class Reader:
         for i, item in enumerate(value):
             if not isinstance(item, str) or not item:
                 raise self.fail(f"{name}[{i}]", "must be a non-empty string", item)
+            if CONTROL.search(item):
+                raise self.fail(f"{name}[{i}]", "must not hold control characters", item)
         return frozenset(value)
 
     def mapping(self, name: str) -> FrozenMap[str, Any]:

@@ -48,7 +48,7 @@ class AffinityRule:
             selector=selector,
             anti=r.boolean("anti", False),
             hard=r.boolean("hard", True),
-            scope=r.string("scope", "host", pattern=re.compile(r"^[a-z][a-z0-9_-]*$")),
+            scope=r.string("scope", "host", pattern=re.compile(r"^[a-z][a-z0-9_-]*\Z")),
             max_per_scope=r.integer("max_per_scope", 1, minimum=1),
             weight=r.integer("weight", 1, minimum=1),
         )
@@ -72,7 +72,7 @@ class SpreadRule:
     @classmethod
     def from_dict(cls, data: object, path: str = "spread") -> SpreadRule:
         r = Reader("spread rule", data, path)
-        rule = cls(r.string("scope", pattern=re.compile(r"^[a-z][a-z0-9_-]*$")), r.str_map("selector"),
+        rule = cls(r.string("scope", pattern=re.compile(r"^[a-z][a-z0-9_-]*\Z")), r.str_map("selector"),
                    r.integer("max_skew", 1, minimum=1))
         if not rule.selector:
             raise r.fail("selector", "must name at least one label", r.get("selector"))
@@ -125,7 +125,7 @@ class Workload:
         r = Reader("workload", data, path)
         workload = cls(
             name=r.string("name", pattern=NAME_RE),
-            flavor=r.string("flavor", pattern=re.compile(r"^[a-z][a-z0-9_-]*$")),
+            flavor=r.string("flavor", pattern=re.compile(r"^[a-z][a-z0-9_-]*\Z")),
             requests=r.nested("requests", Resources.from_dict, ZERO),
             labels=r.str_map("labels"),
             priority=r.integer("priority", 0),

@@ -203,7 +203,8 @@ def test_heartbeats_on_a_lease_vanish_with_the_agent_and_a_new_leader_sees_the_h
     flavor = FakeFlavor("fake")
     admin = Cluster(store=store, plugins=Plugins([flavor], entry_points=False), clock=clock)
     admin.register_host({"name": "h1", "capacity": {"cpu": 1, "memory": 1}})
-    agent = HostAgent(store, "h1", interval=5, report=lambda: HostReport(boot_id="b1"), monotonic=clock.now)
+    agent = HostAgent(store, "h1", interval=5, report=lambda: HostReport(boot_id="b1"), monotonic=clock.now,
+                      credential=admin.credentials["h1"])
     assert agent.ttl == 20
     m1, m2 = managers(store, clock, flavor, 2)
     leases = set()

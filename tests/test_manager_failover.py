@@ -105,7 +105,7 @@ class Fleet:
         for host in lab.hosts:
             probe = self._probe(host.name)
             agent = HostAgent(EtcdStore(self.url, prefix=self.prefix), host.name, interval=0.5, ttl=2,
-                              report=HostReport, probe=probe)
+                              report=HostReport, probe=probe, credential=self.cluster.credentials[host.name])
             thread = threading.Thread(target=agent.run, args=(self.stop_agents,), daemon=True)
             thread.start()
             self.agents.append(thread)

@@ -11,7 +11,8 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from clustercore import Cluster, FakeClock, HostReport, HostState, Plugins
+from clustercore import Cluster, ClusterConfig, FakeClock, HostReport, HostState, Plugins
+from clustercore.config import DEFAULT_STORAGE_ROOTS
 from clustercore.driver import WorkloadState
 from flavors.virt import VirtFlavor, hotplug
 from flavors.virt.driver import LibvirtDriver, VirtError
@@ -29,9 +30,12 @@ def lab() -> Iterator[Lab]:
 
 
 @pytest.fixture
-def cluster(lab: Lab) -> Iterator[Cluster]:
+def cluster(lab: Lab, tmp_path: Path) -> Iterator[Cluster]:
     clock = FakeClock()
-    c = Cluster(plugins=Plugins([VirtFlavor(LibvirtDriver(shutdown_timeout=1.0))], entry_points=False), clock=clock)
+    # The tests' disks and seeds live in pytest's directory; /nonexistent lets libvirt itself refuse a disk.
+    roots = [*DEFAULT_STORAGE_ROOTS, str(tmp_path), "/nonexistent"]
+    c = Cluster(plugins=Plugins([VirtFlavor(LibvirtDriver(shutdown_timeout=1.0, storage_roots=roots))],
+                                entry_points=False), clock=clock, config=ClusterConfig(storage_roots=frozenset(roots)))
     c.register_host({"name": "lab1", "address": lab.hosts[0].uri, "capacity": {"cpu": 4, "memory": 4096}})
     for _ in range(2):
         c.heartbeat("lab1", HostReport())

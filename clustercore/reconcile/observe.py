@@ -2,8 +2,10 @@
 
 Three informers (hosts, heartbeats, placements) follow the store by watch, so a pass
 decodes only what changed. A host is *seen* at ``now`` when its heartbeat key gets a new
-revision (the controller's clock, not the host's); a changed report updates the topology
-(networks and storage it reaches) and a new boot id marks the host *rebooted*. Placements
+revision (the controller's clock, not the host's) and carries the host's credential
+(:mod:`clustercore.credentials`; others are ignored with an event); a changed report
+updates the topology (networks and storage it reaches) and a new boot id marks the host
+*rebooted* (recovery then asks the host what still runs before failing anything). Placements
 that became Failed, whoever wrote them, are collected for recovery. Followers observe too,
 so a new leader's caches are warm and its heartbeats timed.
 
@@ -21,6 +23,7 @@ from types import MappingProxyType
 
 import attrs
 
+from clustercore import credentials
 from clustercore.config import ClusterConfig
 from clustercore.errors import CorruptEntry
 from clustercore.events import Event, EventLog
@@ -58,6 +61,8 @@ class Observer:
         self._host_informer = Informer(store, HOSTS)
         self._beat_informer = Informer(store, HEARTBEATS)
         self._placement_informer = Informer(store, PLACEMENTS)
+        self._credential_informer = Informer(store, credentials.KEY)
+        self._refused: dict[str, bytes] = {}  # host -> the heartbeat value last refused
         self._report_bytes: dict[str, bytes] = {}
         self._told: dict[str, int] = {}  # key -> revision whose corruption was recorded
 
@@ -113,25 +118,46 @@ class Observer:
             self.topology.add_host(current.value)
 
     def _sync_beats(self, now: float, errors: list[str]) -> None:
+        changed, _ = self._credential_informer.sync()
+        for name in changed:
+            self._report_bytes.pop(name, None)  # judged again under the new credential
+        digests = self._credential_informer.items
         changed, _ = self._beat_informer.sync()
         items, report_bytes = self._beat_informer.items, self._report_bytes
         for name in changed:
-            self.last_seen[name] = now
             kv = items[name]
-            if report_bytes.get(name) == kv.value:
-                continue
-            try:
-                report = self.state.report(kv)
-            except CorruptEntry as exc:
-                errors.append(str(exc))
-                log.error("%s", exc)
-                continue
-            report_bytes[name] = kv.value
-            old = self.reports.get(name)
-            self.reports[name] = report
-            if old is not None and old.boot_id and report.boot_id != old.boot_id:
-                self.reboots.add(name)
-            self.topology.set_reachable(name, report.networks, report.storage)
+            stored = digests.get(name)
+            if report_bytes.get(name) != kv.value:
+                try:
+                    report = self.state.report(kv)
+                except CorruptEntry as exc:
+                    errors.append(str(exc))
+                    log.error("%s", exc)
+                    if stored is None:
+                        self.last_seen[name] = now  # a host without a credential is heard as before
+                    continue
+                if not credentials.accepts(stored.value.decode(errors="replace") if stored else None,
+                                           report.credential):
+                    self._refuse(name, kv.value, now)
+                    continue
+                report_bytes[name] = kv.value
+                old = self.reports.get(name)
+                self.reports[name] = report
+                if old is not None and old.boot_id and report.boot_id != old.boot_id:
+                    self.reboots.add(name)
+                self.topology.set_reachable(name, report.networks, report.storage)
+            self.last_seen[name] = now
+
+    def _refuse(self, name: str, value: bytes, now: float) -> None:
+        if self._refused.get(name) == value:
+            return
+        self._refused[name] = value
+        why = "without the host's credential: ignored (a second agent for this host, or another writer)"
+        log.warning("heartbeat of %s %s", name, why)
+        try:
+            self.events.record(Event(now, f"host/{name}", "heartbeat-refused", f"a heartbeat {why}"))
+        except Exception as exc:  # a follower, or the store is away
+            log.debug("cannot record heartbeat-refused: %s", exc)
 
     def _sync_placements(self, errors: list[str]) -> None:
         changed, deleted = self._placement_informer.sync()

@@ -59,12 +59,59 @@ class Recovery:
         self.retry: dict[str, tuple[float, float]] = {}  # workload -> (next try, delay)
         self.restarting: dict[str, Restart] = {}
 
-    def rebooted(self, now: float, errors: list[str]) -> None:
-        """Hosts seen with a new boot id: their placements fail (HA ones restart)."""
-        while self.observer.reboots:
-            failed, problems = self.writer.host_rebooted(self.observer.reboots.pop(), now)
-            self.observer.failed.update(failed)
-            errors.extend(problems)
+    def rebooted(self, view: View, errors: list[str]) -> None:
+        """Hosts seen with a new boot id: a heartbeat alone is not proof (a second agent
+        writing for the same host says the same), so the host's own drivers are asked
+        (off the pass) what still runs there. What runs is kept, with a
+        ``reboot-unconfirmed`` event; the rest fails (HA ones restart). No answer: asked
+        again next pass, nothing failed meanwhile (a host really gone stops beating and is
+        fenced)."""
+        for host in list(self.observer.reboots):
+            try:
+                self._confirm_reboot(host, view, errors)
+            except ClusterError as exc:
+                errors.append(f"reboot of {host}: {exc}")
+
+    def _confirm_reboot(self, name: str, view: View, errors: list[str]) -> None:
+        key = ("reboot", name)
+        call = self.calls.get(key)
+        if call is None:
+            placed = {p.value.workload: p for p in self.state.placements().values()
+                      if p.value.host == name and p.value.state is not PlacementState.FAILED}
+            if not placed:
+                self.observer.reboots.discard(name)
+                return
+            host = self.state.host(name).value
+            workloads = {n: v.value for n, v in self.state.workloads().items()}
+            plugins = self.plugins
+
+            def ask() -> dict[str, tuple[int, WorkloadState]]:
+                """What the host runs of each placement (with the revision asked about)."""
+                return {w: (p.revision, plugins.driver(workloads[w].flavor).inspect(workloads[w], host)
+                            if w in workloads else WorkloadState.ABSENT) for w, p in placed.items()}
+
+            call = self.calls.submit(name, key, ask, view.config.call_timeout)
+        if call.overdue():
+            self.calls.forget(key)
+            errors.append(f"{name} reported a new boot id; it did not say what runs there within "
+                          f"{view.config.call_timeout:.0f} s: asking again")
+            return
+        finished = self.calls.take(key)
+        if finished is None:
+            return
+        answer, error = outcome(finished)
+        if error is not None:
+            errors.append(f"{name} reported a new boot id; asking what runs there failed ({error}): asking again")
+            return
+        self.observer.reboots.discard(name)
+        dead = {w: revision for w, (revision, state) in answer.items() if state is not WorkloadState.RUNNING}
+        failed, problems = self.writer.host_rebooted(name, view.now, dead)
+        self.observer.failed.update(failed)
+        errors.extend(problems)
+        for workload in sorted(set(answer) - set(dead)):
+            self.writer.record(Event(view.now, f"workload/{workload}", "reboot-unconfirmed",
+                                     f"{name} reported a new boot id but still runs {workload}: not restarted",
+                                     name, name))
 
     def sync(self, view: View, errors: list[str]) -> None:
         now = view.now

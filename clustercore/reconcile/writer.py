@@ -11,10 +11,11 @@ raises :class:`~clustercore.errors.Conflict` and writes nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import attrs
 
-from clustercore import placements
+from clustercore import credentials, placements
 from clustercore.config import ClusterConfig
 from clustercore.errors import Conflict, HostExists
 from clustercore.events import Event, EventLog
@@ -55,11 +56,15 @@ class Writer:
 
     # ------------------------------------------------------------------ hosts
 
-    def register(self, host: Host, now: float) -> Host:
+    def register(self, host: Host, now: float, credential: str = "") -> Host:
+        """A new host, with the digest of its heartbeat credential (if one was issued)."""
         event = Event(now, f"host/{host.name}", "registered", "", "", str(host.state))
         key = HOSTS + host.name
+        ops: list[Put | Delete] = [Put(key, encode(host)), self.events.put_op(event)]
+        if credential:
+            ops.append(Put(credentials.KEY + host.name, credentials.digest(credential).encode()))
         try:
-            self.store.txn([Check(key, 0)], [Put(key, encode(host)), self.events.put_op(event)])
+            self.store.txn([Check(key, 0)], ops)
         except Conflict:
             raise HostExists(host.name) from None
         log.info("%s", event)
@@ -77,8 +82,8 @@ class Writer:
         key = HOSTS + old.name
         checks = [Check(key, current.revision)]
         ops: list[Put | Delete] = [Delete(key) if remove else Put(key, encode(new)), self.events.put_op(event)]
-        if remove and self.store.get(HEARTBEATS + old.name) is not None:
-            ops.append(Delete(HEARTBEATS + old.name))
+        if remove:
+            ops.extend(Delete(k + old.name) for k in (HEARTBEATS, credentials.KEY) if self.store.get(k + old.name))
         dead: list[str] = []
         if new.state is HostState.DOWN and old.state is not HostState.DOWN:
             for p, failed in placements.fail_host(self.state.placements(), old.name, now,
@@ -90,12 +95,16 @@ class Writer:
         log.info("%s", event)
         return Committed(new, event, revision, tuple(dead))
 
-    def host_rebooted(self, host: str, now: float) -> tuple[list[str], list[str]]:
-        """``host`` booted since its last heartbeat: its placements fail, each in its own
-        transaction with its event. Returns (failed, errors)."""
+    def host_rebooted(self, host: str, now: float, dead: Mapping[str, int]) -> tuple[list[str], list[str]]:
+        """``host`` booted since its last heartbeat and no longer runs the placements in
+        ``dead`` (workload -> the revision that was asked about): each fails in its own
+        transaction with its event, unless it changed since (it is decided again later).
+        Returns (failed, errors)."""
         failed, errors = [], []
         for current, new in placements.fail_host(self.state.placements(), host, now,
                                                  f"{host} rebooted (new boot id)"):
+            if dead.get(new.workload) != current.revision:
+                continue
             try:
                 self.placement(current, new, Event(now, f"workload/{new.workload}", "host-rebooted",
                                                    f"{host} rebooted: {new.workload} died with it", host, ""))
@@ -139,6 +148,17 @@ class Writer:
             Put(WORKLOADS + workload.name, encode(workload)),
             self.events.put_op(Event(now, f"workload/{workload.name}", "defined"))])
 
+    def define_and_place(self, workload: Workload, host: str, now: float) -> Versioned[Placement]:
+        """A new workload's definition and its Starting placement on ``host``, together
+        (Conflict when either key exists already)."""
+        placement = placements.transition(None, PlacementEvent.PLACE, now, workload=workload.name, host=host)
+        assert placement is not None
+        revision = self.store.txn(
+            [Check(WORKLOADS + workload.name, 0), Check(PLACEMENTS + workload.name, 0)],
+            [Put(WORKLOADS + workload.name, encode(workload)), Put(PLACEMENTS + workload.name, encode(placement)),
+             self.events.put_op(Event(now, f"workload/{workload.name}", "defined"))])
+        return Versioned(placement, revision)
+
     def update_workload(self, current: Versioned[Workload], new: Workload, now: float, reason: str) -> None:
         self.store.txn([Check(WORKLOADS + new.name, current.revision)], [
             Put(WORKLOADS + new.name, encode(new)),
@@ -152,6 +172,10 @@ class Writer:
 
     def configure(self, config: ClusterConfig, revision: int) -> None:
         self.store.put(CONFIG_KEY, encode(config), expect=revision)
+
+    def credential(self, host: str, credential: str) -> None:
+        """Replace ``host``'s heartbeat credential (its agent must be given the new one)."""
+        self.store.put(credentials.KEY + host, credentials.digest(credential).encode())
 
     def heartbeat(self, host: str, report: HostReport, lease: int = 0) -> None:
         self.store.put(HEARTBEATS + host, encode(report), lease=lease)

@@ -25,6 +25,7 @@ from clustercore.errors import ValidationError
 from clustercore.model import Host, Workload
 from flavors.virt import devices, domxml
 from flavors.virt.driver import LibvirtDriver, VirtError
+from flavors.virt.paths import check_paths
 from flavors.virt.spec import KIND, Dimm, Disk, HostDevice, Nic, VMSpec
 from flavors.virt.workload import vm_spec
 
@@ -70,6 +71,7 @@ def _apply(op: str, spec: VMSpec, host: Host, call: Callable[[], object]) -> Non
 def attach_disk(cluster: Cluster, name: str, disk: Disk) -> VMSpec:
     workload, spec, host, driver, dom = _context(cluster, name)
     new = attrs.evolve(spec, disks=(*spec.disks, disk)).check()
+    check_paths(new, cluster.config.storage_roots)  # a hotplugged disk lies below a storage root too
     _apply("attach disk", spec, host, lambda: dom.attachDeviceFlags(domxml.disk_element(disk), LIVE_AND_CONFIG))
     return _commit(cluster, workload, new, f"attached disk {disk.target}",
                    lambda live: any(d.target == disk.target for d in live.disks), driver, host)
