@@ -6,9 +6,11 @@ started or run twice."""
 from __future__ import annotations
 
 import io
+import json
 import time
 import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,11 +18,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clustercore import Cluster, ClusterConfig, FakeClock, HostReport, HostState, Plugins
+from clustercore.adapters.ganeti import answer_text
 from clustercore.errors import NotLeader, NoValidHost, ValidationError, WorkloadExists
 from clustercore.leadership import LEADER_KEY
 from clustercore.lifecycle import LivenessPolicy
 from clustercore.manager import Manager, status
-from clustercore.model import Host, PlacementState, Resources, Workload
+from clustercore.model import FenceDevice, Host, PlacementState, Resources, Workload
 from clustercore.store.memory import MemoryStore
 from clustercore.testing import FakeFlavor
 
@@ -174,3 +177,25 @@ def test_every_core_entry_point_gives_an_object_or_a_validation_error(host: dict
     bounded(lambda: HostReport.from_dict(host))
 
 
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["agent", "address", "port", "username", "password", "level", "options",
+                                        "nonsense"]), JSON, max_size=6))
+def test_a_fence_device_of_any_shape_is_a_device_or_a_validation_error(device: dict[str, Any]) -> None:
+    bounded(lambda: FenceDevice.from_dict({"agent": "ipmi", "address": "10.0.0.1", **device}))
+
+
+SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "ganeti-iallocator"
+
+
+@pytest.mark.skipif(not SAMPLE.exists(), reason="no IAllocator samples")
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(sorted(p.name for p in SAMPLE.glob("*.json")) if SAMPLE.exists() else ["none"]),
+       st.sampled_from(["request", "nodes", "instances", "nodegroups", "cluster_tags"]), JSON)
+def test_an_iallocator_request_of_any_shape_is_answered_within_bounds(name: str, key: str, value: Any) -> None:
+    data = json.loads((SAMPLE / name).read_text())
+    data[key] = value
+    answers: list[dict[str, Any]] = []
+    bounded(lambda: answers.append(answer_text(json.dumps(data))))
+    assert set(answers[0]) >= {"success", "info", "result"}
