@@ -26,6 +26,7 @@ from clustercore.errors import (
     Conflict,
     FlavorError,
     HostBusy,
+    InUse,
     MaintenanceVetoed,
     NotLeader,
     ValidationError,
@@ -35,11 +36,13 @@ from clustercore.events import Event, EventLog
 from clustercore.leadership import LEADER_KEY, holder
 from clustercore.lifecycle import HostEvent
 from clustercore.model import Host, HostReport, HostState, Placement, Workload
+from clustercore.network import LogicalNetwork
 from clustercore.placements import PlacementEvent
 from clustercore.plugins import Plugins
 from clustercore.reconcile.writer import Decision, Writer
 from clustercore.scheduling.engine import Row
-from clustercore.state import PLACEMENTS, ClusterState, Versioned
+from clustercore.state import NETWORKS, PLACEMENTS, STORAGE, VOLUMES, ClusterState, Versioned
+from clustercore.storage import StorageDomain, Volume, free
 from clustercore.store.base import Store
 from clustercore.store.memory import MemoryStore
 from clustercore.upgrade import RollingUpgrade, UpgradeStatus, read_status
@@ -225,6 +228,12 @@ class Cluster:
         existing = self.workloads()
         if workload.name in existing:
             raise WorkloadExists(workload.name)
+        volumes = self.volumes()
+        for volume in sorted(workload.volumes):
+            owner = volumes[volume].workload if volume in volumes else ""
+            if volume not in volumes or owner not in (None, workload.name):
+                raise ValidationError("workload", "volumes", "no such volume" if volume not in volumes
+                                      else f"owned by {owner}", volume)
         self.plugins.validate_workload(workload, existing, self.config)
         target = self.controller.scheduler().select(workload)
         now = self.clock.now()
@@ -292,11 +301,61 @@ class Cluster:
         """The last rolling upgrade's progress (percent, current host, phase, failure)."""
         return read_status(self)
 
+    # ------------------------------------------------------------------ storage and networks
+
+    def add_storage_domain(self, domain: StorageDomain | Mapping[str, Any]) -> StorageDomain:
+        """A storage domain (shared, or local to a host) the flavors realize and probe."""
+        domain = StorageDomain.from_dict(domain.to_dict() if isinstance(domain, StorageDomain) else domain)
+        self.writer.put_object(STORAGE, "storage", domain, self.clock.now())
+        return domain
+
+    def add_volume(self, volume: Volume | Mapping[str, Any]) -> Volume:
+        """A volume on a known domain with room for it (ValidationError naming the field)."""
+        volume = Volume.from_dict(volume.to_dict() if isinstance(volume, Volume) else volume)
+        domains = {n: v.value for n, v in self.state.storage_domains().items()}
+        domain = domains.get(volume.domain)
+        if domain is None:
+            raise ValidationError("volume", "domain", "no such storage domain", volume.domain)
+        left = free(domain, (v.value for v in self.state.volumes().values()))
+        if volume.size > left:
+            raise ValidationError("volume", "size", f"only {left} MiB left on {domain.name}", volume.size)
+        self.writer.put_object(VOLUMES, "volume", volume, self.clock.now())
+        return volume
+
+    def delete_volume(self, name: str) -> None:
+        """Forget a volume; InUse while a defined workload names it."""
+        current = self.state.volumes().get(name)
+        if current is None:
+            raise ValidationError("volume", "name", "no such volume", name)
+        users = sorted(w.name for w in self.workloads().values() if name in w.volumes)
+        if users:
+            raise InUse(f"volume {name}", users)
+        self.writer.delete_object(VOLUMES, "volume", name, current.revision, self.clock.now())
+
+    def add_network(self, network: LogicalNetwork | Mapping[str, Any]) -> LogicalNetwork:
+        """A logical network (``required`` ones every working host must reach)."""
+        network = LogicalNetwork.from_dict(network.to_dict() if isinstance(network, LogicalNetwork) else network)
+        self.writer.put_object(NETWORKS, "network", network, self.clock.now())
+        return network
+
+    def storage_domains(self) -> dict[str, StorageDomain]:
+        return {n: v.value for n, v in self.state.storage_domains().items()}
+
+    def volumes(self) -> dict[str, Volume]:
+        return {n: v.value for n, v in self.state.volumes().items()}
+
+    def networks(self) -> dict[str, LogicalNetwork]:
+        return {n: v.value for n, v in self.state.networks().items()}
+
     def delete(self, name: str) -> None:
         """Stop (if placed) and forget a workload."""
         self.stop(name)
         current = self.state.workload(name)  # UnknownWorkload
         self.writer.forget_workload(name, current.revision, self.clock.now())
+        for volume in current.value.volumes:  # its own volumes go with it unless kept
+            found = self.state.volumes().get(volume)
+            if found is not None and found.value.workload == name and not found.value.keep:
+                self.writer.delete_object(VOLUMES, "volume", volume, found.revision, self.clock.now())
 
     def explain(self, workload: Workload | Mapping[str, Any]) -> list[Row]:
         """Dry run of placing ``workload``: every host with its reason or its scores."""

@@ -38,10 +38,12 @@ from clustercore.reconcile.drain import Drain
 from clustercore.reconcile.fence import Fence
 from clustercore.reconcile.hosts import Hosts, Pending
 from clustercore.reconcile.observe import Observer, View
+from clustercore.reconcile.probes import Probes
 from clustercore.reconcile.recovery import Recovery
 from clustercore.reconcile.settle import Settle
 from clustercore.reconcile.writer import Decision, Writer
 from clustercore.scheduling.engine import Filter, HostFilter, Scheduler
+from clustercore.scheduling.filters import VolumeFilter
 from clustercore.scheduling.snapshot import Snapshot
 from clustercore.state import ClusterState, Versioned
 
@@ -81,6 +83,7 @@ class Controller:
                            act)
         self.fence = Fence(plugins, self.calls, self.writer, self.drainer.executor, act, clock.now())
         self.recovery = Recovery(state, plugins, self.calls, self.writer, self.observer, self.scheduler, act)
+        self.probes = Probes(state, plugins, self.calls, self.observer)
         self.settle = Settle(state, plugins, self.calls, self.writer, self.observer,
                              lambda: self.drainer.moving() | self.recovery.launched(), act)
         self._deciders = (self.hosts.decide, self.drain.decide, self.fence.decide)
@@ -144,7 +147,9 @@ class Controller:
         except ValueError as exc:  # stored by an older manager or by hand: the default serves
             log.error("%s; using evenly_distributed", exc)
             policy = self.plugins.policy("evenly_distributed")
-        return Scheduler(snap, policy, [*self.plugins.filters, *extra_filters], self.plugins.weighers,
+        storage = [VolumeFilter({n: v.value for n, v in self.state.volumes().items()},
+                                {n: v.value for n, v in self.state.storage_domains().items()})]
+        return Scheduler(snap, policy, [*self.plugins.filters, *storage, *extra_filters], self.plugins.weighers,
                          config.overcommit, config.ha_headroom, seed)
 
     # ------------------------------------------------------------------ the pass
@@ -176,6 +181,7 @@ class Controller:
     def _act(self, view: View, events: list[Event], conflicts: list[str], errors: list[str]) -> None:
         self.events.retain = view.config.events_retained
         self.calls.wait = view.config.call_wait
+        self.probes.sync(view, errors)
         self.drain.errors = errors
         looking = self._needing_look(view)
         counts: dict[str, int] | None = None

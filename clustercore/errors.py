@@ -11,6 +11,7 @@ One base class; catch ``ClusterError`` to catch them all::
     ├── HostExists               registering a name that is already taken
     ├── WorkloadExists           submitting a workload whose name is already taken
     ├── HostBusy                 removing (or similar) a host that still runs workloads
+    ├── InUse                    deleting a volume (or similar) that a workload still uses
     ├── MaintenanceVetoed        a flavor refused to let a host enter maintenance
     ├── NoValidHost              no host passed the scheduler's filters: counts per reason
     ├── FencingFailed            no fence level confirmed the host off: carries every attempt
@@ -102,6 +103,15 @@ class WorkloadExists(ClusterError):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"a workload named {name!r} exists already")
+
+
+class InUse(ClusterError):
+    """``what`` (a volume, a storage domain) cannot go: ``users`` still need it."""
+
+    def __init__(self, what: str, users: Sequence[str]) -> None:
+        self.what = what
+        self.users = tuple(users)
+        super().__init__(f"{what} is in use by {', '.join(self.users)}")
 
 
 class HostBusy(ClusterError):

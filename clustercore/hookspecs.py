@@ -42,7 +42,9 @@ from clustercore.model import Host, Workload
 
 if TYPE_CHECKING:
     from clustercore.config import ClusterConfig
-    from clustercore.plugins import HostDescription, Registry
+    from clustercore.network import LogicalNetwork
+    from clustercore.plugins import HostDescription, HostProbe, Registry
+    from clustercore.storage import StorageDomain
 
 PROJECT = "clustercore"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -104,6 +106,25 @@ def clustercore_validate_workload(workload: Workload, workloads: Mapping[str, Wo
     Returns: None to accept; a string (or a raised
     :class:`~clustercore.errors.ValidationError` naming the field) to refuse. Nothing is
     written when any flavor refuses.
+    """
+
+
+@hookspec
+def clustercore_probe_host(host: Host, storage: Sequence[StorageDomain],
+                           networks: Sequence[LogicalNetwork]) -> HostProbe | None:
+    """Check what ``host`` really reaches.
+
+    When: every heartbeat interval for each monitored host (Up, NonOperational,
+    Initializing, PreparingForMaintenance), off the reconcile pass with the cluster's
+    ``call_timeout`` (a probe that hangs, as on a dead NFS mount, counts as reaching no
+    storage), while the cluster defines storage domains or logical networks.
+    Arguments: ``host``; ``storage``, the domains attached to it; ``networks``, every
+    logical network.
+    Returns: a :class:`~clustercore.plugins.HostProbe` naming the domains and networks the
+    host reaches, or None when the flavor does not know (the host's reports then count).
+    The answers of all flavors are merged; they replace the host's reports for
+    connectivity: a host missing a required network or an attached shared domain goes
+    NonOperational, and back Up when the probe finds it again.
     """
 
 

@@ -50,6 +50,14 @@ class HostDescription:
     extended: FrozenMap[str, int] = attrs.field(factory=FrozenMap, converter=freeze)
 
 
+@attrs.frozen
+class HostProbe:
+    """What a flavor found a host to reach (see ``clustercore_probe_host``)."""
+
+    storage: frozenset[str] = frozenset()
+    networks: frozenset[str] = frozenset()
+
+
 class Registry:
     """Where flavors hand over their objects (``clustercore_register``)."""
 
@@ -265,6 +273,23 @@ class Plugins:
             refusal = next((a for a in answer if a is not None), None) if isinstance(answer, list) else answer
             if refusal is not None:
                 raise ValidationError("workload", "spec", f"{flavor}: {refusal}", workload.name)
+
+    def implements(self, hook: str) -> bool:
+        """Whether any loaded flavor implements ``hook``."""
+        return bool(self.callers(hook))
+
+    def probe_host(self, host: Host, storage: Sequence[Any], networks: Sequence[Any]) -> HostProbe | None:
+        """The flavors' probes of ``host`` merged (None when none knows); FlavorError when one fails."""
+        found: HostProbe | None = None
+        for flavor, answer in self._each("clustercore_probe_host", host=host, storage=tuple(storage),
+                                         networks=tuple(networks)):
+            if answer is None:
+                continue
+            if not isinstance(answer, HostProbe):
+                raise FlavorError(flavor, "clustercore_probe_host", f"returned {answer!r}, not a HostProbe")
+            found = answer if found is None else HostProbe(found.storage | answer.storage,
+                                                           found.networks | answer.networks)
+        return found
 
     def maintenance_vetoes(self, host: Host, workloads: Sequence[Workload]) -> dict[str, str]:
         return {

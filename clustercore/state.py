@@ -7,6 +7,8 @@ Key layout (values are JSON)::
     workloads/NAME        Workload
     placements/NAME       Placement of workload NAME
     heartbeats/NAME       HostReport, rewritten by the host at each beat
+    storage/NAME          StorageDomain;  volumes/NAME  Volume;  networks/NAME  LogicalNetwork
+    credentials/NAME      digest of the host's heartbeat credential
     events/...            Event (see clustercore.events)
 
 Reads decode each entry once per revision (a cache keyed by ``mod_revision``), so a
@@ -27,6 +29,8 @@ import attrs
 from clustercore.config import ClusterConfig
 from clustercore.errors import Compacted, CorruptEntry, UnknownHost, UnknownWorkload, ValidationError
 from clustercore.model import Host, HostReport, Placement, Workload
+from clustercore.network import LogicalNetwork
+from clustercore.storage import StorageDomain, Volume
 from clustercore.store.base import EventType, KeyValue, Store, Watch
 
 log = logging.getLogger(__name__)
@@ -36,7 +40,10 @@ HOSTS = "hosts/"
 WORKLOADS = "workloads/"
 PLACEMENTS = "placements/"
 HEARTBEATS = "heartbeats/"
-_NAMED = (HOSTS, WORKLOADS, PLACEMENTS)
+STORAGE = "storage/"
+VOLUMES = "volumes/"
+NETWORKS = "networks/"
+_NAMED = (HOSTS, WORKLOADS, PLACEMENTS, STORAGE, VOLUMES, NETWORKS)
 
 T = TypeVar("T")
 
@@ -77,7 +84,7 @@ class ClusterState:
         except (ValueError, ValidationError, TypeError, RecursionError) as exc:
             self.corrupt_revision[kv.key] = kv.mod_revision
             raise CorruptEntry(kv.key, str(exc)) from exc
-        name = getattr(obj, "workload", None) or getattr(obj, "name", None)
+        name = getattr(obj, "workload", None) if prefix == PLACEMENTS else getattr(obj, "name", None)
         if prefix in _NAMED and kv.key != prefix + str(name):
             self.corrupt_revision[kv.key] = kv.mod_revision
             raise CorruptEntry(kv.key, f"the value names {name!r}")
@@ -138,6 +145,15 @@ class ClusterState:
     def decode_placement(self, kv: KeyValue) -> Versioned[Placement]:
         """One ``placements/`` entry decoded (cached per revision); CorruptEntry when it is not one."""
         return self._decode(kv, PLACEMENTS, Placement.from_dict)
+
+    def storage_domains(self) -> dict[str, Versioned[StorageDomain]]:
+        return self._list(STORAGE, StorageDomain.from_dict)
+
+    def volumes(self) -> dict[str, Versioned[Volume]]:
+        return self._list(VOLUMES, Volume.from_dict)
+
+    def networks(self) -> dict[str, Versioned[LogicalNetwork]]:
+        return self._list(NETWORKS, LogicalNetwork.from_dict)
 
     @staticmethod
     def report(kv: KeyValue) -> HostReport:

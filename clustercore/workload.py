@@ -97,6 +97,7 @@ class Workload:
     pinned: frozenset[str] = frozenset()
     networks: frozenset[str] = frozenset()
     storage: frozenset[str] = frozenset()
+    volumes: frozenset[str] = frozenset()
     tolerations: tuple[Toleration, ...] = ()
     spread: tuple[SpreadRule, ...] = ()
     spec: FrozenMap[str, Any] = attrs.field(default=EMPTY, converter=frozen_map)
@@ -115,6 +116,7 @@ class Workload:
             "pinned": sorted(self.pinned),
             "networks": sorted(self.networks),
             "storage": sorted(self.storage),
+            "volumes": sorted(self.volumes),
             "tolerations": [t.to_dict() for t in self.tolerations],
             "spread": [r.to_dict() for r in self.spread],
             "spec": self.spec.thaw(),
@@ -136,6 +138,7 @@ class Workload:
             pinned=r.str_set("pinned"),
             networks=r.str_set("networks"),
             storage=r.str_set("storage"),
+            volumes=_names(r, "volumes"),
             tolerations=r.items("tolerations", Toleration.from_dict),
             spread=r.items("spread", SpreadRule.from_dict),
             spec=r.mapping("spec"),
@@ -189,3 +192,11 @@ class Placement:
         )
         r.done()
         return placement
+
+
+def _names(r: Reader, field: str) -> frozenset[str]:
+    names = r.str_set(field)
+    for name in names:
+        if not NAME_RE.match(name):
+            raise r.fail(field, f"must match {NAME_RE.pattern}", name)
+    return names

@@ -28,6 +28,7 @@ from clustercore.config import ClusterConfig
 from clustercore.errors import CorruptEntry
 from clustercore.events import Event, EventLog
 from clustercore.model import Host, HostReport, PlacementState
+from clustercore.plugins import HostProbe
 from clustercore.state import CONFIG_KEY, HEARTBEATS, HOSTS, PLACEMENTS, ClusterState, Informer, Versioned
 from clustercore.store.base import Store
 from clustercore.topology import Topology
@@ -63,18 +64,32 @@ class Observer:
         self._placement_informer = Informer(store, PLACEMENTS)
         self._credential_informer = Informer(store, credentials.KEY)
         self._refused: dict[str, bytes] = {}  # host -> the heartbeat value last refused
+        self.probes: dict[str, HostProbe] = {}  # what flavors found each host to reach
+        self._required: tuple[frozenset[str], frozenset[str]] | None = None
         self._report_bytes: dict[str, bytes] = {}
         self._told: dict[str, int] = {}  # key -> revision whose corruption was recorded
 
     def sync(self, now: float, errors: list[str]) -> View:
         config = self.state.config().value
         self._tell_corrupt(CONFIG_KEY, now, "config-corrupt", "cluster", "the last good config stays in force")
-        self.topology.require(config.required_networks, config.required_storage)
+        if self._required is None:
+            self.topology.require(config.required_networks, config.required_storage)
         self._sync_hosts(now, errors)
         self._sync_beats(now, errors)
         self._sync_placements(errors)
         return View(now, config, MappingProxyType(self.hosts), MappingProxyType(self.last_seen),
                     MappingProxyType(self.reports), MappingProxyType(self.corrupt))
+
+    def require(self, networks: frozenset[str], storage: frozenset[str]) -> None:
+        """What every working host must reach (the probes reconciler's answer)."""
+        self._required = (networks, storage)
+        self.topology.require(networks, storage)
+
+    def probed(self, name: str, probe: HostProbe) -> None:
+        """A flavor probed host ``name``: its answer replaces the host's reports."""
+        if self.probes.get(name) != probe:
+            self.probes[name] = probe
+            self.topology.set_reachable(name, probe.networks, probe.storage)
 
     def committed(self, host: Host, revision: int) -> None:
         """This manager wrote ``host`` at ``revision``: the same pass sees it at once."""
@@ -145,7 +160,8 @@ class Observer:
                 self.reports[name] = report
                 if old is not None and old.boot_id and report.boot_id != old.boot_id:
                     self.reboots.add(name)
-                self.topology.set_reachable(name, report.networks, report.storage)
+                if name not in self.probes:  # a probe's answer is the truth once there is one
+                    self.topology.set_reachable(name, report.networks, report.storage)
             self.last_seen[name] = now
 
     def _refuse(self, name: str, value: bytes, now: float) -> None:

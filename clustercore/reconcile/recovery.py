@@ -11,7 +11,10 @@ Each pass, highest priority first:
   driver acts (a deposed leader's write fails there), the start runs on the target's call
   lane; Running once it returns, Failed again with a doubling backoff (10 s to 300 s) if it
   fails. A start that outlives its deadline is left Starting: the settle reconciler asks
-  the host later, so nothing is started twice.
+  the host later, so nothing is started twice;
+* an HA workload with a volume on a host-local storage domain is not restarted elsewhere
+  (its data is on the dead host): it stays Failed, reported once (``ha-blocked``), for an
+  operator to decide (:func:`clustercore.storage.ha_blocker`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from clustercore.reconcile.observe import Observer, View
 from clustercore.reconcile.writer import Writer
 from clustercore.scheduling.engine import Scheduler
 from clustercore.state import ClusterState, Versioned
+from clustercore.storage import ha_blocker
 
 log = logging.getLogger(__name__)
 E = PlacementEvent
@@ -58,6 +62,7 @@ class Recovery:
         self.may_act = may_act
         self.retry: dict[str, tuple[float, float]] = {}  # workload -> (next try, delay)
         self.restarting: dict[str, Restart] = {}
+        self.blocked: set[str] = set()  # HA workloads that cannot restart elsewhere (local volumes), reported
 
     def rebooted(self, view: View, errors: list[str]) -> None:
         """Hosts seen with a new boot id: a heartbeat alone is not proof (a second agent
@@ -146,6 +151,13 @@ class Recovery:
             self.writer.place(current, E.LOSE, now, recorded=Event(
                 now, f"workload/{name}", "lost", f"{dead} is down and {name} is not HA", dead, ""))
             self.observer.failed.discard(name)
+            return
+        blocker = ha_blocker((v.value for n, v in self.state.volumes().items() if n in workload.volumes),
+                             {n: v.value for n, v in self.state.storage_domains().items()})
+        if blocker is not None:
+            if name not in self.blocked:  # reported once; it stays Failed for an operator's decision
+                self.blocked.add(name)
+                self.writer.record(Event(now, f"workload/{name}", "ha-blocked", blocker, dead, ""))
             return
         retry = self.retry.get(name)
         if retry is not None and now < retry[0]:

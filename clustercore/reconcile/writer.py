@@ -21,8 +21,10 @@ from clustercore.errors import Conflict, HostExists
 from clustercore.events import Event, EventLog
 from clustercore.lifecycle import HostEvent, transition
 from clustercore.model import Host, HostReport, HostState, NonOperationalReason, Placement, Workload
+from clustercore.network import LogicalNetwork
 from clustercore.placements import PlacementEvent
 from clustercore.state import CONFIG_KEY, HEARTBEATS, HOSTS, PLACEMENTS, WORKLOADS, ClusterState, Versioned, encode
+from clustercore.storage import StorageDomain, Volume
 from clustercore.store.base import Check, Delete, Put, Store
 
 log = logging.getLogger(__name__)
@@ -167,6 +169,19 @@ class Writer:
     def forget_workload(self, name: str, revision: int, now: float) -> None:
         self.store.txn([Check(WORKLOADS + name, revision)], [
             Delete(WORKLOADS + name), self.events.put_op(Event(now, f"workload/{name}", "deleted"))])
+
+    # ------------------------------------------------------------------ storage and networks
+
+    def put_object(self, prefix: str, kind: str, obj: StorageDomain | Volume | LogicalNetwork, now: float,
+               revision: int = 0) -> None:
+        """Create (``revision`` 0) or replace a storage domain, volume or logical network, with its event."""
+        key = prefix + obj.name
+        self.store.txn([Check(key, revision)], [Put(key, encode(obj)), self.events.put_op(
+            Event(now, f"{kind}/{obj.name}", "defined" if not revision else "updated"))])
+
+    def delete_object(self, prefix: str, kind: str, name: str, revision: int, now: float) -> None:
+        self.store.txn([Check(prefix + name, revision)], [Delete(prefix + name), self.events.put_op(
+            Event(now, f"{kind}/{name}", "deleted"))])
 
     # ------------------------------------------------------------------ cluster
 

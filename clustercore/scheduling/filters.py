@@ -16,6 +16,7 @@ import numpy as np
 
 from clustercore.model import AffinityRule, FrozenMap, TaintEffect, Workload, ratio_map
 from clustercore.scheduling.snapshot import Mask, Snapshot, matches
+from clustercore.storage import StorageDomain, Volume
 from clustercore.topology import NETWORK, STORAGE
 
 Verdict = Mapping[str, Mask]
@@ -81,6 +82,33 @@ class ConnectivityFilter:
         for kind, needed in ((NETWORK, workload.networks), (STORAGE, workload.storage)):
             for target in sorted(needed):
                 out[f"missing {kind} {target}"] = ~snap.reaching(kind, target)
+        return out
+
+
+@attrs.frozen
+class VolumeFilter:
+    """A workload runs only where all its volumes are: a local domain's host, or the hosts
+    a shared domain is attached to; and, once a probe has shown who reaches a domain, only
+    on those (a host that lost the domain is no target)."""
+
+    volumes: Mapping[str, Volume]
+    domains: Mapping[str, StorageDomain]
+    name: str = "volumes"
+
+    def filter(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> Verdict:
+        out: dict[str, Mask] = {}
+        for name in sorted(workload.volumes):
+            volume = self.volumes.get(name)
+            domain = self.domains.get(volume.domain) if volume is not None else None
+            if volume is None or domain is None:
+                out[f"volume {name} unknown or on an unknown domain"] = np.ones(snap.size, dtype=bool)
+                continue
+            attached = np.array([domain.attached(h.name) for h in snap.hosts], dtype=bool)
+            where = f"local to {domain.host}" if not domain.shared else f"domain {domain.name}"
+            out[f"volume {name} not attached ({where})"] = ~attached
+            reach = snap.reaching(STORAGE, domain.name)
+            if reach.any():
+                out[f"storage {domain.name} unreachable"] = attached & ~reach
         return out
 
 
