@@ -22,7 +22,7 @@ from clustercore import Cluster, FakeClock, Host, HostReport, HostState, Plugins
 from clustercore.errors import ValidationError
 from flavors.virt import VirtFlavor, cloudinit, domxml
 from flavors.virt.driver import LibvirtDriver, VirtError
-from flavors.virt.spec import CloudInit, Disk, Graphics, Memory, NumaCell, Pin, VMSpec
+from flavors.virt.spec import CloudInit, Disk, Graphics, Memory, Nic, NumaCell, Pin, VMSpec
 from flavors.virt.workload import adopt, vm_workload
 from tests.virt_strategies import vm_specs
 
@@ -91,6 +91,15 @@ def test_a_second_workload_with_a_taken_uuid_is_refused(cluster: Cluster) -> Non
     assert "'first'" in error.problem
     cluster.stop("first")  # the first VM is still its own
     assert domains(cluster) == []
+
+
+def test_a_mac_taken_by_another_vm_or_twice_in_one_is_refused(cluster: Cluster) -> None:
+    mac = "52:54:00:00:00:0a"
+    cluster.submit(vm_workload(vm("first", nics=(Nic("user", mac=mac),))))
+    error = refused(cluster, vm_workload(vm("second", nics=(Nic("user", mac=mac),))), "spec.nics")
+    assert "'first'" in error.problem
+    refused(cluster, vm_workload(vm("double", nics=(Nic("user", mac="52:54:00:00:00:0b"),
+                                                     Nic("user", mac="52:54:00:00:00:0b")))), "spec.nics")
 
 
 # --------------------------------------------------------------------------- 4: paths

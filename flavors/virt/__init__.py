@@ -107,15 +107,23 @@ class VirtFlavor:
     @hookimpl
     def clustercore_validate_workload(self, workload: Workload, workloads: Mapping[str, Workload],
                                       config: ClusterConfig) -> str | None:
-        """A VM workload's spec whole (fields, rules), its uuid unused by every other VM
-        workload, and every path it names below one of ``config.storage_roots``:
+        """A VM workload's spec whole (fields, rules), its uuid and NIC MACs unused by every
+        other VM workload, and every path it names below one of ``config.storage_roots``:
         ValidationError naming the field otherwise."""
         if workload.flavor != KIND:
             return None
         spec = vm_spec(workload)
+        macs = [n.mac.lower() for n in spec.nics if n.mac]
+        if len(set(macs)) < len(macs):
+            raise ValidationError("workload", "spec.nics", "two NICs share a MAC", sorted(macs))
         for name, other in workloads.items():
             if name == workload.name or other.flavor != KIND:
                 continue
+            taken = {str(n.get("mac", "")).lower() for n in other.spec.get("nics", ()) if isinstance(n, Mapping)}
+            clash = sorted(set(macs) & taken)
+            if clash:
+                raise ValidationError("workload", "spec.nics", f"MAC used by VM workload {name!r} already "
+                                      "(two NICs with one MAC break the network they share)", clash)
             if str(other.spec.get("uuid", "")).lower() == spec.uuid:
                 raise ValidationError("workload", "spec.uuid", f"is the uuid of VM workload {name!r} already "
                                       "(a VM's uuid is its identity in libvirt: two workloads would share one VM)",
