@@ -13,7 +13,14 @@ network (hung, and unreachable for a soft fence too). With ``bmc=True`` every ho
 IPMI BMC (:class:`LabBmc`, pyghmi's BMC server on a loopback UDP port) whose power off is
 that power cut: real fence agents (``fence_ipmilan``, ``ipmitool``, pyghmi) fence lab
 hosts for real. :class:`Lab` is a context manager and always tears everything down,
-leaving no process behind.
+leaving no process behind, also when the process gets SIGTERM or SIGINT (Ctrl-C) while a
+lab is up (:mod:`flavors.virt.labsignals`). Every derived port is checked at construction,
+each TCP port checked free before its host starts (:mod:`flavors.virt.labnet`). QEMUs run
+without cgroups: two hosts run same-named domains, power cuts leave no stale cgroups.
+
+Domain types: :func:`domain_type` is ``kvm`` wherever /dev/kvm is usable, for the OS-less
+guests that boot nothing; :func:`linux_domain_type` is for real Linux guests, ``qemu``
+(TCG) where /dev/kvm is missing or is ``kvm-pvm`` (which cannot boot Linux, see GUEST.md).
 
     with Lab(3) as lab:
         uri = lab.hosts[0].uri
@@ -21,12 +28,14 @@ leaving no process behind.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -36,14 +45,12 @@ from typing import Any
 import attrs
 
 from clustercore.model import Host
+from flavors.virt.labnet import BASE_PORT, LabError, check_free, check_ports, host_ports
+from flavors.virt.labsignals import guard
 
-BASE_PORT = 16600
-MIGRATION_BASE = 49400
-BMC_BASE = 6230
-DISPLAY_BASE = 20000
-WEBSOCKET_BASE = 35000
-# Ports of lab host k (k = its TCP port - BASE_PORT, up to 250): display 20000+50k..,
-# websocket 35000+50k.., migration 49400+20k.., BMC (UDP) 6230+k: ranges never overlap.
+__all__ = ["BASE_PORT", "Lab", "LabError", "LabHost", "domain_type", "linux_domain_type"]
+# Ports of host k = TCP port - BASE_PORT: display 20000+50k.., websocket 35000+50k.., migration
+# 49400+20k.., BMC (UDP) 6230+k; no overlap while k < 250, all checked <= 65535 (labnet.py).
 SCRIPT = """set -e
 mount -t tmpfs tmpfs /run
 mkdir -p /run/libvirt /run/lock
@@ -57,10 +64,6 @@ while true; do libvirtd --listen >>{dir}/libvirtd.out 2>&1 || true; sleep 0.2; d
 """
 
 
-class LabError(RuntimeError):
-    pass
-
-
 def kvm_available() -> bool:
     return os.access("/dev/kvm", os.R_OK | os.W_OK)
 
@@ -68,6 +71,12 @@ def kvm_available() -> bool:
 def domain_type() -> str:
     """``kvm`` where /dev/kvm is usable, else ``qemu`` (TCG)."""
     return "kvm" if kvm_available() else "qemu"
+
+
+def linux_domain_type() -> str:
+    """The domain type for a real Linux guest: ``qemu`` (TCG) where /dev/kvm is missing or
+    is ``kvm-pvm`` (/sys/module/kvm_pvm), which cannot boot a Linux kernel; else ``kvm``."""
+    return "kvm" if kvm_available() and not os.path.exists("/sys/module/kvm_pvm") else "qemu"
 
 
 @attrs.define(eq=False)
@@ -87,8 +96,7 @@ class LabHost:
     @property
     def migration_ports(self) -> tuple[int, int]:
         """20 ports of its own, derived from its TCP port so two labs never share them."""
-        low = MIGRATION_BASE + 20 * (self.port - BASE_PORT)
-        return low, low + 19
+        return host_ports(self.port)["migration"]
 
     def prepare(self) -> None:
         for sub in ("lib", "cache", "log"):
@@ -102,19 +110,22 @@ class LabHost:
         (etc / "libvirtd.conf").write_text(
             f'listen_tcp = 1\nlisten_tls = 0\nlisten_addr = "127.0.0.1"\ntcp_port = "{self.port}"\n'
             f'auth_tcp = "none"\nhost_uuid = "{self.host_uuid}"\nlog_outputs = "3:stderr"\n')
-        low, high = self.migration_ports
-        display = DISPLAY_BASE + 50 * (self.port - BASE_PORT)  # VNC/SPICE: the hosts share one network
-        websocket = WEBSOCKET_BASE + 50 * (self.port - BASE_PORT)
+        ports = host_ports(self.port)
+        (low, high), (display, _), (websocket, _) = ports["migration"], ports["display"], ports["websocket"]
+        # No cgroups: else two hosts' same-named domains share /machine/qemu-1-NAME.libvirt-qemu
+        # and a power cut leaves it behind.
         (etc / "qemu.conf").write_text(
             f'migration_port_min = {low}\nmigration_port_max = {high}\n'
             f'remote_display_port_min = {display}\nremote_display_port_max = {display + 49}\n'
             f'remote_websocket_port_min = {websocket}\nremote_websocket_port_max = {websocket + 49}\n'
-            'security_driver = "none"\nnamespaces = [ ]\nuser = "root"\ngroup = "root"\ndynamic_ownership = 0\n')
+            'security_driver = "none"\nnamespaces = [ ]\ncgroup_controllers = [ ]\n'
+            'user = "root"\ngroup = "root"\ndynamic_ownership = 0\n')
 
     def power_on(self, timeout: float = 30.0) -> None:
         if self.running:
             return
         self.prepare()
+        check_free(self.name, self.port)
         script = SCRIPT.format(dir=self.root)
         self.process = subprocess.Popen(
             ["unshare", "-m", "-p", "--fork", "--mount-proc", "--propagation", "private", "--kill-child=SIGKILL",
@@ -228,7 +239,7 @@ class LabHost:
 
     @property
     def bmc_port(self) -> int:
-        return BMC_BASE + (self.port - BASE_PORT)
+        return host_ports(self.port)["BMC"][0]
 
 
 def _bmc_class() -> type[Any]:
@@ -267,8 +278,6 @@ class LabBmcs:
     boots it (in the background, as a real BMC answers before the host is up)."""
 
     def __init__(self, hosts: list[LabHost], username: str = "admin", password: str = "") -> None:
-        import threading
-
         from pyghmi.ipmi.private import session
 
         self.username = username
@@ -337,6 +346,7 @@ class Lab:
     ``bmc=True`` each has an IPMI BMC (``lab.bmcs``)."""
 
     def __init__(self, n: int = 3, root: Path | None = None, base_port: int = BASE_PORT, bmc: bool = False) -> None:
+        check_ports(base_port, n)
         self._tmp = None if root is not None else tempfile.TemporaryDirectory(prefix="clustercore-lab-")
         self.root = root or Path(self._tmp.name)  # type: ignore[union-attr]
         self.hosts = [LabHost(f"lab{i + 1}", i, self.root / f"lab{i + 1}", base_port + i) for i in range(n)]
@@ -352,6 +362,7 @@ class Lab:
         return any(h.restart_libvirtd() for h in self.hosts if h.uri == host.address)
 
     def start(self) -> Lab:
+        atexit.register(self.stop)
         try:
             for host in self.hosts:
                 host.power_on()
@@ -363,6 +374,7 @@ class Lab:
         return self
 
     def stop(self) -> None:
+        atexit.unregister(self.stop)
         if self.bmcs is not None:
             self.bmcs.close()
             self.bmcs = None
@@ -373,7 +385,16 @@ class Lab:
                 self._tmp.cleanup()
 
     def __enter__(self) -> Lab:
-        return self.start()
+        guard(self, True)
+        try:
+            return self.start()
+        except BaseException:
+            guard(self, False)
+            raise
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
+        try:
+            self.stop()
+        finally:
+            guard(self, False)
+
