@@ -1,5 +1,6 @@
 """The parts of a VM spec: CPU (topology, model, NUMA cells, pinning), memory (DIMMs,
-hugepages), firmware, disks, NICs, graphics, host devices, cloud-init and watchdog."""
+hugepages), firmware, direct kernel boot, disks, NICs, graphics, host devices, cloud-init
+and watchdog."""
 
 from __future__ import annotations
 
@@ -25,6 +26,13 @@ PATH_RE = re.compile(r"\A/[^\x00-\x20\x7f<>&'\"]{0,4095}\Z")
 SOURCE_RE = re.compile(r"\A[^\x00-\x20\x7f<>&'\"]{1,4096}\Z")
 ADDRESS_RE = re.compile(r"\A[0-9a-fA-F.:]{1,45}\Z")
 PASSWORD_RE = re.compile(r"\A[\x21-\x7e]{1,64}\Z")
+CLUSTER_NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,252}\Z")
+"""A name in the cluster's store (a volume, a logical network): the core's ``NAME_RE``, anchored."""
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+ENDPOINT_RE = re.compile(rf"\A({_OCTET}(?:\.{_OCTET}){{3}}):([0-9]{{1,5}})\Z")
+"""``ADDR:PORT`` of a UDP NIC: a dotted IPv4 address (libvirt's schema takes no host name
+there) and a port, checked 1..65535 by :func:`endpoint_problem`."""
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 MAX_CPU = 4096
@@ -38,6 +46,8 @@ MAX_SLOTS = 256
 MAX_NODES = 1024
 MAX_TEXT = 1 << 20
 """A cloud-init document holds at most this many characters."""
+MAX_CMDLINE = 4096
+"""A kernel command line holds at most this many characters (x86 Linux reads 2048 bytes)."""
 
 
 def cpu_ranges(text: str) -> tuple[tuple[int, int], ...]:
@@ -79,6 +89,32 @@ def xml_text_problem(text: str) -> str | None:
     return None
 
 
+def cmdline_problem(text: str) -> str | None:
+    """A kernel command line: bounded, one line without control characters (C0, DEL, C1)."""
+    if len(text) > MAX_CMDLINE:
+        return f"at most {MAX_CMDLINE} characters"
+    if _CONTROL.search(text):
+        return "holds a control character"
+    return None
+
+
+def endpoint_problem(text: str) -> str | None:
+    """What is wrong with a UDP endpoint ``ADDR:PORT`` (None when it is one)."""
+    match = ENDPOINT_RE.match(text) if len(text) <= 21 else None
+    if match is None:
+        return "must be ADDR:PORT with a dotted IPv4 address, such as 127.0.0.1:5000"
+    port = match.group(2)
+    if port != str(int(port)) or not 1 <= int(port) <= 65535:
+        return "port must lie in 1..65535, without leading zeros"
+    return None
+
+
+def endpoint(text: str) -> tuple[str, int]:
+    """``"127.0.0.1:5000"`` -> ``("127.0.0.1", 5000)`` (a checked endpoint)."""
+    address, _, port = text.rpartition(":")
+    return address, int(port)
+
+
 def canonical_cpuset(text: str) -> str:
     """A cpuset as libvirt writes it: sorted, runs as ranges (``"3,2,0-1"`` -> ``"0-3"``)."""
     if cpuset_problem(text) is not None:
@@ -111,6 +147,8 @@ def cpuset(text: str) -> set[int]:
 
 CPUSET = checked(cpuset_problem)
 XML_TEXT = checked(xml_text_problem)
+CMDLINE = checked(cmdline_problem)
+ENDPOINT = checked(endpoint_problem)
 
 
 # --------------------------------------------------------------------------- parts
@@ -198,9 +236,22 @@ class Firmware:
 
 
 @attrs.frozen
+class KernelBoot:
+    """Direct kernel boot: QEMU loads ``kernel`` (and ``initrd``) from host paths and
+    passes ``cmdline`` to it; no bootloader runs."""
+
+    kernel: str = attrs.field(metadata=pattern(PATH_RE))
+    initrd: str | None = attrs.field(default=None, metadata=pattern(PATH_RE))
+    cmdline: str = attrs.field(default="", metadata=CMDLINE)
+
+
+@attrs.frozen
 class Disk:
     """A disk or CD-ROM. ``source`` is a path (``file``, ``block``) or, for ``network``,
-    ``pool/image`` (rbd) or ``iqn.../lun`` (iscsi) on ``hosts`` (``name:port``)."""
+    ``pool/image`` (rbd) or ``iqn.../lun`` (iscsi) on ``hosts`` (``name:port``).
+    ``volume`` names the cluster volume a file disk is (its ``source`` is that volume's
+    file) and ``storage`` says where it lives: ``shared`` (every attached host sees it) or
+    ``local`` (on one host); both None for a disk that is no cluster volume."""
 
     target: str = attrs.field(metadata=pattern(TARGET_RE))
     source: str = attrs.field(metadata=pattern(SOURCE_RE))
@@ -218,6 +269,8 @@ class Disk:
     shareable: bool = False
     boot: int | None = attrs.field(default=None, metadata=bounded(1, 1024))
     serial: str | None = attrs.field(default=None, metadata=pattern(re.compile(r"\A[A-Za-z0-9_-]{1,20}\Z")))
+    volume: str | None = attrs.field(default=None, metadata=pattern(CLUSTER_NAME_RE))
+    storage: str | None = attrs.field(default=None, metadata=choices("shared", "local"))
 
 
 @attrs.frozen
@@ -227,15 +280,20 @@ class Nic:
     ``hostdev`` an SR-IOV VF (its PCI address, or ``resource`` such as ``pci/8086:154c``
     and the address once bound),
     ``vhostuser`` a socket path (``mode`` client/server), ``user`` none (user-mode
-    networking, for labs)."""
+    networking, for labs), ``udp`` the peer's ``ADDR:PORT`` (a guest or a switch) with
+    ``local`` this NIC's own ``ADDR:PORT`` (QEMU's UDP socket backend: no bridge or tap).
+    ``network`` names the cluster's logical network the NIC is on (a kind ``network``
+    NIC's ``source`` is a libvirt network, another thing)."""
 
-    kind: str = attrs.field(metadata=choices("bridge", "network", "direct", "hostdev", "vhostuser", "user"))
+    kind: str = attrs.field(metadata=choices("bridge", "network", "direct", "hostdev", "vhostuser", "user", "udp"))
     source: str | None = attrs.field(default=None, metadata=pattern(SOURCE_RE))
     model: str = attrs.field(default="virtio", metadata=choices("virtio", "e1000", "e1000e", "rtl8139"))
     mac: str | None = attrs.field(default=None, metadata=pattern(MAC_RE))
     mode: str | None = attrs.field(default=None, metadata=choices("bridge", "vepa", "private", "passthrough",
                                                                    "client", "server"))
     resource: str | None = attrs.field(default=None, metadata=pattern(RESOURCE_RE))
+    local: str | None = attrs.field(default=None, metadata=ENDPOINT)
+    network: str | None = attrs.field(default=None, metadata=pattern(CLUSTER_NAME_RE))
 
 
 @attrs.frozen

@@ -23,6 +23,7 @@ from flavors.virt.spec.parts import (
     Firmware,
     Graphics,
     HostDevice,
+    KernelBoot,
     Memory,
     Nic,
     NumaCell,
@@ -30,6 +31,7 @@ from flavors.virt.spec.parts import (
     Topology,
     Watchdog,
     cpuset,
+    endpoint_problem,
     hugepage_resource,
 )
 
@@ -46,7 +48,12 @@ def _by_target(disks: Any) -> tuple[Disk, ...]:
 
 @attrs.frozen
 class VMSpec:
-    """A virtual machine, everything the flavor needs to define and run it."""
+    """A virtual machine, everything the flavor needs to define and run it.
+
+    ``boot`` is a direct kernel boot (else the firmware boots from the disks).
+    ``console_log`` sends the serial console to that host file, appended to (a
+    migration's destination reopens the same file), instead of a pty; it needs
+    ``serial``."""
 
     name: str = attrs.field(metadata=pattern(NAME_RE))
     uuid: str = attrs.field(metadata=pattern(UUID_RE))
@@ -61,11 +68,13 @@ class VMSpec:
     arch: str = attrs.field(default="x86_64", metadata=choices("x86_64"))
     machine: str = attrs.field(default="pc", metadata=pattern(re.compile(r"\A(pc|q35)([A-Za-z0-9_.-]{0,60})\Z")))
     firmware: Firmware = Firmware()  # noqa: RUF009 (frozen, as above)
+    boot: KernelBoot | None = None
     clock: str = attrs.field(default="utc", metadata=choices("utc", "localtime"))
     disks: tuple[Disk, ...] = attrs.field(default=(), converter=_by_target)
     nics: tuple[Nic, ...] = ()
     graphics: tuple[Graphics, ...] = ()
     serial: bool = True
+    console_log: str | None = attrs.field(default=None, metadata=pattern(PATH_RE))
     guest_agent: bool = False
     balloon: bool = True
     watchdog: Watchdog | None = None
@@ -179,9 +188,15 @@ class VMSpec:
             raise fail("firmware.secure_boot", "needs firmware kind uefi", True)
         if self.firmware.secure_boot and not self.q35:
             raise fail("machine", "secure boot needs a q35 machine", self.machine)
+        if self.console_log is not None and not self.serial:
+            raise fail("console_log", "needs serial (the serial console is what goes to the file)",
+                       self.console_log)
         targets = [d.target for d in self.disks]
         if len(set(targets)) != len(targets):
             raise fail("disks", "two disks share a target", targets)
+        volumes = [d.volume for d in self.disks if d.volume is not None]
+        if len(set(volumes)) != len(volumes):
+            raise fail("disks", "two disks are the same volume", volumes)
         for i, d in enumerate(self.disks):
             self._check_disk(d, f"disks[{i}]", fail)
         if self.cloud_init is not None and "sdz" in targets:
@@ -212,6 +227,10 @@ class VMSpec:
             raise fail(f"{at}.source", "must be an absolute path", d.source)
         if d.device == "cdrom" and (d.bus == "virtio" or not d.readonly):
             raise fail(f"{at}.bus", "a cdrom is read-only on a sata or scsi bus", d.bus)
+        if d.storage is not None and d.volume is None:
+            raise fail(f"{at}.storage", "only a cluster volume (volume) has a storage", d.storage)
+        if d.volume is not None and d.kind != "file":
+            raise fail(f"{at}.volume", f"a cluster volume is a file disk (kind is {d.kind})", d.volume)
         want = {"virtio": "vd", "scsi": "sd", "sata": "sd"}[d.bus]
         if not d.target.startswith(want):
             raise fail(f"{at}.target", f"a {d.bus} disk is named {want}*", d.target)
@@ -229,6 +248,14 @@ class VMSpec:
             raise fail(f"{at}.source", "an SR-IOV VF's source is its PCI address", n.source)
         if n.kind == "vhostuser" and not PATH_RE.match(n.source or ""):
             raise fail(f"{at}.source", "a vhost-user socket is an absolute path", n.source)
+        if n.kind == "udp":
+            problem = endpoint_problem(n.source or "")
+            if problem is not None:
+                raise fail(f"{at}.source", f"a udp NIC's peer: {problem}", n.source)
+            if n.local is None:
+                raise fail(f"{at}.local", "is required for kind udp (this NIC's own ADDR:PORT)", None)
+        elif n.local is not None:
+            raise fail(f"{at}.local", f"only a udp NIC has a local endpoint (kind is {n.kind})", n.local)
         modes = {"direct": {"bridge", "vepa", "private", "passthrough"}, "vhostuser": {"client", "server"}}
         allowed = modes.get(n.kind, set())
         if (n.mode is None) == bool(allowed) or (n.mode is not None and n.mode not in allowed):
