@@ -10,7 +10,7 @@ Powering a host off kills the namespace's first process with SIGKILL: every proc
 the host dies at once, its QEMU guests included (a real power cut). A host can also hang
 (its libvirtd stopped with SIGSTOP: the guests keep running, nothing answers) or lose its
 network (hung, and unreachable for a soft fence too). With ``bmc=True`` every host has an
-IPMI BMC (:class:`LabBmc`, pyghmi's BMC server on a loopback UDP port) whose power off is
+IPMI BMC (:mod:`flavors.virt.labbmc`, pyghmi's BMC server on a loopback UDP port) whose power off is
 that power cut: real fence agents (``fence_ipmilan``, ``ipmitool``, pyghmi) fence lab
 hosts for real. :class:`Lab` is a context manager and always tears everything down,
 leaving no process behind, also when the process gets SIGTERM or SIGINT (Ctrl-C) while a
@@ -35,20 +35,19 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import attrs
 
 from clustercore.model import Host
+from flavors.virt.labbmc import LabBmcs
 from flavors.virt.labnet import BASE_PORT, LabError, check_free, check_ports, host_ports
 from flavors.virt.labsignals import guard
 
-__all__ = ["BASE_PORT", "Lab", "LabError", "LabHost", "domain_type", "linux_domain_type"]
+__all__ = ["BASE_PORT", "Lab", "LabBmcs", "LabError", "LabHost", "domain_type", "linux_domain_type"]
 # Ports of host k = TCP port - BASE_PORT: display 20000+50k.., websocket 35000+50k.., migration
 # 49400+20k.., BMC (UDP) 6230+k; no overlap while k < 250, all checked <= 65535 (labnet.py).
 SCRIPT = """set -e
@@ -240,105 +239,6 @@ class LabHost:
     @property
     def bmc_port(self) -> int:
         return host_ports(self.port)["BMC"][0]
-
-
-def _bmc_class() -> type[Any]:
-    """:class:`LabBmc`'s base, built on first use (pyghmi is imported only for BMCs)."""
-    from pyghmi.ipmi import bmc
-    from pyghmi.ipmi.private import serversession
-
-    class Sha1Session(serversession.ServerSession):  # type: ignore[misc]
-        """pyghmi's server answers every open-session request with cipher suite 3
-        (HMAC-SHA1) even when the client proposed SHA-256, which pyghmi's own client
-        then fails to verify. A real BMC refuses what it does not support (status 0x11,
-        invalid authentication algorithm) and the client retries with SHA-1: do that."""
-
-        def create_open_session_response(self, request: bytearray) -> bytearray:
-            if len(request) > 12 and request[12] not in (0, 1):
-                self.clientsessionid = request[4:8]
-                return bytearray([request[0], 0x11, 0, 0]) + request[4:8]
-            return bytearray(super().create_open_session_response(request))
-
-    class Base(bmc.Bmc):  # type: ignore[misc]
-        def sessionless_data(self, data: bytes, sockaddr: Any) -> None:
-            if getattr(self, "silent", False):
-                return  # a BMC that never answers
-            raw = bytearray(data)
-            if len(raw) >= 22 and raw[0] == 6 and raw[2:4] == b"\xff\x07" and raw[4] == 6 and raw[5] == 16:
-                Sha1Session(self.authdata, self.kg, sockaddr, self.serversocket, raw[16:], self.uuid, bmc=self)
-                return
-            super().sessionless_data(data, sockaddr)
-
-    return Base
-
-
-class LabBmcs:
-    """The IPMI BMCs of a lab: one pyghmi BMC server per host on 127.0.0.1:``bmc_port``
-    (UDP, lanplus), all served by one thread. Power off is the host's power cut; power on
-    boots it (in the background, as a real BMC answers before the host is up)."""
-
-    def __init__(self, hosts: list[LabHost], username: str = "admin", password: str = "") -> None:
-        from pyghmi.ipmi.private import session
-
-        self.username = username
-        self.password = password or uuid.uuid4().hex[:16]
-        self._session = session
-        self._stop = threading.Event()
-        base = _bmc_class()
-
-        class LabBmc(base):  # type: ignore[misc,valid-type]
-            def __init__(self, host: LabHost, authdata: dict[str, str]) -> None:
-                super().__init__(authdata, port=host.bmc_port, address="127.0.0.1")
-                self.host = host
-                self.silent = False
-                self.offs = 0  # power-off commands obeyed (a fencing must not cut twice)
-
-            def get_power_state(self) -> str:
-                return "on" if self.host.running else "off"
-
-            def power_off(self) -> None:
-                self.offs += 1
-                self.host.power_off()
-
-            def power_on(self) -> None:
-                threading.Thread(target=self.host.power_on, daemon=True).start()
-
-            def power_reset(self) -> None:
-                self.host.power_off()
-                self.power_on()
-
-            def power_cycle(self) -> None:
-                self.power_reset()
-
-            def power_shutdown(self) -> None:
-                self.host.power_off()
-
-        self.bmcs = {h.name: LabBmc(h, {username: self.password}) for h in hosts}
-        self._thread = threading.Thread(target=self._serve, name="lab-bmcs", daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            self._session.Session.wait_for_rsp(0.2)
-
-    def silence(self, host: str, silent: bool = True) -> None:
-        """Make a host's BMC stop answering (as an unplugged BMC does)."""
-        self.bmcs[host].silent = silent
-
-    def device(self, host: LabHost, agent: str = "fence_ipmilan", password: str | None = None) -> dict[str, Any]:
-        """The fence device of ``host`` (a ``Host.fence_devices`` entry)."""
-        return {"agent": agent, "address": "127.0.0.1", "port": host.bmc_port, "username": self.username,
-                "password": self.password if password is None else password,
-                "options": {"lanplus": "1"} if agent == "fence_ipmilan" else {}}
-
-    def close(self) -> None:
-        """Stop serving. The BMCs fall silent but their sockets stay registered with
-        pyghmi's process-wide I/O loop: unregistering and closing them left a later lab's
-        BMCs in the same process unanswered."""
-        for bmc in self.bmcs.values():
-            bmc.silent = True
-        self._stop.set()
-        self._thread.join(5)
 
 
 class Lab:
