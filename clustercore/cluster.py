@@ -21,12 +21,11 @@ from clustercore import credentials, fencing, join
 from clustercore.clock import Clock, SystemClock
 from clustercore.config import ClusterConfig
 from clustercore.controller import Controller, StepReport
-from clustercore.driver import WorkloadDriver, movable
+from clustercore.driver import WorkloadDriver, migrates_storage, movable
 from clustercore.errors import (
     Conflict,
     FlavorError,
     HostBusy,
-    InUse,
     MaintenanceVetoed,
     NotLeader,
     ValidationError,
@@ -36,16 +35,15 @@ from clustercore.events import Event, EventLog
 from clustercore.leadership import LEADER_KEY, holder
 from clustercore.lifecycle import HostEvent
 from clustercore.model import Host, HostReport, HostState, Placement, Workload
-from clustercore.network import LogicalNetwork
 from clustercore.placements import PlacementEvent
 from clustercore.plugins import Plugins
 from clustercore.reconcile.writer import Decision, Writer
 from clustercore.scheduling.engine import Row
-from clustercore.state import NETWORKS, PLACEMENTS, STORAGE, VOLUMES, ClusterState, Versioned
-from clustercore.storage import StorageDomain, Volume, free
+from clustercore.state import PLACEMENTS, ClusterState, Versioned
 from clustercore.store.base import Store
 from clustercore.store.memory import MemoryStore
 from clustercore.upgrade import RollingUpgrade, UpgradeStatus, read_status
+from clustercore.volumes import StorageOps
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +51,7 @@ ATTEMPTS = 3
 E = PlacementEvent
 
 
-class Cluster:
+class Cluster(StorageOps):
     """A cluster on a store. ``Cluster()`` alone is the embedded default: a memory store,
     the flavors installed under the ``clustercore.flavors`` entry points, the system clock."""
 
@@ -165,25 +163,46 @@ class Cluster:
 
     def start_maintenance(self, name: str, stop_unmovable: bool = False) -> Host:
         """PreparingForMaintenance (the controller drains it), unless a flavor vetoes.
-        Workloads whose driver says they cannot move (``movable``, for example a VM with a
-        passthrough device) veto it with the flavor's reason; ``stop_unmovable`` stops
-        them first instead (their definitions stay, to be started again later)."""
+        Workloads that cannot move (their driver's ``movable`` says so, for example a VM with
+        a passthrough device; or a volume on a local domain that their driver cannot take
+        along) veto it with the reason; ``stop_unmovable`` stops them first instead (their
+        definitions stay, to be started again later)."""
         host = self.host(name)
         workloads = self.workloads()
+        pinned = self._pinned_by_storage(name, workloads)
         if stop_unmovable:
             for p in list(self.placements().values()):
                 w = workloads.get(p.workload)
-                if p.host == name and w is not None and not movable(self.plugins.driver(w.flavor), w):
+                if p.host == name and w is not None and (w.name in pinned or
+                                                         not movable(self.plugins.driver(w.flavor), w)):
                     self.stop(w.name)
                     self.events.record(Event(self.clock.now(), f"workload/{w.name}", "stopped-for-maintenance",
                                              f"cannot move off {name}", name, ""))
+            pinned = []
         placed = [p.workload for p in self.placements().values() if p.host == name]
         vetoes = self.plugins.maintenance_vetoes(host, [workloads[w] for w in placed if w in workloads])
+        if pinned:
+            vetoes["storage"] = (f"volumes on local domains that cannot move with {', '.join(pinned)}: stop them "
+                                 "first (stop_unmovable)")
         if vetoes:
             raise MaintenanceVetoed(name, vetoes)
         if placed and host.state in (HostState.DOWN, HostState.INSTALL_FAILED):
             raise HostBusy(name, "put into maintenance without a drain", placed)
         return self._operate(name, HostEvent.PREPARE_MAINTENANCE, "maintenance requested by operator")
+
+    def _pinned_by_storage(self, host: str, workloads: Mapping[str, Workload]) -> list[str]:
+        """The workloads on ``host`` held there by a volume on a local domain (their driver
+        does not migrate storage)."""
+        volumes, domains = self.volumes(), self.storage_domains()
+
+        def local(volume: str) -> bool:
+            found = volumes.get(volume)
+            return found is not None and found.domain in domains and not domains[found.domain].shared
+
+        return sorted(p.workload for p in self.placements().values()
+                      if p.host == host and p.workload in workloads and any(map(local, workloads[p.workload].volumes))
+                      and not migrates_storage(self.plugins.driver(workloads[p.workload].flavor),
+                                               workloads[p.workload]))
 
     def cancel_maintenance(self, name: str) -> Host:
         return self._operate(name, HostEvent.CANCEL_MAINTENANCE, "maintenance cancelled by operator")
@@ -234,7 +253,9 @@ class Cluster:
             if volume not in volumes or owner not in (None, workload.name):
                 raise ValidationError("workload", "volumes", "no such volume" if volume not in volumes
                                       else f"owned by {owner}", volume)
-        self.plugins.validate_workload(workload, existing, self.config)
+        storage = self.storage_view()
+        workload = self.plugins.complete_workload(workload, existing, self.config, storage)
+        self.plugins.validate_workload(workload, existing, self.config, storage)
         target = self.controller.scheduler().select(workload)
         now = self.clock.now()
         try:
@@ -301,61 +322,12 @@ class Cluster:
         """The last rolling upgrade's progress (percent, current host, phase, failure)."""
         return read_status(self)
 
-    # ------------------------------------------------------------------ storage and networks
-
-    def add_storage_domain(self, domain: StorageDomain | Mapping[str, Any]) -> StorageDomain:
-        """A storage domain (shared, or local to a host) the flavors realize and probe."""
-        domain = StorageDomain.from_dict(domain.to_dict() if isinstance(domain, StorageDomain) else domain)
-        self.writer.put_object(STORAGE, "storage", domain, self.clock.now())
-        return domain
-
-    def add_volume(self, volume: Volume | Mapping[str, Any]) -> Volume:
-        """A volume on a known domain with room for it (ValidationError naming the field)."""
-        volume = Volume.from_dict(volume.to_dict() if isinstance(volume, Volume) else volume)
-        domains = {n: v.value for n, v in self.state.storage_domains().items()}
-        domain = domains.get(volume.domain)
-        if domain is None:
-            raise ValidationError("volume", "domain", "no such storage domain", volume.domain)
-        left = free(domain, (v.value for v in self.state.volumes().values()))
-        if volume.size > left:
-            raise ValidationError("volume", "size", f"only {left} MiB left on {domain.name}", volume.size)
-        self.writer.put_object(VOLUMES, "volume", volume, self.clock.now())
-        return volume
-
-    def delete_volume(self, name: str) -> None:
-        """Forget a volume; InUse while a defined workload names it."""
-        current = self.state.volumes().get(name)
-        if current is None:
-            raise ValidationError("volume", "name", "no such volume", name)
-        users = sorted(w.name for w in self.workloads().values() if name in w.volumes)
-        if users:
-            raise InUse(f"volume {name}", users)
-        self.writer.delete_object(VOLUMES, "volume", name, current.revision, self.clock.now())
-
-    def add_network(self, network: LogicalNetwork | Mapping[str, Any]) -> LogicalNetwork:
-        """A logical network (``required`` ones every working host must reach)."""
-        network = LogicalNetwork.from_dict(network.to_dict() if isinstance(network, LogicalNetwork) else network)
-        self.writer.put_object(NETWORKS, "network", network, self.clock.now())
-        return network
-
-    def storage_domains(self) -> dict[str, StorageDomain]:
-        return {n: v.value for n, v in self.state.storage_domains().items()}
-
-    def volumes(self) -> dict[str, Volume]:
-        return {n: v.value for n, v in self.state.volumes().items()}
-
-    def networks(self) -> dict[str, LogicalNetwork]:
-        return {n: v.value for n, v in self.state.networks().items()}
-
     def delete(self, name: str) -> None:
         """Stop (if placed) and forget a workload."""
         self.stop(name)
         current = self.state.workload(name)  # UnknownWorkload
         self.writer.forget_workload(name, current.revision, self.clock.now())
-        for volume in current.value.volumes:  # its own volumes go with it unless kept
-            found = self.state.volumes().get(volume)
-            if found is not None and found.value.workload == name and not found.value.keep:
-                self.writer.delete_object(VOLUMES, "volume", volume, found.revision, self.clock.now())
+        self.drop_owned_volumes(current.value)  # its own volumes go with it unless kept
 
     def explain(self, workload: Workload | Mapping[str, Any]) -> list[Row]:
         """Dry run of placing ``workload``: every host with its reason or its scores."""

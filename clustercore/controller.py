@@ -18,6 +18,7 @@ lost compare-and-swap is reported and decided again next pass; no error leaves a
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -27,11 +28,12 @@ from concurrent.futures import Executor
 import attrs
 
 from clustercore.clock import Clock
+from clustercore.driver import migrates_storage
 from clustercore.errors import Conflict, NotLeader, StoreError
 from clustercore.events import Event, EventLog
 from clustercore.fencing import Fencer
 from clustercore.maintenance import Drainer
-from clustercore.model import Host, HostReport, HostState
+from clustercore.model import Host, HostReport, HostState, Workload
 from clustercore.plugins import Plugins
 from clustercore.reconcile.calls import HostCalls
 from clustercore.reconcile.drain import Drain
@@ -79,15 +81,21 @@ class Controller:
         self.may_act: Callable[[], bool] = may_act or (lambda: True)
         act = self.may_act
         self.hosts = Hosts(plugins, self.calls, self.topology)
-        self.drain = Drain(state, plugins, self.calls, self.writer, self.drainer, self.scheduler, clock.now,
-                           act)
-        self.fence = Fence(plugins, self.calls, self.writer, self.drainer.executor, act, clock.now())
+        self.drain = Drain(state, plugins, self.calls, self.writer, self.drainer,
+                           functools.partial(self.scheduler, moving=True), clock.now, act)
+        self.fence = Fence(plugins, self.calls, self.writer, self.drainer.executor, act, clock.now(),
+                           self._workloads_on)
         self.recovery = Recovery(state, plugins, self.calls, self.writer, self.observer, self.scheduler, act)
         self.probes = Probes(state, plugins, self.calls, self.observer)
         self.settle = Settle(state, plugins, self.calls, self.writer, self.observer,
                              lambda: self.drainer.moving() | self.recovery.launched(), act)
         self._deciders = (self.hosts.decide, self.drain.decide, self.fence.decide)
         self._lock = threading.Lock()
+
+    def _workloads_on(self, host: str) -> list[Workload]:
+        workloads = self.state.workloads()
+        return [workloads[p.value.workload].value for p in self.state.placements().values()
+                if p.value.host == host and p.value.workload in workloads]
 
     @property
     def fencer(self) -> Fencer:
@@ -135,9 +143,11 @@ class Controller:
             self.writer.record(Event(now, f"host/{done.host.name}", "flavor-error", str(failure)))
         return done.host, done.event
 
-    def scheduler(self, extra_filters: Sequence[Filter | HostFilter] = (), seed: int = 0) -> Scheduler:
+    def scheduler(self, extra_filters: Sequence[Filter | HostFilter] = (), seed: int = 0,
+                  moving: bool = False) -> Scheduler:
         """A scheduler over the store's hosts, workloads and placements, with the cluster's
-        policy, overcommit and the flavors' filters and weighers."""
+        policy, overcommit and the flavors' filters and weighers; ``moving``: it picks the
+        targets of moves (a driver that migrates storage takes local volumes along)."""
         config = self.state.config().value
         snap = Snapshot.build((v.value for v in self.state.hosts().values()),
                               {n: v.value for n, v in self.state.workloads().items()},
@@ -148,7 +158,8 @@ class Controller:
             log.error("%s; using evenly_distributed", exc)
             policy = self.plugins.policy("evenly_distributed")
         storage = [VolumeFilter({n: v.value for n, v in self.state.volumes().items()},
-                                {n: v.value for n, v in self.state.storage_domains().items()})]
+                                {n: v.value for n, v in self.state.storage_domains().items()}, moving,
+                                lambda w: migrates_storage(self.plugins.driver(w.flavor), w))]
         return Scheduler(snap, policy, [*self.plugins.filters, *storage, *extra_filters], self.plugins.weighers,
                          config.overcommit, config.ha_headroom, seed)
 

@@ -15,14 +15,23 @@ driver has one; :func:`~clustercore.testing.check_flavor` checks their signature
 - :class:`SettlingDriver`: ``settle(workload, source, target)`` ends a move whose manager
   died mid-way (abort a migration still running, clean up a half-done end); a new leader
   calls it before it asks both hosts where the workload runs.
+- :class:`StorageMigrationDriver`: ``migrates_storage(workload) -> bool`` when a live
+  migration copies the workload's volumes on local domains to the target (ask through
+  :func:`migrates_storage`).
+
+Volumes' data is kept by a :class:`VolumeDriver` (``registry.add_volume_driver``), used by
+:mod:`clustercore.volumes`.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from clustercore.model import Host, Workload
+
+if TYPE_CHECKING:
+    from clustercore.storage import StorageDomain, Volume
 
 
 class WorkloadState(enum.Enum):
@@ -78,11 +87,45 @@ class SettlingDriver(Protocol):
         most one of the two hosts (the core then asks both which)."""
 
 
+@runtime_checkable
+class StorageMigrationDriver(Protocol):
+    """A driver that takes a workload's volumes on local domains along when it migrates it
+    (a live storage migration): such a workload may move to another host of the domain."""
+
+    def migrates_storage(self, workload: Workload) -> bool:
+        """True when :meth:`WorkloadDriver.migrate` copies ``workload``'s local volumes to
+        the target host (the core then records them there)."""
+
+
 #: Every optional capability, by the method that makes it: what ``check_flavor`` checks.
-CAPABILITIES: dict[str, type] = {"movable": MovabilityDriver, "settle": SettlingDriver}
+CAPABILITIES: dict[str, type] = {"movable": MovabilityDriver, "settle": SettlingDriver,
+                                 "migrates_storage": StorageMigrationDriver}
 
 
 def movable(driver: WorkloadDriver, workload: Workload) -> bool:
     """Whether ``workload`` can leave its host: the driver's ``movable()`` when it has one
     (:class:`MovabilityDriver`), otherwise True."""
     return bool(driver.movable(workload)) if isinstance(driver, MovabilityDriver) else True
+
+
+def migrates_storage(driver: WorkloadDriver, workload: Workload) -> bool:
+    """Whether moving ``workload`` takes its local volumes along (False for drivers
+    without :class:`StorageMigrationDriver`)."""
+    return isinstance(driver, StorageMigrationDriver) and bool(driver.migrates_storage(workload))
+
+
+@runtime_checkable
+class VolumeDriver(Protocol):
+    """Keeps volumes' data on hosts. Each method returns False when ``host`` is not one
+    of this driver's (another flavor's host), True once done; it raises on failure."""
+
+    def create_volume(self, host: Host, domain: StorageDomain, volume: Volume, template: Volume | None,
+                      upload: str | None) -> bool:
+        """Make ``volume`` on ``host``: a clone of ``template`` (a volume on a domain this
+        host reaches), the contents of the local file ``upload``, or empty."""
+
+    def delete_volume(self, host: Host, domain: StorageDomain, volume: Volume) -> bool:
+        """Remove ``volume``'s data (gone already is done)."""
+
+    def resize_volume(self, host: Host, domain: StorageDomain, volume: Volume, size: int) -> bool:
+        """Grow ``volume`` to ``size`` MiB."""

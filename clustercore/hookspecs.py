@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from clustercore.config import ClusterConfig
     from clustercore.network import LogicalNetwork
     from clustercore.plugins import HostDescription, HostProbe, Registry
-    from clustercore.storage import StorageDomain
+    from clustercore.storage import StorageDomain, StorageView
 
 PROJECT = "clustercore"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -59,7 +59,9 @@ def clustercore_register(registry: Registry) -> None:
     Arguments: ``registry``, a :class:`~clustercore.plugins.Registry`; call its
     ``add_driver`` (one :class:`~clustercore.driver.WorkloadDriver` per workload flavor
     name), ``add_filter`` and ``add_weigher`` (scheduler plugins, see
-    :mod:`clustercore.scheduling`).
+    :mod:`clustercore.scheduling`), ``add_volume_driver`` (a
+    :class:`~clustercore.driver.VolumeDriver` keeping volumes' data on the flavor's hosts,
+    see :mod:`clustercore.volumes`).
     Returns: nothing.
     """
 
@@ -92,8 +94,24 @@ def clustercore_bootstrap_host(host: Host) -> str | None:
 
 
 @hookspec
+def clustercore_complete_workload(workload: Workload, workloads: Mapping[str, Workload], config: ClusterConfig,
+                                  storage: StorageView) -> Workload | None:
+    """Fill in what the cluster assigns to a new workload, before it is validated.
+
+    When: at ``Cluster.submit``, before ``clustercore_validate_workload``; for every
+    flavor in turn, each seeing the previous one's answer (a flavor ignores workloads of
+    other flavors).
+    Arguments: as ``clustercore_validate_workload``.
+    Returns: the completed workload (same name and flavor: a NIC's MAC from the cluster's
+    pool, the path of a volume a disk names...), or None to leave it as it is. The answer
+    is checked again as a definition; raising refuses the submit (a
+    :class:`~clustercore.errors.ValidationError` naming the field reaches the caller as is).
+    """
+
+
+@hookspec
 def clustercore_validate_workload(workload: Workload, workloads: Mapping[str, Workload],
-                                  config: ClusterConfig) -> str | None:
+                                  config: ClusterConfig, storage: StorageView) -> str | None:
     """Check a workload definition before anything of it is written.
 
     When: at ``Cluster.submit`` (and any other way a definition enters the store), before
@@ -102,7 +120,8 @@ def clustercore_validate_workload(workload: Workload, workloads: Mapping[str, Wo
     Arguments: ``workload``, the new definition; ``workloads``, every workload already
     defined (for identities that must be unique in the cluster, such as a VM's uuid);
     ``config``, the cluster's config (its ``storage_roots`` bound every path a spec may
-    name).
+    name); ``storage``, a :class:`~clustercore.storage.StorageView` of the cluster's
+    storage domains, volumes and logical networks.
     Returns: None to accept; a string (or a raised
     :class:`~clustercore.errors.ValidationError` naming the field) to refuse. Nothing is
     written when any flavor refuses.
@@ -121,7 +140,9 @@ def clustercore_probe_host(host: Host, storage: Sequence[StorageDomain],
     Arguments: ``host``; ``storage``, the domains attached to it; ``networks``, every
     logical network.
     Returns: a :class:`~clustercore.plugins.HostProbe` naming the domains and networks the
-    host reaches, or None when the flavor does not know (the host's reports then count).
+    host reaches (and the MiB free on each domain, where it can tell; a flavor that
+    realizes domains and networks makes sure here that they exist), or None when the
+    flavor does not know (the host's reports then count).
     The answers of all flavors are merged; they replace the host's reports for
     connectivity: a host missing a required network or an attached shared domain goes
     NonOperational, and back Up when the probe finds it again.
@@ -165,14 +186,14 @@ def clustercore_soft_fence(host: Host) -> bool | None:
 
 
 @hookspec
-def clustercore_host_alive(host: Host) -> bool | None:
+def clustercore_host_alive(host: Host, workloads: Sequence[Workload]) -> bool | None:
     """A liveness witness: say whether an unreachable host is known to be alive.
 
-    When: before each decision to fence a NonResponsive host.
-    Arguments: ``host``.
+    When: before each decision to fence a NonResponsive host, off the reconcile pass.
+    Arguments: ``host``, and the ``workloads`` placed on it (all flavors).
     Returns: True when the flavor has evidence the host is alive (a fresh storage lease, a
-    peer that still sees it): fencing is skipped while any flavor says so. None or False
-    when it does not know. Raising counts as not knowing.
+    disk lease its workloads still hold, a peer that still sees it): fencing is skipped
+    while any flavor says so. None or False when it does not know. Raising counts as not knowing.
     """
 
 

@@ -27,7 +27,7 @@ import attrs
 import pluggy
 
 from clustercore import hookspecs
-from clustercore.driver import WorkloadDriver
+from clustercore.driver import VolumeDriver, WorkloadDriver
 from clustercore.errors import FlavorError, UnknownFlavor, ValidationError
 from clustercore.model import RESOURCE_RE, FrozenMap, Host, Workload, freeze
 from clustercore.scheduling.engine import Filter, HostFilter, HostWeigher, Weigher, as_filter, as_weigher
@@ -35,6 +35,7 @@ from clustercore.scheduling.policies import POLICIES, Policy
 
 if TYPE_CHECKING:
     from clustercore.config import ClusterConfig
+    from clustercore.storage import StorageView
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ class HostProbe:
 
     storage: frozenset[str] = frozenset()
     networks: frozenset[str] = frozenset()
+    free: FrozenMap[str, int] = attrs.field(factory=FrozenMap, converter=freeze)
+    """MiB free on each reached domain, as the host sees it (where the flavor can tell)."""
 
 
 class Registry:
@@ -66,6 +69,7 @@ class Registry:
         self.filters: list[Filter | HostFilter] = []
         self.weighers: list[Weigher | HostWeigher] = []
         self.policies: dict[str, Policy] = {}
+        self.volume_drivers: list[tuple[str, VolumeDriver]] = []
 
     def add_driver(self, driver: WorkloadDriver) -> None:
         if not isinstance(driver, WorkloadDriver):
@@ -74,6 +78,12 @@ class Registry:
         if driver.flavor in self.drivers:
             raise ValueError(f"a driver for flavor {driver.flavor!r} is already registered")
         self.drivers[driver.flavor] = driver
+
+    def add_volume_driver(self, driver: VolumeDriver) -> None:
+        """What keeps volumes' data on the flavor's hosts (:mod:`clustercore.volumes`)."""
+        if not isinstance(driver, VolumeDriver):
+            raise TypeError(f"{driver!r} is not a VolumeDriver (needs create_volume, delete_volume, resize_volume)")
+        self.volume_drivers.append((type(driver).__name__, driver))
 
     def add_filter(self, host_filter: Filter | HostFilter) -> None:
         """A vectorised ``Filter`` or a per-host ``HostFilter`` (see clustercore.scheduling)."""
@@ -259,20 +269,44 @@ class Plugins:
                 problems[flavor] = str(answer)
         return problems
 
+    def complete_workload(self, workload: Workload, workloads: Mapping[str, Workload], config: ClusterConfig,
+                          storage: StorageView) -> Workload:
+        """``workload`` with what the flavors fill in (each flavor's answer handed to the
+        next), checked again as a definition; ValidationError, FlavorError."""
+        for flavor, caller in self.callers("clustercore_complete_workload"):
+            answer = self._checked(flavor, caller, workload=workload, workloads=workloads, config=config,
+                                   storage=storage)
+            if answer is None:
+                continue
+            if not isinstance(answer, Workload) or (answer.name, answer.flavor) != (workload.name, workload.flavor):
+                raise FlavorError(flavor, "clustercore_complete_workload",
+                                  f"returned {answer!r}, not the workload {workload.name!r} completed")
+            workload = Workload.from_dict(answer.to_dict())
+        return workload
+
     def validate_workload(self, workload: Workload, workloads: Mapping[str, Workload],
-                          config: ClusterConfig) -> None:
+                          config: ClusterConfig, storage: StorageView | None = None) -> None:
         """Every flavor checks ``workload`` before it is written: ValidationError (naming the
         field) when one refuses, FlavorError when one fails."""
+        if storage is None:
+            from clustercore.storage import StorageView
+
+            storage = StorageView()
         for flavor, caller in self.callers("clustercore_validate_workload"):
-            try:
-                answer = caller(workload=workload, workloads=workloads, config=config)
-            except ValidationError:
-                raise
-            except Exception as exc:
-                raise FlavorError(flavor, "clustercore_validate_workload", f"{type(exc).__name__}: {exc}") from exc
-            refusal = next((a for a in answer if a is not None), None) if isinstance(answer, list) else answer
+            refusal = self._checked(flavor, caller, workload=workload, workloads=workloads, config=config,
+                                    storage=storage)
             if refusal is not None:
                 raise ValidationError("workload", "spec", f"{flavor}: {refusal}", workload.name)
+
+    def _checked(self, flavor: str, caller: pluggy.HookCaller, **kwargs: Any) -> Any:
+        """One flavor's answer where a ValidationError it raises is the user's, as is."""
+        try:
+            answer = caller(**kwargs)
+        except ValidationError:
+            raise
+        except Exception as exc:
+            raise FlavorError(flavor, caller.name, f"{type(exc).__name__}: {exc}") from exc
+        return next((a for a in answer if a is not None), None) if isinstance(answer, list) else answer
 
     def implements(self, hook: str) -> bool:
         """Whether any loaded flavor implements ``hook``."""
@@ -288,7 +322,8 @@ class Plugins:
             if not isinstance(answer, HostProbe):
                 raise FlavorError(flavor, "clustercore_probe_host", f"returned {answer!r}, not a HostProbe")
             found = answer if found is None else HostProbe(found.storage | answer.storage,
-                                                           found.networks | answer.networks)
+                                                           found.networks | answer.networks,
+                                                           {**found.free, **answer.free})
         return found
 
     def maintenance_vetoes(self, host: Host, workloads: Sequence[Workload]) -> dict[str, str]:
@@ -305,9 +340,10 @@ class Plugins:
         """The flavors that tried a soft fence of ``host`` (failures are logged, not raised)."""
         return [flavor for flavor, answer in self._each_quiet("clustercore_soft_fence", host=host) if answer]
 
-    def host_alive(self, host: Host) -> bool:
-        """Whether any flavor's liveness witness says ``host`` is alive."""
-        return any(bool(answer) for _, answer in self._each_quiet("clustercore_host_alive", host=host))
+    def host_alive(self, host: Host, workloads: Sequence[Workload] = ()) -> bool:
+        """Whether any flavor's liveness witness says ``host`` (running ``workloads``) is alive."""
+        return any(bool(answer) for _, answer in self._each_quiet("clustercore_host_alive", host=host,
+                                                                  workloads=tuple(workloads)))
 
     def upgrade_host(self, host: Host) -> bool:
         """Every flavor upgrades ``host``; True when one of them started a reboot."""

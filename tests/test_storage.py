@@ -10,14 +10,15 @@ import attrs
 import pytest
 
 from clustercore import Cluster, ClusterConfig, FakeClock, HostReport, HostState, Plugins, hookimpl
-from clustercore.errors import InUse, NoValidHost, ValidationError
+from clustercore.errors import FlavorError, InUse, MaintenanceVetoed, NoValidHost, ValidationError
 from clustercore.fencing import FencePolicy
 from clustercore.lifecycle import LivenessPolicy
-from clustercore.model import FenceDevice, Host, NonOperationalReason, PlacementState
+from clustercore.model import FenceDevice, Host, NonOperationalReason, PlacementState, Workload
 from clustercore.network import LogicalNetwork
-from clustercore.plugins import HostProbe
-from clustercore.storage import StorageDomain
-from clustercore.testing import FakeFlavor
+from clustercore.plugins import HostProbe, Registry
+from clustercore.storage import StorageDomain, StorageView, Volume
+from clustercore.testing import FakeDriver, FakeFlavor
+from clustercore.volumes import NoVolumeHost
 
 S = HostState
 NAMES = ("h1", "h2", "h3")
@@ -166,3 +167,188 @@ def test_a_probe_that_hangs_counts_as_no_storage_and_costs_only_its_host() -> No
         assert all(c.host(n).state is S.UP for n in ("h1", "h2"))
     finally:
         flavor.release.set()
+
+
+# --------------------------------------------------------------------------- volumes' data, storage migration
+
+
+class Disks:
+    """A volume driver keeping volumes as dict entries per host; ``hosts`` are its own."""
+
+    def __init__(self, hosts: Sequence[str] = NAMES) -> None:
+        self.hosts = set(hosts)
+        self.data: dict[tuple[str, str], str] = {}  # (host, volume) -> content
+        self.fail = False
+
+    def create_volume(self, host: Host, domain: StorageDomain, volume: Volume, template: Volume | None,
+                      upload: str | None) -> bool:
+        if host.name not in self.hosts:
+            return False
+        if self.fail:
+            raise OSError("disk full")
+        content = f"clone of {template.name}" if template else f"upload {upload}" if upload else "empty"
+        self.data[(host.name, volume.name)] = content
+        return True
+
+    def delete_volume(self, host: Host, domain: StorageDomain, volume: Volume) -> bool:
+        if host.name not in self.hosts:
+            return False
+        self.data.pop((host.name, volume.name), None)
+        return True
+
+    def resize_volume(self, host: Host, domain: StorageDomain, volume: Volume, size: int) -> bool:
+        if host.name not in self.hosts:
+            return False
+        self.data[(host.name, volume.name)] += f" grown to {size}"
+        return True
+
+
+class CarryingDriver(FakeDriver):
+    """Migrates a workload's local volumes along (a live storage migration)."""
+
+    def __init__(self, disks: Disks) -> None:
+        super().__init__("fake")
+        self.disks = disks
+
+    def migrates_storage(self, workload: Workload) -> bool:
+        return True
+
+    def migrate(self, workload: Workload, source: Host, target: Host) -> None:
+        super().migrate(workload, source, target)
+        for volume in sorted(workload.volumes):
+            if (source.name, volume) in self.disks.data:
+                self.disks.data[(target.name, volume)] = self.disks.data.pop((source.name, volume))
+
+
+class Keeping(FakeFlavor):
+    def __init__(self, carry: bool = False) -> None:
+        super().__init__("fake")
+        self.disks = Disks()
+        if carry:
+            self.driver = CarryingDriver(self.disks)
+
+    @hookimpl
+    def clustercore_register(self, registry: Registry) -> None:
+        registry.add_driver(self.driver)
+        registry.add_volume_driver(self.disks)
+
+
+def test_volume_data_is_made_where_the_volume_lives_and_the_store_follows_the_flavor() -> None:
+    flavor = Keeping()
+    c, _, _ = cluster(flavor)
+    c.add_storage_domain({"name": "nfs", "path": "/srv/nfs", "capacity": 1000})
+    c.add_storage_domain({"name": "local", "shared": False, "hosts": ["h2", "h3"], "path": "/var/lib/local",
+                          "capacity": 100})
+    c.add_volume({"name": "tmpl", "domain": "nfs", "size": 64}, upload="/tmp/base.qcow2")
+    assert flavor.disks.data == {("h1", "tmpl"): "upload /tmp/base.qcow2"}  # first answering attached host
+    c.add_volume({"name": "d1", "domain": "local", "host": "h3", "size": 64, "template": "tmpl"})
+    assert flavor.disks.data[("h3", "d1")] == "clone of tmpl"
+    assert c.volumes()["d1"].host == "h3"
+    with pytest.raises(ValidationError, match="names the host"):
+        c.add_volume({"name": "d2", "domain": "local", "size": 1})
+    with pytest.raises(ValidationError, match="not on that host"):
+        c.add_volume({"name": "d2", "domain": "local", "host": "h1", "size": 1})
+    with pytest.raises(ValidationError, match="only 36 MiB left"):
+        c.add_volume({"name": "d2", "domain": "local", "host": "h3", "size": 37})
+    c.add_volume({"name": "d2", "domain": "local", "host": "h2", "size": 90})  # h2's room is its own
+    with pytest.raises(ValidationError, match="smaller than its template"):
+        c.add_volume({"name": "d3", "domain": "nfs", "size": 10, "template": "tmpl"})
+    with pytest.raises(InUse, match="d1"):
+        c.delete_volume("tmpl")  # d1's data depends on it
+    flavor.disks.fail = True
+    with pytest.raises(FlavorError, match="disk full"):
+        c.add_volume({"name": "d4", "domain": "nfs", "size": 1})
+    assert "d4" not in c.volumes()
+    flavor.disks.fail = False
+    assert c.resize_volume("d1", 80).size == 80 and flavor.disks.data[("h3", "d1")].endswith("grown to 80")
+    with pytest.raises(ValidationError, match=">= the current 80"):
+        c.resize_volume("d1", 70)
+    c.delete_volume("d1")
+    assert ("h3", "d1") not in flavor.disks.data and "d1" not in c.volumes()
+
+
+def test_a_volume_whose_host_does_not_answer_is_refused_with_nothing_written() -> None:
+    flavor = Keeping()
+    c, clock, _ = cluster(flavor)
+    c.add_storage_domain({"name": "local", "shared": False, "hosts": ["h1", "h2"]})
+    tick(c, clock, 12, silent=("h1",))
+    assert c.host("h1").state is S.DOWN
+    with pytest.raises(NoVolumeHost, match="host h1 is not answering"):
+        c.add_volume({"name": "v", "domain": "local", "host": "h1", "size": 1})
+    assert c.volumes() == {} and flavor.disks.data == {}
+
+
+def test_resize_waits_for_the_workload_to_stop_and_delete_removes_owned_data() -> None:
+    flavor = Keeping()
+    c, _, _ = cluster(flavor)
+    c.add_storage_domain({"name": "nfs"})
+    c.add_volume({"name": "v", "domain": "nfs", "size": 10, "workload": "w"})
+    c.submit({"name": "w", "flavor": "fake", "volumes": ["v"]})
+    with pytest.raises(InUse, match="stopped"):
+        c.resize_volume("v", 20)
+    c.delete("w")
+    assert c.volumes() == {} and flavor.disks.data == {}
+
+
+@pytest.mark.parametrize("carry", [True, False])
+def test_a_drain_moves_local_volumes_along_only_with_a_driver_that_migrates_storage(carry: bool) -> None:
+    flavor = Keeping(carry)
+    c, clock, _ = cluster(flavor)
+    c.add_storage_domain({"name": "local", "shared": False, "hosts": list(NAMES), "capacity": 100})
+    c.add_volume({"name": "big", "domain": "local", "host": "h3", "size": 90})  # no room for disk on h3
+    c.add_volume({"name": "disk", "domain": "local", "host": "h1", "size": 50, "workload": "db"})
+    assert c.submit({"name": "db", "flavor": "fake", "volumes": ["disk"]}).host == "h1"
+    if not carry:  # it cannot leave h1: maintenance is refused, or stops it when asked to
+        with pytest.raises(MaintenanceVetoed, match="local domains that cannot move with db"):
+            c.start_maintenance("h1")
+        assert c.host("h1").state is S.UP
+    c.start_maintenance("h1", stop_unmovable=not carry)
+    tick(c, clock, 3)
+    if carry:
+        assert c.host("h1").state is S.MAINTENANCE
+        assert c.placements()["db"].host == "h2" and c.volumes()["disk"].host == "h2"
+        assert flavor.disks.data[("h2", "disk")] == "empty" and ("h1", "disk") not in flavor.disks.data
+        moved = c.query_events(kind="migrated")
+        assert "with volumes disk" in moved[-1].reason
+    else:
+        assert c.host("h1").state is S.MAINTENANCE and "db" not in c.placements()
+        assert c.volumes()["disk"].host == "h1" and c.query_events(kind="stopped-for-maintenance")
+
+
+def test_completion_fills_in_and_is_checked_again() -> None:
+    class Completing(FakeFlavor):
+        rename = False
+
+        @hookimpl
+        def clustercore_complete_workload(self, workload: Workload, storage: StorageView) -> Workload:
+            if self.rename:
+                return attrs.evolve(workload, name="other")
+            return attrs.evolve(workload, labels={"volumes-known": str(len(storage.volumes))})
+
+    flavor = Completing("fake")
+    c, _, _ = cluster(flavor)
+    assert c.submit({"name": "w", "flavor": "fake"}) and c.workloads()["w"].labels["volumes-known"] == "0"
+    flavor.rename = True
+    with pytest.raises(FlavorError, match="not the workload 'x' completed"):
+        c.submit({"name": "x", "flavor": "fake"})
+    assert "x" not in c.workloads()
+
+
+def test_the_liveness_witness_is_told_what_runs_on_the_host() -> None:
+    class Witness(FakeFlavor):
+        def __init__(self) -> None:
+            super().__init__("fake")
+            self.asked: list[tuple[str, list[str]]] = []
+
+        @hookimpl
+        def clustercore_host_alive(self, host: Host, workloads: Sequence[Workload]) -> bool:
+            self.asked.append((host.name, sorted(w.name for w in workloads)))
+            return True  # its leases are held: alive
+
+    flavor = Witness()
+    c, clock, _ = cluster(flavor)
+    c.submit({"name": "w", "flavor": "fake", "pinned": ["h1"]})
+    tick(c, clock, 12, silent=("h1",))
+    assert ("h1", ["w"]) in flavor.asked
+    assert c.host("h1").state is S.NON_RESPONSIVE  # never fenced while the witness says alive
+    assert c.query_events(kind="fence-skipped")

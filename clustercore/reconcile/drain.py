@@ -5,13 +5,18 @@ workload (the host goes back Up, with the reason), finishes when nothing is left
 flavors' ``prepare_maintenance``, off the pass, then Maintenance), else launches moves
 (:func:`~clustercore.maintenance.plan_drain`) up to the parallel limit on the controller's
 executor. :meth:`Drain.move` is one move through the workload's driver: the store says
-Migrating while it moves and names the new host only once the driver succeeded.
+Migrating while it moves and names the new host only once the driver succeeded (with
+the new host of the workload's volumes on local domains, when its driver migrates
+storage, in the same transaction).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import attrs
+
+from clustercore.driver import migrates_storage
 from clustercore.errors import ClusterError, FlavorError
 from clustercore.events import Event
 from clustercore.lifecycle import HostEvent
@@ -25,6 +30,7 @@ from clustercore.reconcile.observe import View
 from clustercore.reconcile.writer import Decision, Writer
 from clustercore.scheduling.engine import Filter, HostFilter, Scheduler
 from clustercore.state import ClusterState, Versioned
+from clustercore.storage import Volume
 
 E = PlacementEvent
 
@@ -114,6 +120,18 @@ class Drain:
         workload = self.state.workload(move.workload).value
         return self.move(current, workload, move.target, self.now(), reason=f"drain of {move.source}")
 
+    def _carried(self, workload: Workload, target: str) -> list[tuple[Versioned[Volume], Volume]]:
+        """The workload's volumes on local domains, now on ``target`` (a storage migration
+        took them there): stored with the placement, in one transaction."""
+        domains = self.state.storage_domains()
+        out = []
+        for name, current in sorted(self.state.volumes().items()):
+            domain = domains.get(current.value.domain)
+            if name in workload.volumes and domain is not None and not domain.value.shared \
+                    and current.value.host != target:
+                out.append((current, attrs.evolve(current.value, host=target)))
+        return out
+
     def move(self, current: Versioned[Placement], workload: Workload, target: str, now: float,
              reason: str = "") -> Placement:
         """Move a placed workload to ``target`` through its flavor's driver. The store says
@@ -134,7 +152,9 @@ class Drain:
             self.writer.place(moving, E.MIGRATION_FAILED, current.value.since, f"move failed: {exc}", Event(
                 now, f"workload/{workload.name}", "migration-failed", str(exc), source.name, target))
             raise FlavorError(workload.flavor, "migrate", f"{type(exc).__name__}: {exc}") from exc
+        carried = self._carried(workload, target) if migrates_storage(driver, workload) else []
+        note = f" with volumes {', '.join(after.name for _, after in carried)}" if carried else ""
         moved = self.writer.place(moving, E.MIGRATED, now, f"moved from {source.name}", Event(
-            now, f"workload/{workload.name}", "migrated", reason, source.name, target))
+            now, f"workload/{workload.name}", "migrated", reason + note, source.name, target), volumes=carried)
         assert moved is not None
         return moved.value

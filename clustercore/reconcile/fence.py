@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import cast
 
 from clustercore.events import Event
 from clustercore.fencing import FencePolicy, Fencer, fence_decision
 from clustercore.lifecycle import HostEvent
-from clustercore.model import Host, HostState
+from clustercore.model import Host, HostState, Workload
 from clustercore.plugins import Plugins
 from clustercore.reconcile.calls import HostCalls, outcome
 from clustercore.reconcile.hosts import Pending
@@ -34,8 +34,11 @@ S = HostState
 
 class Fence:
     def __init__(self, plugins: Plugins, calls: HostCalls, writer: Writer, jobs: Executor,
-                 may_act: Callable[[], bool], started: float) -> None:
+                 may_act: Callable[[], bool], started: float,
+                 workloads_on: Callable[[str], Sequence[Workload]] = lambda host: ()) -> None:
+        """``workloads_on(host)``: the workloads placed there (for the liveness witness)."""
         self.plugins = plugins
+        self.workloads_on = workloads_on
         self.calls = calls
         self.writer = writer
         self.jobs = jobs
@@ -57,7 +60,8 @@ class Fence:
         if host.state is S.FENCING:
             return self._fencing(host, policy, now)
         hosts = [v.value for v in view.hosts.values()]
-        alive = self._ask(host, "alive", lambda: self.plugins.host_alive(host), view)
+        alive = self._ask(host, "alive", lambda: self.plugins.host_alive(host, self.workloads_on(host.name)),
+                          view)
         decision = fence_decision(host, hosts, now, self.started, policy, alive is True, episode.failed_at)
         if decision.fence and alive is None:
             raise Pending((host.name, "alive"))  # the witness has not answered yet

@@ -11,7 +11,7 @@ raises :class:`~clustercore.errors.Conflict` and writes nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import attrs
 
@@ -23,7 +23,17 @@ from clustercore.lifecycle import HostEvent, transition
 from clustercore.model import Host, HostReport, HostState, NonOperationalReason, Placement, Workload
 from clustercore.network import LogicalNetwork
 from clustercore.placements import PlacementEvent
-from clustercore.state import CONFIG_KEY, HEARTBEATS, HOSTS, PLACEMENTS, WORKLOADS, ClusterState, Versioned, encode
+from clustercore.state import (
+    CONFIG_KEY,
+    HEARTBEATS,
+    HOSTS,
+    PLACEMENTS,
+    VOLUMES,
+    WORKLOADS,
+    ClusterState,
+    Versioned,
+    encode,
+)
 from clustercore.storage import StorageDomain, Volume
 from clustercore.store.base import Check, Delete, Put, Store
 
@@ -119,28 +129,35 @@ class Writer:
     # ------------------------------------------------------------------ placements
 
     def placement(self, current: Versioned[Placement] | None, new: Placement | None,
-                  event: Event | None = None, name: str = "") -> int:
+                  event: Event | None = None, name: str = "",
+                  volumes: Sequence[tuple[Versioned[Volume], Volume]] = ()) -> int:
         """Replace the placement read as ``current`` (None: there was none) by ``new`` (None:
-        delete it), with ``event``; returns the new revision."""
+        delete it), with ``event``, and each volume read as the first of a pair by the
+        second (a storage migration moved it), all or nothing; returns the new revision."""
         workload = new.workload if new is not None else current.value.workload if current is not None else name
         key = PLACEMENTS + workload
         ops: list[Put | Delete] = [Put(key, encode(new)) if new is not None else Delete(key)]
+        checks = [Check(key, current.revision if current is not None else 0)]
+        for before, after in volumes:
+            checks.append(Check(VOLUMES + after.name, before.revision))
+            ops.append(Put(VOLUMES + after.name, encode(after)))
         if event is not None:
             ops.append(self.events.put_op(event))
-        revision = self.store.txn([Check(key, current.revision if current is not None else 0)], ops)
+        revision = self.store.txn(checks, ops)
         if event is not None:
             log.info("%s", event)
         return revision
 
     def place(self, current: Versioned[Placement] | None, event: PlacementEvent, now: float, reason: str = "",
               recorded: Event | None = None, *, workload: str = "", host: str | None = None,
-              target: str | None = None, keep_target: bool = False) -> Versioned[Placement] | None:
+              target: str | None = None, keep_target: bool = False,
+              volumes: Sequence[tuple[Versioned[Volume], Volume]] = ()) -> Versioned[Placement] | None:
         """Apply a placement ``event`` (the state machine checks it) and store the result
         with ``recorded``; the new placement and its revision (None once deleted)."""
         before = current.value if current is not None else None
         new = placements.transition(before, event, now, reason, workload=workload, host=host, target=target,
                                     keep_target=keep_target)
-        revision = self.placement(current, new, recorded, name=workload)
+        revision = self.placement(current, new, recorded, name=workload, volumes=volumes)
         return None if new is None else Versioned(new, revision)
 
     # ------------------------------------------------------------------ workloads

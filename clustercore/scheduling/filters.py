@@ -9,14 +9,14 @@ order, and counts hosts per reason for :class:`~clustercore.errors.NoValidHost`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import attrs
 import numpy as np
 
 from clustercore.model import AffinityRule, FrozenMap, TaintEffect, Workload, ratio_map
 from clustercore.scheduling.snapshot import Mask, Snapshot, matches
-from clustercore.storage import StorageDomain, Volume
+from clustercore.storage import StorageDomain, Volume, free, reaches
 from clustercore.topology import NETWORK, STORAGE
 
 Verdict = Mapping[str, Mask]
@@ -87,25 +87,36 @@ class ConnectivityFilter:
 
 @attrs.frozen
 class VolumeFilter:
-    """A workload runs only where all its volumes are: a local domain's host, or the hosts
-    a shared domain is attached to; and, once a probe has shown who reaches a domain, only
-    on those (a host that lost the domain is no target)."""
+    """A workload runs only where all its volumes are: the host holding a volume on a
+    local domain, or the hosts a shared domain is attached to; and, once a probe has shown
+    who reaches a domain, only on those (a host that lost the domain is no target). With
+    ``moving`` (a drain's targets), a workload whose driver migrates storage
+    (``migrates_storage(workload)``) may take a local volume to any host of its domain with
+    room for it there."""
 
     volumes: Mapping[str, Volume]
     domains: Mapping[str, StorageDomain]
+    moving: bool = False
+    migrates_storage: Callable[[Workload], bool] = lambda workload: False
     name: str = "volumes"
 
     def filter(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> Verdict:
         out: dict[str, Mask] = {}
+        carried = self.moving and self.migrates_storage(workload)
         for name in sorted(workload.volumes):
             volume = self.volumes.get(name)
             domain = self.domains.get(volume.domain) if volume is not None else None
             if volume is None or domain is None:
                 out[f"volume {name} unknown or on an unknown domain"] = np.ones(snap.size, dtype=bool)
                 continue
-            attached = np.array([domain.attached(h.name) for h in snap.hosts], dtype=bool)
-            where = f"local to {domain.host}" if not domain.shared else f"domain {domain.name}"
+            hosts = [h.name for h in snap.hosts]
+            attached = np.array([reaches(domain, volume, h, carried) for h in hosts], dtype=bool)
+            where = f"local to {volume.host}" if not domain.shared else f"domain {domain.name}"
             out[f"volume {name} not attached ({where})"] = ~attached
+            if carried and not domain.shared:
+                others = [v for v in self.volumes.values() if v.name != name]
+                room = np.array([h == volume.host or free(domain, others, h) >= volume.size for h in hosts])
+                out[f"no room for volume {name} on {domain.name}"] = attached & ~room
             reach = snap.reaching(STORAGE, domain.name)
             if reach.any():
                 out[f"storage {domain.name} unreachable"] = attached & ~reach
