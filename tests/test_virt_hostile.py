@@ -22,7 +22,7 @@ from clustercore import Cluster, FakeClock, Host, HostReport, HostState, Plugins
 from clustercore.errors import ValidationError
 from flavors.virt import VirtFlavor, cloudinit, domxml
 from flavors.virt.driver import LibvirtDriver, VirtError
-from flavors.virt.spec import CloudInit, Disk, Graphics, Memory, Nic, NumaCell, Pin, VMSpec
+from flavors.virt.spec import CloudInit, Disk, Graphics, KernelBoot, Memory, Nic, NumaCell, Pin, VMSpec
 from flavors.virt.workload import adopt, vm_workload
 from tests.virt_strategies import vm_specs
 
@@ -123,6 +123,21 @@ def test_disk_and_seed_paths_outside_every_storage_root_are_refused(cluster: Clu
     inside = CloudInit(str(roots / "seeds" / "ci.iso"), "#cloud-config\n")
     assert cluster.plugins.validate_workload(vm_workload(vm("fine", cloud_init=inside)), cluster.workloads(),
                                              cluster.config) is None
+
+
+def test_kernel_initrd_and_console_log_outside_every_storage_root_are_refused(cluster: Cluster,
+                                                                             roots: Path) -> None:
+    inside = str(roots / "guest" / "vmlinuz")
+    refused(cluster, vm_workload(vm("kernel", boot=KernelBoot("/etc/shadow"))), "spec.boot.kernel")
+    refused(cluster, vm_workload(vm("initrd", boot=KernelBoot(inside, f"{roots}/../../etc/shadow"))),
+            "spec.boot.initrd")
+    # A console log is written by QEMU (as root): outside a root it could append to any file.
+    refused(cluster, vm_workload(vm("log", console_log="/etc/profile.d/evil.sh")), "spec.console_log")
+    (roots / "escape").symlink_to("/etc")
+    refused(cluster, vm_workload(vm("linklog", console_log=f"{roots}/escape/passwd")), "spec.console_log")
+    fine = vm("fine", boot=KernelBoot(inside, str(roots / "guest" / "initrd.gz"), "console=ttyS0"),
+              console_log=str(roots / "fine.log"))
+    assert cluster.plugins.validate_workload(vm_workload(fine), cluster.workloads(), cluster.config) is None
 
 
 def test_the_seed_writer_refuses_outside_a_root_and_creates_no_directory_there(roots: Path,
@@ -318,7 +333,9 @@ def test_disk_driver_settings_are_carried_over() -> None:
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True)
                     | st.text(max_size=30) | st.sampled_from(["0-999999999", "vm\n", "/etc/shadow", "ide", "",
-                                                             "0-4095", "a/b c"]),
+                                                             "0-4095", "a/b c", "udp", "127.0.0.1:0",
+                                                             "127.0.0.1:99999", "host:5000", "shared", "quiet\x1b",
+                                                             "x" * 5000]),
                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
                                                                                 max_size=4), max_leaves=12)
 

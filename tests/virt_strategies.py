@@ -13,6 +13,7 @@ from flavors.virt.spec import (
     Firmware,
     Graphics,
     HostDevice,
+    KernelBoot,
     Memory,
     Nic,
     NumaCell,
@@ -29,6 +30,8 @@ PCI = st.tuples(st.integers(0x40, 0xFF), st.integers(0, 0x1F), st.integers(0, 7)
 VF = st.tuples(st.integers(0, 0x3F), st.integers(0, 0x1F), st.integers(0, 7)).map(  # apart from PCI: never twice
     lambda t: f"0000:{t[0]:02x}:{t[1]:02x}.{t[2]:x}")
 UUID = st.uuids().map(str)
+CMDLINE = st.text(st.sampled_from("abcxyz =/_-.,:0123456789\u00e9"), max_size=60)  # spaces kept as written
+PORT = st.integers(1, 65535)
 
 
 def _split(total: int, parts: int) -> list[int]:
@@ -55,6 +58,8 @@ def disks(draw: st.DrawFn) -> tuple[Disk, ...]:
                   "network": "pool/image" if protocol == "rbd" else "iqn.2026-01.dev.example:store/1"}[kind]
         hosts = tuple(draw(st.lists(st.sampled_from(["mon1:6789", "mon2:6789", "10.0.0.5:3260"]), min_size=1,
                                     max_size=2 if protocol == "rbd" else 1, unique=True))) if kind == "network" else ()
+        volume = draw(st.sampled_from([None, f"vol-{target}"])) if kind == "file" else None
+        storage = draw(st.sampled_from([None, "shared", "local"])) if volume else None
         out.append(Disk(
             target=target, source=source, kind=kind, protocol=protocol, hosts=hosts, device=device, bus=bus,
             format=draw(st.sampled_from(["raw", "qcow2"])) if kind == "file" else "raw",
@@ -63,7 +68,7 @@ def disks(draw: st.DrawFn) -> tuple[Disk, ...]:
             discard=draw(st.sampled_from([None, "unmap", "ignore"])),
             readonly=device == "cdrom" or draw(st.booleans()), shareable=draw(st.booleans()),
             boot=draw(st.sampled_from([None, len(out) + 1])),
-            serial=draw(st.sampled_from([None, f"SER{len(out)}"])),
+            serial=draw(st.sampled_from([None, f"SER{len(out)}"])), volume=volume, storage=storage,
         ))
     return tuple(out)
 
@@ -73,9 +78,10 @@ def nics(draw: st.DrawFn) -> tuple[Nic, ...]:
     out = []
     vfs: set[str] = set()
     for i in range(draw(st.integers(0, 3))):
-        kind = draw(st.sampled_from(["bridge", "network", "direct", "hostdev", "vhostuser", "user"]))
+        kind = draw(st.sampled_from(["bridge", "network", "direct", "hostdev", "vhostuser", "user", "udp"]))
         source = {"bridge": "br0", "network": "default", "direct": "eth0", "vhostuser": f"/run/vhost{i}.sock",
-                  "user": None, "hostdev": draw(VF)}[kind]
+                  "user": None, "hostdev": draw(VF), "udp": f"127.0.0.1:{draw(PORT)}"}[kind]
+        local = f"{draw(st.sampled_from(['127.0.0.1', '0.0.0.0', '10.1.2.3']))}:{draw(PORT)}" if kind == "udp" else None
         if kind == "hostdev":
             if source in vfs:
                 continue
@@ -84,7 +90,8 @@ def nics(draw: st.DrawFn) -> tuple[Nic, ...]:
                 "vhostuser": draw(st.sampled_from(["client", "server"]))}.get(kind)
         model = "virtio" if kind in ("hostdev", "vhostuser") else draw(st.sampled_from(["virtio", "e1000", "rtl8139"]))
         resource = draw(st.sampled_from([None, "pci/8086:154c"])) if kind == "hostdev" else None
-        out.append(Nic(kind, source, model, f"52:54:00:00:00:{i:02x}", mode, resource))
+        out.append(Nic(kind, source, model, f"52:54:00:00:00:{i:02x}", mode, resource, local,
+                       draw(st.sampled_from([None, "prod", "lab-net.1"]))))
     return tuple(out)
 
 
@@ -157,6 +164,12 @@ def vm_specs(draw: st.DrawFn, passthrough: bool = True) -> VMSpec:
         cloud_init = CloudInit("/var/lib/seeds/x.iso", draw(TEXT), draw(TEXT), draw(st.sampled_from([None, "v: 2"])))
     watchdog = draw(st.sampled_from([None, Watchdog(), Watchdog("ib700", "poweroff")]))
     nic_list = draw(nics())
+    boot = None
+    if draw(st.booleans()):
+        boot = KernelBoot("/var/lib/clustercore/guest/vmlinuz",
+                          draw(st.sampled_from([None, "/var/lib/clustercore/guest/initrd.gz"])), draw(CMDLINE))
+    serial = draw(st.booleans())
+    console_log = draw(st.sampled_from([None, "/var/lib/clustercore/console/vm.log"])) if serial else None
     if not passthrough:
         nic_list = tuple(n for n in nic_list if n.kind != "hostdev")
     return VMSpec(
@@ -164,12 +177,12 @@ def vm_specs(draw: st.DrawFn, passthrough: bool = True) -> VMSpec:
         memory=Memory(size, maximum, slots, dimms, hugepages, draw(st.sampled_from([None, size // 2, size]))),
         vcpus=vcpus, max_vcpus=vcpu_max if vcpu_max != vcpus or draw(st.booleans()) else None,
         topology=topology, cpu=cpu, numa=numa, pins=pins,
-        domain_type=draw(st.sampled_from(["kvm", "qemu"])), machine=machine, firmware=firmware,
+        domain_type=draw(st.sampled_from(["kvm", "qemu"])), machine=machine, firmware=firmware, boot=boot,
         clock=draw(st.sampled_from(["utc", "localtime"])),
         disks=disk_list, nics=nic_list, graphics=tuple(draw(st.lists(
             st.builds(Graphics, st.sampled_from(["vnc", "spice"]), st.sampled_from(["127.0.0.1", "0.0.0.0", "::1"])),
             max_size=1))),
-        serial=draw(st.booleans()), guest_agent=draw(st.booleans()), balloon=draw(st.booleans()),
+        serial=serial, console_log=console_log, guest_agent=draw(st.booleans()), balloon=draw(st.booleans()),
         watchdog=watchdog, rng=draw(st.booleans()), tpm=draw(st.booleans()),
         hostdevs=draw(hostdevs()) if passthrough else (), cloud_init=cloud_init,
     ).check()

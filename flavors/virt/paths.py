@@ -1,12 +1,12 @@
 """Paths a VM spec names, kept under the cluster's storage roots.
 
 Every path a spec may name (file and block disk sources, the cloud-init seed, vhost-user
-sockets) must lie below one of the cluster's ``storage_roots``
-(:attr:`clustercore.config.ClusterConfig.storage_roots`): absolute, without ``.`` or
-``..`` parts, and below a root also once symbolic links are resolved (``os.path.realpath``
-of what exists, the root's too). Checked when a workload is submitted
-(``clustercore_validate_workload``) and again by the driver before it writes or defines
-anything (:func:`flavors.virt.cloudinit.write_seed` writes only below a root, creating
+sockets, a direct kernel boot's kernel and initrd, the console log) must lie below one of
+the cluster's ``storage_roots`` (:attr:`clustercore.config.ClusterConfig.storage_roots`):
+absolute, without ``.`` or ``..`` parts, and below a root also once symbolic links are
+resolved (``os.path.realpath`` of what exists, the root's too). Checked when a workload is
+submitted (``clustercore_validate_workload``) and again by the driver before it writes or
+defines anything (:func:`flavors.virt.cloudinit.write_seed` writes only below a root, creating
 directories only there).
 
 Block devices are paths like any other: a cluster whose VMs use ``/dev/mapper/...`` says
@@ -28,6 +28,12 @@ def spec_paths(spec: VMSpec) -> list[tuple[str, str]]:
     out += [(f"nics[{i}].source", str(n.source)) for i, n in enumerate(spec.nics) if n.kind == "vhostuser"]
     if spec.cloud_init is not None:
         out.append(("cloud_init.seed", spec.cloud_init.seed))
+    if spec.boot is not None:
+        out.append(("boot.kernel", spec.boot.kernel))
+        if spec.boot.initrd is not None:
+            out.append(("boot.initrd", spec.boot.initrd))
+    if spec.console_log is not None:
+        out.append(("console_log", spec.console_log))
     return out
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 from lxml import etree
 
 from flavors.virt.domxml.common import UnsupportedXML, attributes, el, only
@@ -38,8 +39,7 @@ def write_devices(root: etree._Element, spec: VMSpec) -> None:
     for i, nic in enumerate(spec.nics):
         write_nic(devices, nic, f"nics[{i}]")
     if spec.serial:
-        el(el(devices, "serial", type="pty"), "target", port="0")
-        el(el(devices, "console", type="pty"), "target", type="serial", port="0")
+        write_console(devices, spec.console_log)
     if spec.guest_agent:
         el(el(devices, "channel", type="unix"), "target", type="virtio", name=AGENT)
     for g in spec.graphics:
@@ -59,6 +59,37 @@ def write_devices(root: etree._Element, spec: VMSpec) -> None:
         devices.append(hostdev_element(dev, f"hostdevs[{i}]"))
     for dimm in spec.memory.dimms:
         devices.append(dimm_element(dimm))
+
+
+def write_console(devices: etree._Element, log: str | None) -> None:
+    """The serial console (port 0) and the console on it: a pty, or the file ``log``
+    appended to (a migration's destination QEMU reopens the same file; without append it
+    would truncate it)."""
+    for tag, target in (("serial", {"port": "0"}), ("console", {"type": "serial", "port": "0"})):
+        node = el(devices, tag, type="pty" if log is None else "file")
+        if log is not None:
+            el(node, "source", path=log, append="on")
+        el(node, "target", **target)
+
+
+def read_console(node: etree._Element, at: str) -> str | None:
+    """The log file of one ``<serial>`` or ``<console>`` (None for a pty); other types, a
+    file console not appended to and settings the spec has no field for are refused by name."""
+    kind = node.get("type")
+    if kind == "pty":
+        return None
+    if kind != "file":
+        raise UnsupportedXML(f"{at}/@type", "only pty and file serial consoles", kind)
+    only(node, {"source", "target", "alias", "address"}, at)
+    source = node.find("source")
+    if source is None or not source.get("path"):
+        raise UnsupportedXML(f"{at}/source/@path", "a file console needs a path")
+    attributes(source, {"path", "append"}, f"{at}/source")
+    only(source, set(), f"{at}/source")
+    if source.get("append") != "on":
+        raise UnsupportedXML(f"{at}/source/@append", "only append='on' is carried (without it a migration's "
+                             "destination truncates the log)", source.get("append"))
+    return str(source.get("path"))
 
 
 def read_graphics(node: etree._Element, at: str) -> Graphics:
@@ -81,6 +112,14 @@ def read_graphics(node: etree._Element, at: str) -> Graphics:
     return Graphics(str(node.get("type")), listen or "127.0.0.1", password=node.get("passwd"))
 
 
+def _volumes(disks: list[Disk], volumes: dict[str, dict[str, Any]]) -> tuple[Disk, ...]:
+    """``disks`` with the cluster volume the metadata says each is (by target)."""
+    unknown = sorted(set(volumes) - {d.target for d in disks}, key=str)
+    if unknown:
+        raise UnsupportedXML("/domain/metadata/vm/disk/@target", "names a disk the domain lacks", unknown[0])
+    return tuple(attrs.evolve(d, **volumes[d.target]) if d.target in volumes else d for d in disks)
+
+
 def read_devices(root: etree._Element, fields: dict[str, Any], meta: dict[str, Any]) -> None:
     """The devices' fields (disks, NICs, consoles, graphics, host devices...) from ``<devices>``."""
     devices = root.find("devices")
@@ -95,6 +134,7 @@ def read_devices(root: etree._Element, fields: dict[str, Any], meta: dict[str, A
     fields["serial"] = fields["guest_agent"] = fields["rng"] = fields["tpm"] = False
     fields["balloon"] = True  # libvirt adds a virtio balloon unless told "none"
     seed: str | None = None
+    logs: list[str | None] = []
     only(devices, known, "/domain/devices")
     for node in devices:
         if not isinstance(node.tag, str) or node.tag in IGNORED_DEVICES:
@@ -107,10 +147,10 @@ def read_devices(root: etree._Element, fields: dict[str, Any], meta: dict[str, A
             else:
                 disks.append(disk)
         elif node.tag == "interface":
-            nics.append(read_nic(node, f"{at}[{len(nics) + 1}]", meta["vfs"].get(len(nics))))
+            nics.append(read_nic(node, f"{at}[{len(nics) + 1}]", meta["vfs"].get(len(nics)),
+                                 meta["networks"].get(len(nics))))
         elif node.tag in ("serial", "console"):
-            if node.get("type") != "pty":
-                raise UnsupportedXML(f"{at}/@type", "only pty serial consoles", node.get("type"))
+            logs.append(read_console(node, at))
             fields["serial"] = True
         elif node.tag == "channel":
             target = node.find("target")
@@ -132,7 +172,15 @@ def read_devices(root: etree._Element, fields: dict[str, Any], meta: dict[str, A
                                           meta["resources"].get(len(hostdevs))))
         elif node.tag == "memory" and node.get("model") != "dimm":
             raise UnsupportedXML(f"{at}/@model", "only DIMM memory devices", node.get("model"))
-    fields["disks"], fields["nics"] = tuple(disks), tuple(nics)
+    if len(set(logs)) > 1:
+        raise UnsupportedXML("/domain/devices/serial", "one console per VM: a pty or one log file",
+                             sorted(str(log) for log in set(logs)))
+    fields["console_log"] = logs[0] if logs else None
+    fields["disks"], fields["nics"] = _volumes(disks, meta["volumes"]), tuple(nics)
+    unknown = [i for i in meta["networks"] if i >= len(nics)]
+    if unknown:
+        raise UnsupportedXML("/domain/metadata/vm/nic/@index", f"names a NIC the domain lacks ({len(nics)} NICs)",
+                             unknown[0])
     fields["graphics"], fields["hostdevs"] = tuple(graphics), tuple(hostdevs)
     if "cloud_init" in meta:
         if seed is None:

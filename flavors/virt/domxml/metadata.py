@@ -1,5 +1,6 @@
 """``<metadata>``: what libvirt's XML has no room for (the guaranteed memory, which host
-devices were asked for by resource name, cloud-init documents), under :data:`NAMESPACE`."""
+devices were asked for by resource name, cloud-init documents, the cluster volume each
+disk is and the logical network each NIC is on), under :data:`NAMESPACE`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 from lxml import etree
 
-from flavors.virt.domxml.common import el, integer
+from flavors.virt.domxml.common import UnsupportedXML, el, integer
 from flavors.virt.spec import VMSpec
 
 NAMESPACE = "urn:clustercore:vm:1"
@@ -19,7 +20,10 @@ def write_metadata(root: etree._Element, spec: VMSpec) -> None:
     resources = [(i, d.resource) for i, d in enumerate(spec.hostdevs) if d.resource and d.kind != "usb"]
     resources_usb = [(i, d.resource) for i, d in enumerate(spec.hostdevs) if d.resource and d.kind == "usb"]
     vfs = [(i, n.resource) for i, n in enumerate(spec.nics) if n.resource]
-    if not (spec.memory.guaranteed is not None or resources or resources_usb or vfs or spec.cloud_init):
+    volumes = [d for d in spec.disks if d.volume is not None]
+    networks = [(i, n.network) for i, n in enumerate(spec.nics) if n.network is not None]
+    if not (spec.memory.guaranteed is not None or resources or resources_usb or vfs or spec.cloud_init or volumes
+            or networks):
         return
     vm = etree.SubElement(el(root, "metadata"), f"{NS}vm", nsmap={"clustercore": NAMESPACE})
     if spec.memory.guaranteed is not None:
@@ -34,11 +38,18 @@ def write_metadata(root: etree._Element, spec: VMSpec) -> None:
         el(ci, f"{NS}meta-data", spec.cloud_init.meta_data)
         if spec.cloud_init.network_config is not None:
             el(ci, f"{NS}network-config", spec.cloud_init.network_config)
+    for d in volumes:  # by target: libvirt may list disks in another order
+        disk = el(vm, f"{NS}disk", target=d.target, volume=str(d.volume))
+        if d.storage is not None:
+            disk.set("storage", d.storage)
+    for i, network in networks:
+        el(vm, f"{NS}nic", index=str(i), network=str(network))
 
 
 def read_metadata(root: etree._Element) -> dict[str, Any]:
-    """What :func:`write_metadata` keeps: ``guaranteed``, resource names by index, ``cloud_init``."""
-    meta: dict[str, Any] = {"resources": {}, "vfs": {}}
+    """What :func:`write_metadata` keeps: ``guaranteed``, resource names by index, ``cloud_init``,
+    ``volumes`` (disk target -> volume fields) and ``networks`` (NIC index -> logical network)."""
+    meta: dict[str, Any] = {"resources": {}, "vfs": {}, "volumes": {}, "networks": {}}
     vm = root.find(f"metadata/{NS}vm")
     if vm is None:
         return meta
@@ -56,4 +67,14 @@ def read_metadata(root: etree._Element) -> dict[str, Any]:
         meta["cloud_init"] = {"user_data": ci.findtext(f"{NS}user-data") or "",
                               "meta_data": ci.findtext(f"{NS}meta-data") or "",
                               "network_config": None if net is None else (net.text or "")}
+    for disk in vm.findall(f"{NS}disk"):
+        target = disk.get("target")
+        if target in meta["volumes"]:
+            raise UnsupportedXML("/domain/metadata/vm/disk/@target", "names a disk twice", target)
+        meta["volumes"][target] = {"volume": disk.get("volume"), "storage": disk.get("storage")}
+    for nic in vm.findall(f"{NS}nic"):
+        index = integer(nic.get("index"), "/domain/metadata/vm/nic/@index", 0, 4096)
+        if index in meta["networks"]:
+            raise UnsupportedXML("/domain/metadata/vm/nic/@index", "names a NIC twice", index)
+        meta["networks"][index] = nic.get("network")
     return meta
