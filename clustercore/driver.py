@@ -119,6 +119,10 @@ class VolumeDriver(Protocol):
     """Keeps volumes' data on hosts. Each method returns False when ``host`` is not one
     of this driver's (another flavor's host), True once done; it raises on failure."""
 
+    def prepare_domain(self, host: Host, domain: StorageDomain) -> bool:
+        """Make a new storage domain usable from ``host`` and mark it as the cluster's (a
+        host's probe finds the domain by that mark: an empty mount point is not it)."""
+
     def create_volume(self, host: Host, domain: StorageDomain, volume: Volume, template: Volume | None,
                       upload: str | None) -> bool:
         """Make ``volume`` on ``host``: a clone of ``template`` (a volume on a domain this

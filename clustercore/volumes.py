@@ -43,7 +43,7 @@ ANSWERING = MONITORED | {HostState.MAINTENANCE}
 
 
 class NoVolumeHost(ClusterError):
-    """No host can carry out ``action`` on ``volume``: ``why``."""
+    """No host can carry out ``action`` on ``volume`` (``-``: the domain itself): ``why``."""
 
     def __init__(self, action: str, volume: str, why: str) -> None:
         self.action, self.volume, self.why = action, volume, why
@@ -91,8 +91,21 @@ class StorageOps:
         def placements(self) -> dict[str, Placement]: ...
 
     def add_storage_domain(self, domain: StorageDomain | Mapping[str, Any]) -> StorageDomain:
-        """A storage domain (shared, or local to some hosts) the flavors realize and probe."""
+        """A storage domain (shared, or local to some hosts) the flavors realize and probe:
+        prepared (and marked as the cluster's) through one answering attached host of a
+        shared domain, every answering one of a local domain, before it is written."""
         domain = StorageDomain.from_dict(domain.to_dict() if isinstance(domain, StorageDomain) else domain)
+        if domain.name in self.storage_domains():
+            raise ValidationError("storage domain", "name", "exists already", domain.name)
+        hosts = self.hosts()
+        if domain.shared:
+            realize(self.plugins, "prepare", Volume("-", domain.name, 1), domain, hosts,
+                    lambda driver, host: driver.prepare_domain(host, domain))
+        else:
+            for name in sorted(domain.hosts):
+                if name in hosts and hosts[name].state in ANSWERING:
+                    realize(self.plugins, "prepare", Volume("-", domain.name, 1, host=name), domain, hosts,
+                            lambda driver, host: driver.prepare_domain(host, domain))
         self.writer.put_object(STORAGE, "storage", domain, self.clock.now())
         return domain
 

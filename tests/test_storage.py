@@ -179,6 +179,13 @@ class Disks:
         self.hosts = set(hosts)
         self.data: dict[tuple[str, str], str] = {}  # (host, volume) -> content
         self.fail = False
+        self.prepared: list[tuple[str, str]] = []
+
+    def prepare_domain(self, host: Host, domain: StorageDomain) -> bool:
+        if host.name not in self.hosts:
+            return False
+        self.prepared.append((host.name, domain.name))
+        return True
 
     def create_volume(self, host: Host, domain: StorageDomain, volume: Volume, template: Volume | None,
                       upload: str | None) -> bool:
@@ -239,6 +246,7 @@ def test_volume_data_is_made_where_the_volume_lives_and_the_store_follows_the_fl
     c.add_storage_domain({"name": "nfs", "path": "/srv/nfs", "capacity": 1000})
     c.add_storage_domain({"name": "local", "shared": False, "hosts": ["h2", "h3"], "path": "/var/lib/local",
                           "capacity": 100})
+    assert flavor.disks.prepared == [("h1", "nfs"), ("h2", "local"), ("h3", "local")]
     c.add_volume({"name": "tmpl", "domain": "nfs", "size": 64}, upload="/tmp/base.qcow2")
     assert flavor.disks.data == {("h1", "tmpl"): "upload /tmp/base.qcow2"}  # first answering attached host
     c.add_volume({"name": "d1", "domain": "local", "host": "h3", "size": 64, "template": "tmpl"})

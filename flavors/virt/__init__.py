@@ -44,14 +44,20 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
+import attrs
+
 from clustercore.config import ClusterConfig
 from clustercore.errors import ValidationError
 from clustercore.model import Host, Workload
-from clustercore.plugins import HostDescription, Registry, hookimpl
+from clustercore.network import LogicalNetwork
+from clustercore.plugins import HostDescription, HostProbe, Registry, hookimpl
+from clustercore.storage import StorageDomain, StorageView
 from flavors.virt import filters, hostfacts
 from flavors.virt.driver import LibvirtDriver
+from flavors.virt.networks import LibvirtNetworks, MacPool, NetworkBackend, complete_nics
 from flavors.virt.paths import check_paths
 from flavors.virt.spec import KIND, VMSpec
+from flavors.virt.storage import check_volume_disks, complete_disks, leases_held, probe_storage
 from flavors.virt.uri import claims, is_libvirt_uri, uri_problem
 from flavors.virt.workload import adopt, vm_spec, vm_workload
 
@@ -76,16 +82,21 @@ class VirtFlavor:
 
     def __init__(self, driver: LibvirtDriver | None = None, vcpu_ratio: float = 4.0, host_reserve: int = 1024,
                  passthrough: Sequence[str] = hostfacts.DEFAULT_PASSTHROUGH,
-                 soft_fence: Callable[[Host], bool] | None = None) -> None:
+                 soft_fence: Callable[[Host], bool] | None = None, networks: NetworkBackend | None = None,
+                 mac_pool: MacPool | None = None) -> None:
         self.passthrough = tuple(passthrough)
         self.soft_fence = soft_fence or ssh_restart_libvirtd
         self.driver = driver or LibvirtDriver(passthrough=self.passthrough)
+        self.storage = self.driver.storage
+        self.networks: NetworkBackend = networks or LibvirtNetworks()
+        self.mac_pool = mac_pool or MacPool()
         self.vcpu_ratio = vcpu_ratio
         self.host_reserve = host_reserve
 
     @hookimpl
     def clustercore_register(self, registry: Registry) -> None:
         registry.add_driver(self.driver)
+        registry.add_volume_driver(self.storage)
         for f in filters.filters(self.vcpu_ratio, self.host_reserve):
             registry.add_filter(f)
         for w in filters.weighers():
@@ -105,11 +116,29 @@ class VirtFlavor:
         return None
 
     @hookimpl
+    def clustercore_complete_workload(self, workload: Workload, workloads: Mapping[str, Workload],
+                                      storage: StorageView) -> Workload | None:
+        """A VM's disks that name volumes get their files; its NICs get MACs from the pool
+        and join their logical networks (:mod:`flavors.virt.networks`); the workload names
+        those volumes and networks (placement, HA and probes follow them)."""
+        if workload.flavor != KIND:
+            return None
+        spec = vm_spec(workload)
+        taken = [str(n.get("mac", "")) for name, other in workloads.items() if other.flavor == KIND
+                 for n in other.spec.get("nics", ()) if isinstance(n, Mapping) and n.get("mac")]
+        nics, joined = complete_nics(spec.nics, storage.networks, self.networks, self.mac_pool, taken)
+        disks, named = complete_disks(spec.disks, storage)
+        spec = attrs.evolve(spec, nics=nics, disks=disks)
+        return attrs.evolve(workload, spec=spec.to_dict(), volumes=workload.volumes | named,
+                            networks=workload.networks | joined)
+
+    @hookimpl
     def clustercore_validate_workload(self, workload: Workload, workloads: Mapping[str, Workload],
-                                      config: ClusterConfig) -> str | None:
+                                      config: ClusterConfig, storage: StorageView) -> str | None:
         """A VM workload's spec whole (fields, rules), its uuid and NIC MACs unused by every
-        other VM workload, and every path it names below one of ``config.storage_roots``:
-        ValidationError naming the field otherwise."""
+        other VM workload, every disk naming a volume that volume's file, and every path it
+        names below one of ``config.storage_roots`` or a storage domain: ValidationError
+        naming the field otherwise."""
         if workload.flavor != KIND:
             return None
         spec = vm_spec(workload)
@@ -126,7 +155,29 @@ class VirtFlavor:
                 raise ValidationError("workload", "spec.uuid", f"is the uuid of VM workload {name!r} already "
                                       "(a VM's uuid is its identity in libvirt: two workloads would share one VM)",
                                       spec.uuid)
-        check_paths(spec, config.storage_roots)
+        check_volume_disks(spec.disks, workload.volumes, storage)
+        check_paths(spec, config.storage_roots | {d.path for d in storage.domains.values() if d.path})
+        return None
+
+    @hookimpl
+    def clustercore_probe_host(self, host: Host, storage: Sequence[StorageDomain],
+                               networks: Sequence[LogicalNetwork]) -> HostProbe | None:
+        """The domains a libvirt host reaches (its pools made and active, the domain's
+        marker seen, free space) and the logical networks it carries (made where missing)."""
+        if not is_libvirt_host(host):
+            return None
+        free = probe_storage(self.storage, host, storage)
+        conn = self.driver.connect(host)
+        carried = frozenset(n.name for n in networks if self.networks.realize(conn, n))
+        return HostProbe(frozenset(free), carried, free)
+
+    @hookimpl
+    def clustercore_host_alive(self, host: Host, workloads: Sequence[Workload]) -> bool | None:
+        """Alive while a disk lease of its VMs on shared storage is still held there (the
+        holder is the host's lock daemon, for its QEMU: as oVirt reads a live storage lease)."""
+        for workload in workloads:
+            if workload.flavor == KIND and leases_held(vm_spec(workload)):
+                return True
         return None
 
     @hookimpl

@@ -24,68 +24,34 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import subprocess
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import attrs
 import libvirt
 
 from clustercore.config import DEFAULT_STORAGE_ROOTS
 from clustercore.driver import WorkloadState
-from clustercore.errors import ClusterError, ValidationError
+from clustercore.errors import ValidationError
 from clustercore.model import Host, Workload, thaw
 from flavors.virt import cloudinit, devices, domxml, hostfacts
+from flavors.virt.connections import Connections, VirtError
 from flavors.virt.migration import Migrator, Progress
 from flavors.virt.paths import check_paths
-from flavors.virt.spec import KIND, Memory, VMSpec
-from flavors.virt.uri import uri_problem
+from flavors.virt.spec import KIND, Disk, Memory, VMSpec
+from flavors.virt.storage import LibvirtStorage
 from flavors.virt.workload import vm_spec
 
 log = logging.getLogger(__name__)
 
-
-class VirtError(ClusterError):
-    """A libvirt operation failed: ``op`` on ``vm`` at ``host``."""
-
-    def __init__(self, op: str, vm: str, host: str, detail: str) -> None:
-        self.op, self.vm, self.host, self.detail = op, vm, host, detail
-        super().__init__(f"{op} {vm} on {host}: {detail}")
+__all__ = ["LibvirtDriver", "NotMigratable", "VirtError", "is_local"]
 
 
 class NotMigratable(VirtError):
     """A VM with passthrough devices or a host-passthrough CPU cannot live-migrate."""
-
-
-def _quiet(ctx: object, err: object) -> None:
-    """libvirt prints every error to stderr by default; errors reach us as exceptions."""
-
-
-libvirt.registerErrorHandler(_quiet, None)
-
-
-_LOOP = threading.Lock()
-_loop_started = False
-
-
-def _event_loop() -> None:
-    """libvirt's default event loop, in a daemon thread, once per process: with it a
-    connection notices at once that its daemon died (a power cut) and keepalives close
-    connections to daemons that stopped answering, so ``isAlive()`` tells the truth."""
-    global _loop_started
-    with _LOOP:
-        if _loop_started:
-            return
-        libvirt.virEventRegisterDefaultImpl()
-
-        def run() -> None:
-            while True:
-                libvirt.virEventRunDefaultImpl()
-
-        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
-        _loop_started = True
 
 
 class LibvirtDriver:
@@ -103,65 +69,25 @@ class LibvirtDriver:
         self.passthrough = tuple(passthrough)
         self._sleep = sleep
         self._monotonic = monotonic
-        self._conns: dict[str, libvirt.virConnect] = {}
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
+        self.conns = Connections()
+        self.storage = LibvirtStorage(self.connect)
 
     # ------------------------------------------------------------------ connections
 
     def connect(self, host: Host) -> libvirt.virConnect:
-        """A connection to ``host``'s libvirtd, kept for later calls. Opening holds only
-        this host's lock: a host that hangs never blocks the others."""
-        uri = host.address
-        problem = uri_problem(uri)
-        if problem is not None:
-            raise VirtError("connect", "-", host.name, problem)
-        with self._guard:
-            opening = self._locks.setdefault("connect:" + uri, threading.Lock())
-        with opening:
-            conn = self._conns.get(uri)
-            if conn is not None:
-                with contextlib.suppress(libvirt.libvirtError):
-                    if conn.isAlive():
-                        return conn
-            _event_loop()
-            try:
-                conn = libvirt.open(uri)
-                if not uri.startswith("test:"):
-                    conn.setKeepAlive(5, 3)  # a silent daemon closes the connection in 15-20 s
-            except libvirt.libvirtError as exc:
-                raise VirtError("connect", "-", host.name, f"cannot open {uri}: {exc}") from exc
-            with self._guard:
-                self._conns[uri] = conn
-            return conn
+        """A connection to ``host``'s libvirtd (:class:`~flavors.virt.connections.Connections`)."""
+        return self.conns.connect(host)
 
     def answers(self, host: Host, timeout: float = 5.0) -> bool:
-        """Whether ``host``'s libvirtd answers within ``timeout`` (a fresh ``virsh`` in a
-        child process, so a hung daemon costs only the timeout): what a manager polls
-        for heartbeats, as oVirt's engine polls VDSM."""
-        if uri_problem(host.address) is not None:
-            return False  # never virsh's default connection
-        try:
-            run = subprocess.run(["virsh", "-c", host.address, "version", "--daemon"], capture_output=True,
-                                 timeout=timeout, check=False, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            return False
-        return run.returncode == 0
+        """Whether ``host``'s libvirtd answers within ``timeout`` (see :meth:`Connections.answers`)."""
+        return self.conns.answers(host, timeout)
 
     def close(self) -> None:
-        with self._guard:
-            for conn in self._conns.values():
-                with contextlib.suppress(libvirt.libvirtError):
-                    conn.close()
-            self._conns.clear()
+        self.conns.close()
 
-    @contextlib.contextmanager
-    def host_lock(self, host: Host) -> Iterator[None]:
+    def host_lock(self, host: Host) -> contextlib.AbstractContextManager[None]:
         """Serialises binds on one host (device allocation reads, then defines)."""
-        with self._guard:
-            lock = self._locks.setdefault(host.address, threading.Lock())
-        with lock:
-            yield
+        return self.conns.host_lock(host)
 
     def domain(self, spec: VMSpec, host: Host) -> libvirt.virDomain | None:
         conn = self.connect(host)
@@ -197,9 +123,14 @@ class LibvirtDriver:
     def start(self, workload: Workload, host: Host) -> None:
         spec = vm_spec(workload)
         try:
-            check_paths(spec, self.storage_roots)
+            check_paths(attrs.evolve(spec, disks=tuple(d for d in spec.disks if d.volume is None)),
+                        self.storage_roots)
         except ValidationError as exc:
             raise VirtError("start", spec.name, host.name, str(exc)) from exc
+        for disk in spec.disks:  # a cluster volume's file is a volume of one of the host's pools
+            if disk.volume is not None and self.storage.volume_at(host, disk.source) is None:
+                raise VirtError("start", spec.name, host.name, f"volume {disk.volume} is not at {disk.source} "
+                                "in a storage pool there")
         with self.host_lock(host):
             dom = self.domain(spec, host)
             if dom is not None and dom.isActive():
@@ -262,7 +193,10 @@ class LibvirtDriver:
                 progress: Callable[[Progress], None] | None = None, cancel: threading.Event | None = None) -> None:
         """Live-migrate under :attr:`migrator`'s policy and limits; returns once libvirt
         reports the VM running on ``target`` and gone from ``source``. On failure the VM
-        still runs on ``source`` (MigrationFailed says why)."""
+        still runs on ``source`` (MigrationFailed says why). Disks on local volumes are
+        copied with it (a storage migration: incremental when they are clones of a template
+        both hosts reach, the destination's overlay made first; whole otherwise), and
+        removed from ``source`` once the VM runs on ``target`` alone."""
         spec = vm_spec(workload)
         if not spec.migratable:
             raise NotMigratable("migrate", spec.name, source.name,
@@ -270,13 +204,62 @@ class LibvirtDriver:
         dom = self.domain(spec, source)
         if dom is None or not dom.isActive():
             raise VirtError("migrate", spec.name, source.name, "not running there")
-        self.migrator.migrate(dom, self.connect(target), vm=spec.name, source=source.name, target=target.name,
-                              memory_mib=spec.memory.size, passthrough=spec.passthrough,
-                              uri=target.labels.get("virt/migration-uri"), progress=progress, cancel=cancel)
+        local = [d for d in spec.disks if d.storage == "local"]
+        kept = [d for d in spec.disks if d.storage != "local" and not d.readonly]
+        made = self._precreate(spec, source, target, local)
+        try:
+            self.migrator.migrate(dom, self.connect(target), vm=spec.name, source=source.name, target=target.name,
+                                  memory_mib=spec.memory.size, passthrough=spec.passthrough,
+                                  uri=target.labels.get("virt/migration-uri"), progress=progress, cancel=cancel,
+                                  copy_disks=tuple(d.target for d in local), incremental=bool(made),
+                                  shared_disks=bool(kept) and all(d.storage == "shared" for d in kept))
+        except BaseException:
+            for path in made:  # the VM stays on its source: take the destination's copies back
+                with contextlib.suppress(libvirt.libvirtError, VirtError):
+                    vol = self.storage.volume_at(target, path)
+                    if vol is not None:
+                        vol.delete(0)
+            raise
         if self.inspect(workload, target) is not WorkloadState.RUNNING or \
                 self.inspect(workload, source) is WorkloadState.RUNNING:
             raise VirtError("migrate", spec.name, f"{source.name} -> {target.name}",
                             "libvirt reported success but the VM does not run on the target alone")
+        for disk in local:
+            with contextlib.suppress(libvirt.libvirtError):
+                vol = self.storage.volume_at(source, disk.source)
+                if vol is not None:
+                    vol.delete(0)
+                    log.info("storage of %s moved: %s removed from %s", spec.name, disk.source, source.name)
+
+    def _precreate(self, spec: VMSpec, source: Host, target: Host, local: list[Disk]) -> list[str]:
+        """For an incremental storage migration (every local disk a clone with a backing
+        file), each disk's overlay made on ``target`` on the same backing; the paths made
+        (none: libvirt copies whole disks, making them in the target's pool itself)."""
+        found = []
+        for disk in local:
+            vol = self.storage.volume_at(source, disk.source)
+            if vol is None:
+                raise VirtError("migrate", spec.name, source.name, f"volume {disk.volume} not at {disk.source}")
+            found.append((disk, vol))
+        if not found or not all("<backingStore><path>" in "".join(v.XMLDesc(0).split()) for _, v in found):
+            return []
+        made = []
+        try:
+            for disk, vol in found:
+                if self.storage.volume_at(target, disk.source) is not None:
+                    raise VirtError("migrate", spec.name, target.name, f"{disk.source} exists there already")
+                self.storage.precreate(target, disk.source, vol)
+                made.append(disk.source)
+        except BaseException:
+            for path in made:
+                with contextlib.suppress(libvirt.libvirtError, VirtError):
+                    self.storage.volume_at(target, path).delete(0)  # type: ignore[union-attr]
+            raise
+        return made
+
+    def migrates_storage(self, workload: Workload) -> bool:
+        """A VM with disks on local volumes takes them along when it migrates."""
+        return any(d.storage == "local" for d in vm_spec(workload).disks)
 
     def settle(self, workload: Workload, source: Host, target: Host, timeout: float = 30.0) -> None:
         """End a migration whose manager died mid-way, one way or the other. A job still
