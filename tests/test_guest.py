@@ -1,27 +1,25 @@
 """The project's real guest (flavors.virt.guest): built from Debian packages and cached,
 booted under TCG on a lab host (kvm-pvm cannot boot Linux, see GUEST.md): it mounts its
 disk, ticks its counter with no gap or duplicate (also across a restart) and its memory
-dirtier loses no page. The VM spec has no direct kernel boot yet, so the domain XML is
-written here from :func:`guest_boot`'s essentials."""
+dirtier loses no page. The domain is :func:`guest_spec` written by ``domxml.build``."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from xml.sax.saxutils import escape, quoteattr
 
 import libvirt
 import pytest
 
+from flavors.virt import domxml
 from flavors.virt.guest import (
-    GuestBoot,
     GuestImage,
     build_guest,
     clone,
     console_lines,
     counter_values,
-    guest_boot,
+    guest_spec,
     lost_pages,
     read_disk_file,
 )
@@ -42,40 +40,12 @@ def image(guest_cache: Path) -> GuestImage:
 
 @pytest.fixture(scope="module")
 def conn() -> Iterator[libvirt.virConnect]:
-    with Lab(1, base_port=16960) as lab:
+    with Lab(1, base_port=17160) as lab:
         c = libvirt.open(lab.hosts[0].uri)
         try:
             yield c
         finally:
             c.close()
-
-
-def domain_xml(name: str, boot: GuestBoot, memory_mib: int = 160) -> str:
-    q = quoteattr
-    return f"""<domain type='qemu'>
-  <name>{escape(name)}</name>
-  <memory unit='MiB'>{memory_mib}</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>{escape(str(boot.kernel))}</kernel>
-    <initrd>{escape(str(boot.initrd))}</initrd>
-    <cmdline>{escape(boot.cmdline)}</cmdline>
-  </os>
-  <on_poweroff>destroy</on_poweroff>
-  <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type={q(boot.disk_format)} cache={q(boot.disk_cache)}/>
-      <source file={q(str(boot.disk))}/>
-      <target dev='vda' bus={q(boot.disk_bus)}/>
-    </disk>
-    <serial type='file'>
-      <source path={q(str(boot.console))} append={q('on' if boot.console_append else 'off')}/>
-      <target port='0'/>
-    </serial>
-    <memballoon model={q(boot.memballoon)}/>
-  </devices>
-</domain>"""
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float, console: Path) -> None:
@@ -98,10 +68,15 @@ def test_build_is_cached(guest_cache: Path, image: GuestImage) -> None:
 def test_guest_counts_and_keeps_its_memory(conn: libvirt.virConnect, image: GuestImage, tmp_path: Path) -> None:
     disk = clone(image, tmp_path / "vm.qcow2")
     console = tmp_path / "console.log"
-    boot = guest_boot(image, disk, console, counter="counter", dirty_mib=32)
-    dom = conn.createXML(domain_xml("guest-counter", boot), 0)
+    spec = guest_spec(image, "guest-counter", disk, console, counter="counter", dirty_mib=32, volume="guest-counter",
+                      storage="local")
+    xml = domxml.build(spec)
+    dom = conn.createXML(xml, 0)
     started = time.monotonic()
     try:
+        live = domxml.parse(dom.XMLDesc(0))  # the running domain as QEMU's driver renders it (CPU, machine expanded)
+        assert (live.boot, live.console_log, live.disks, live.balloon) == (spec.boot, spec.console_log, spec.disks,
+                                                                           spec.balloon)
         wait_for("first tick", lambda: bool(counter_values(console_lines(console))), 30, console)
         first_tick = time.monotonic() - started
         def enough() -> bool:
@@ -123,7 +98,7 @@ def test_guest_counts_and_keeps_its_memory(conn: libvirt.virConnect, image: Gues
 
     # Started again on the same disk: the counter continues from the file, no gap, no duplicate.
     last_said = counter_values(console_lines(console))[-1]
-    dom = conn.createXML(domain_xml("guest-counter", boot), 0)
+    dom = conn.createXML(xml, 0)
     try:
         wait_for("ticks after the restart", lambda: len(counter_values(console_lines(console))) >= last_said + 2,
                  30, console)
