@@ -6,7 +6,8 @@ the NIC through its :class:`NetworkBackend`: what the NIC is on the hosts.
 
 * :class:`LibvirtNetworks` (the default): each logical network is a libvirt network of
   that name on every host, forwarding to the host bridge ``bridges.get(name, "br-NAME")``
-  (with its MTU); the NIC is ``<interface type='network'>``. The probe defines and starts
+  (which carries the VLAN and MTU: libvirt takes neither for a bridged network); the NIC
+  is ``<interface type='network'>``. The probe defines and starts
   the libvirt network where it is missing, and a host reaches the logical network while
   it is active there.
 * :class:`UdpNetworks` (the lab): each logical network is a :class:`~flavors.virt.
@@ -94,7 +95,7 @@ class LibvirtNetworks:
 
     def xml(self, network: LogicalNetwork) -> str:
         return (f"<network><name>{escape(network.name)}</name><forward mode='bridge'/>"
-                f"<bridge name='{escape(self.bridge(network))}'/><mtu size='{network.mtu}'/></network>")
+                f"<bridge name='{escape(self.bridge(network))}'/></network>")
 
     def nic(self, nic: Nic, network: LogicalNetwork, pool: MacPool) -> Nic:
         return attrs.evolve(nic, kind="network", source=network.name, network=network.name, local=None)
@@ -151,7 +152,8 @@ def complete_nics(nics: tuple[Nic, ...], networks: Mapping[str, LogicalNetwork],
     """The NICs with MACs from the pool and joined to their logical networks through the
     backend, and the logical networks they are on. A kind network NIC whose source is no
     logical network is a plain libvirt network, left as it is."""
-    fresh = iter(pool.assign(sum(1 for n in nics if not n.mac), taken))
+    own = [n.mac for n in nics if n.mac]  # never given again to another NIC of the same VM
+    fresh = iter(pool.assign(sum(1 for n in nics if not n.mac), [*taken, *own]))
     out, joined = [], set()
     for i, nic in enumerate(nics):
         if not nic.mac:

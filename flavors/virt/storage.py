@@ -209,8 +209,9 @@ class LibvirtStorage:
     def volume_at(self, host: Host, path: str) -> libvirt.virStorageVol | None:
         """The pool volume at ``path`` on ``host`` (None when no pool holds it)."""
         conn = self.connect(host)
-        try:
+        with contextlib.suppress(libvirt.libvirtError):  # a volume made by another host shows after a refresh
             conn.storagePoolLookupByTargetPath(os.path.dirname(path)).refresh(0)
+        try:
             return conn.storageVolLookupByPath(path)
         except libvirt.libvirtError:
             return None
