@@ -34,6 +34,7 @@ from clustercore.errors import (
 from clustercore.events import Event, EventLog
 from clustercore.leadership import LEADER_KEY, holder
 from clustercore.lifecycle import HostEvent
+from clustercore.maintenance import AvoidFilter
 from clustercore.model import Host, HostReport, HostState, Placement, Workload
 from clustercore.placements import PlacementEvent
 from clustercore.plugins import Plugins
@@ -299,6 +300,26 @@ class Cluster(StorageOps):
         self.plugins.driver(workload.flavor).stop(workload, self.host(current.value.host), force=force)
         self.writer.place(current, E.STOP, self.clock.now(), recorded=Event(
             self.clock.now(), f"workload/{name}", "stopped", "", current.value.host, ""))
+
+    def migrate(self, name: str, target: str | None = None) -> Placement:
+        """Move a running workload to ``target`` (checked by the scheduler's filters, as a
+        move: a driver that migrates storage takes local volumes along), or where the
+        scheduler says; returns once its driver has moved it (the store says Migrating
+        meanwhile). NoValidHost naming each host's reason; FlavorError when the move fails
+        (the workload is then still Running on its source)."""
+        workload = self.state.workload(name).value
+        current = self.state.placement(name)
+        if current is None:
+            raise ValidationError("workload", "name", "is not running", name)
+        source = current.value.host
+        if target == source:
+            raise ValidationError("workload", "target", f"{name} runs on {source} already", target)
+        avoid = set(self.hosts()) - {target} if target is not None else {source}
+        keep_off = AvoidFilter({name: frozenset(avoid)}, "migration-target",
+                               "not the target asked for" if target is not None else "its current host")
+        chosen = self.controller.scheduler([keep_off], moving=True).select(workload)
+        return self.controller.drain.move(current, workload, chosen, self.clock.now(),
+                                          reason="migration requested by operator")
 
     def update_workload(self, name: str, change: Callable[[Workload], Workload], reason: str = "") -> Workload:
         """Store ``change(current definition)`` as the workload's definition (compare-and-swap:

@@ -84,14 +84,15 @@ class DrainPolicy:
 
 @attrs.frozen
 class AvoidFilter:
-    """Keeps a workload off the hosts where moving it failed during this drain."""
+    """Keeps a workload off the hosts where moving it failed during this drain (or, with
+    another ``reason``, off any hosts a caller names)."""
 
     avoid: Mapping[str, frozenset[str]]
     name: str = "drain-avoid"
+    reason: str = "a move there failed during this drain"
 
     def check(self, workload: Workload, view: HostView) -> str | None:
-        return "a move there failed during this drain" if view.host.name in self.avoid.get(workload.name, ()) \
-            else None
+        return self.reason if view.host.name in self.avoid.get(workload.name, ()) else None
 
 
 @attrs.frozen

@@ -360,3 +360,40 @@ def test_the_liveness_witness_is_told_what_runs_on_the_host() -> None:
     assert ("h1", ["w"]) in flavor.asked
     assert c.host("h1").state is S.NON_RESPONSIVE  # never fenced while the witness says alive
     assert c.query_events(kind="fence-skipped")
+
+
+def test_an_operator_migrates_one_workload_to_a_host_or_where_the_scheduler_says() -> None:
+    c, _, flavor = cluster()
+    c.submit({"name": "w", "flavor": "fake", "requests": {"cpu": 1, "memory": 64}, "pinned": ["h1"]})
+    c.update_workload("w", lambda w: attrs.evolve(w, pinned=frozenset()))
+    assert c.migrate("w", "h3").host == "h3" and flavor.driver.where("w") == ["h3"]
+    assert c.migrate("w").host in ("h1", "h2")
+    with pytest.raises(ValidationError, match="runs on"):
+        c.migrate("w", c.placements()["w"].host)
+    with pytest.raises(NoValidHost, match="not the target asked for"):
+        c.migrate("w", "nowhere")
+    source = c.placements()["w"].host
+    flavor.driver.fail.add(("migrate", source))
+    with pytest.raises(FlavorError, match="injected failure"):
+        c.migrate("w")
+    placement = c.placements()["w"]
+    assert placement.host == source and placement.state is PlacementState.RUNNING
+    assert flavor.driver.where("w") == [source]
+
+
+def test_a_host_that_loses_storage_is_evacuated_and_comes_back_up_empty() -> None:
+    flavor = Probing()
+    c, clock, _ = cluster(flavor)
+    c.add_storage_domain({"name": "nfs"})
+    tick(c, clock, 2)
+    for i in range(3):
+        c.submit({"name": f"w{i}", "flavor": "fake", "pinned": ["h2"]})
+        c.update_workload(f"w{i}", lambda w: attrs.evolve(w, pinned=frozenset()))
+    flavor.reach["h2"] = (set(), set())
+    tick(c, clock, 4)
+    assert c.host("h2").state is S.NON_OPERATIONAL
+    assert {p.host for p in c.placements().values()} <= {"h1", "h3"}
+    assert all(flavor.driver.where(f"w{i}") != ["h2"] for i in range(3))
+    del flavor.reach["h2"]
+    tick(c, clock, 3)
+    assert c.host("h2").state is S.UP

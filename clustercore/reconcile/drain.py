@@ -1,4 +1,7 @@
-"""Drain: a host PreparingForMaintenance has its workloads moved away, then goes Maintenance.
+"""Drain: a host PreparingForMaintenance has its workloads moved away, then goes Maintenance;
+a host NonOperational for a cause that clears by itself (storage or a required network lost)
+has them moved away too, as oVirt migrates VMs off a non-operational host, and stays
+NonOperational until the cause is gone (an evacuation never gives up the host's state).
 
 Each pass of a drain collects ended moves, gives up after too many failures of one
 workload (the host goes back Up, with the reason), finishes when nothing is left (the
@@ -51,23 +54,27 @@ class Drain:
 
     def decide(self, current: Versioned[Host], view: View, workloads: int) -> Decision | None:
         host = current.value
-        if host.state is not HostState.PREPARING_FOR_MAINTENANCE:
+        evacuating = host.state is HostState.NON_OPERATIONAL and host.non_operational is not None \
+            and host.non_operational.auto_recoverable
+        if host.state is not HostState.PREPARING_FOR_MAINTENANCE and not evacuating:
+            if host.name in self.drainer.attempts or host.name in self.drainer.avoid:
+                self.drainer.forget(host.name)  # it left the drain or the evacuation (Up again...)
             return None
         config = view.config
         policy = DrainPolicy(config.drain_parallel, config.drain_attempts)
         drainer = self.drainer
         for ended in drainer.collect(host.name):
             if ended.error is not None:
-                self.errors.append(f"drain of {host.name}: {ended.move.workload} -> {ended.move.target}: "
-                                   f"{ended.error}")
+                self.errors.append(f"{'evacuation' if evacuating else 'drain'} of {host.name}: "
+                                   f"{ended.move.workload} -> {ended.move.target}: {ended.error}")
         attempts = drainer.attempts.get(host.name, {})
         for workload, count in attempts.items():
-            if count >= policy.max_attempts:
+            if count >= policy.max_attempts and not evacuating:
                 return self._give_up(host, workload, count, "")
         mine = [p for p in self.state.placements().values() if p.value.host == host.name]
         moving = drainer.in_flight(host.name)
         if not mine and not moving:
-            return self._finish(current, view)
+            return None if evacuating else self._finish(current, view)
         # A move or start some other manager began (it died mid-way) counts as in flight
         # until the settle reconciler has settled it.
         moving |= {p.value.workload for p in mine if in_flight(p.value)}
@@ -76,11 +83,13 @@ class Drain:
         avoid = drainer.avoid.get(host.name, {})
         plan = plan_drain(host.name, self.scheduler([AvoidFilter(dict(avoid))] if avoid else []))
         for stuck in plan.stuck:
-            if attempts.get(stuck.workload) and stuck.workload not in moving:
+            if attempts.get(stuck.workload) and stuck.workload not in moving and not evacuating:
                 # It failed to move and no other host is left to try: retrying cannot help.
                 return self._give_up(host, stuck.workload, attempts[stuck.workload], "; no other host can take it")
             self.errors.append(str(stuck))
         for move in moves_to_launch(plan, moving, policy):
+            if evacuating and attempts.get(move.workload, 0) >= policy.max_attempts:
+                continue  # an evacuation stops trying a workload that failed to move that often
             if not self.may_act():
                 break
             drainer.launch(move, self._run_move)
