@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import libvirt
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -147,8 +148,8 @@ def test_new_elements_validate_define_and_parse_back(test_driver: libvirt.virCon
                  '<source path="/var/lib/clustercore/console/guest.log" append="on"/>',
                  '<interface type="udp">', '<source address="127.0.0.1" port="17400">',
                  '<local address="127.0.0.1" port="17401"/>',
-                 '<clustercore:disk target="vda" volume="guest" storage="shared"/>',
-                 '<clustercore:nic index="0" network="lan"/>'):
+                 '<clustercore:disk target="vda" source="/var/lib/clustercore/shared/guest.qcow2" volume="guest" '
+                 'storage="shared"/>', '<clustercore:nic mac="52:54:00:00:00:01" network="lan"/>'):
         assert part in xml, part
     assert domxml.parse(xml) == GUEST
     dom = test_driver.defineXML(xml)
@@ -246,11 +247,15 @@ def test_unsupported_guest_xml_is_refused_naming_where(old: str, new: str, where
 
 
 @pytest.mark.parametrize(("old", "new", "where"), [
-    ('<clustercore:disk target="vda"', '<clustercore:disk target="vdz"', "/domain/metadata/vm/disk/@target"),
-    ('<clustercore:nic index="0"', '<clustercore:nic index="7"', "/domain/metadata/vm/nic/@index"),
-    ('<clustercore:nic index="0" network="lan"/>',
-     '<clustercore:nic index="0" network="lan"/><clustercore:nic index="0" network="x"/>',
+    ('<clustercore:nic mac="52:54:00:00:00:01" network="lan"/>',
+     '<clustercore:nic mac="52:54:00:00:00:01" network="lan"/><clustercore:nic mac="52:54:00:00:00:01" network="x"/>',
+     "/domain/metadata/vm/nic/@mac"),
+    ('<clustercore:nic mac="52:54:00:00:00:01" network="lan"/>',
+     '<clustercore:nic index="5" network="lan"/><clustercore:nic index="5" network="x"/>',
      "/domain/metadata/vm/nic/@index"),
+    ('<clustercore:nic mac="52:54:00:00:00:01" network="lan"/>', '<clustercore:nic index="x" network="lan"/>',
+     "/domain/metadata/vm/nic/@index"),
+    ('<clustercore:disk target="vdb"', '<clustercore:disk target="vda"', "/domain/metadata/vm/disk/@target"),
     ('volume="guest" storage="shared"', 'storage="shared"', "disks[0].storage"),
     ('network="lan"', 'network="a b"', "nics[0].network"),
 ])
@@ -260,6 +265,25 @@ def test_metadata_for_volumes_and_networks_is_checked(old: str, new: str, where:
     with pytest.raises(domxml.UnsupportedXML) as info:
         domxml.parse(xml.replace(old, new))
     assert info.value.field == where, info.value
+
+
+def test_metadata_of_devices_changed_by_hotplug_no_longer_applies() -> None:
+    """Hotplug changes the devices, not the metadata: the entry of a disk detached since (or
+    replaced at its target by another file) and of a NIC detached since applies to nothing."""
+    xml = domxml.build(GUEST)
+    gone = domxml.parse(xml.replace('<source file="/var/lib/clustercore/shared/guest.qcow2"/>',
+                                    '<source file="/var/lib/libvirt/images/other.qcow2"/>'))
+    assert (gone.disks[0].volume, gone.disks[0].storage, gone.disks[1].volume) == (None, None, "scratch")
+    first_nic = xml[xml.index('<interface type="udp">'):xml.index("</interface>") + len("</interface>")]
+    detached = domxml.parse(xml.replace(first_nic, ""))
+    assert [(n.mac, n.network) for n in detached.nics] == [("52:54:00:00:00:02", None),
+                                                            ("52:54:00:00:00:03", "prod")]
+    # A NIC built without a MAC is found by its index (libvirt chooses its MAC).
+    spec = attrs.evolve(GUEST, nics=(Nic("user", network="lan"),)).check()
+    assert '<clustercore:nic index="0" network="lan"/>' in domxml.build(spec)
+    assert domxml.parse(domxml.build(spec).replace("<interface type=\"user\">",
+                                                   "<interface type=\"user\"><mac address=\"52:54:00:aa:00:01\"/>"
+                                                   )).nics[0].network == "lan"
 
 
 def test_guest_spec_is_the_guests_domain_essentials() -> None:

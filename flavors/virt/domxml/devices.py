@@ -113,11 +113,23 @@ def read_graphics(node: etree._Element, at: str) -> Graphics:
 
 
 def _volumes(disks: list[Disk], volumes: dict[str, dict[str, Any]]) -> tuple[Disk, ...]:
-    """``disks`` with the cluster volume the metadata says each is (by target)."""
-    unknown = sorted(set(volumes) - {d.target for d in disks}, key=str)
-    if unknown:
-        raise UnsupportedXML("/domain/metadata/vm/disk/@target", "names a disk the domain lacks", unknown[0])
-    return tuple(attrs.evolve(d, **volumes[d.target]) if d.target in volumes else d for d in disks)
+    """``disks`` with the cluster volume the metadata says each is: by target, when the
+    source is still the one written there (hotplug changes devices, not the metadata: an
+    entry for a disk detached since, or replaced at its target, no longer applies)."""
+    out = []
+    for d in disks:
+        entry = volumes.get(d.target)
+        if entry is not None and entry["source"] == d.source:
+            d = attrs.evolve(d, volume=entry["volume"], storage=entry["storage"])
+        out.append(d)
+    return tuple(out)
+
+
+def _networks(nics: list[Nic], networks: dict[str | int, str | None]) -> tuple[Nic, ...]:
+    """``nics`` with the logical network the metadata says each is on: by MAC, or by index
+    for a NIC whose MAC libvirt chose (an entry for a NIC detached since applies to none)."""
+    return tuple(attrs.evolve(n, network=networks[n.mac] if n.mac in networks else networks.get(i))
+                 for i, n in enumerate(nics))
 
 
 def read_devices(root: etree._Element, fields: dict[str, Any], meta: dict[str, Any]) -> None:
@@ -147,8 +159,7 @@ def read_devices(root: etree._Element, fields: dict[str, Any], meta: dict[str, A
             else:
                 disks.append(disk)
         elif node.tag == "interface":
-            nics.append(read_nic(node, f"{at}[{len(nics) + 1}]", meta["vfs"].get(len(nics)),
-                                 meta["networks"].get(len(nics))))
+            nics.append(read_nic(node, f"{at}[{len(nics) + 1}]", meta["vfs"].get(len(nics))))
         elif node.tag in ("serial", "console"):
             logs.append(read_console(node, at))
             fields["serial"] = True
@@ -176,11 +187,7 @@ def read_devices(root: etree._Element, fields: dict[str, Any], meta: dict[str, A
         raise UnsupportedXML("/domain/devices/serial", "one console per VM: a pty or one log file",
                              sorted(str(log) for log in set(logs)))
     fields["console_log"] = logs[0] if logs else None
-    fields["disks"], fields["nics"] = _volumes(disks, meta["volumes"]), tuple(nics)
-    unknown = [i for i in meta["networks"] if i >= len(nics)]
-    if unknown:
-        raise UnsupportedXML("/domain/metadata/vm/nic/@index", f"names a NIC the domain lacks ({len(nics)} NICs)",
-                             unknown[0])
+    fields["disks"], fields["nics"] = _volumes(disks, meta["volumes"]), _networks(nics, meta["networks"])
     fields["graphics"], fields["hostdevs"] = tuple(graphics), tuple(hostdevs)
     if "cloud_init" in meta:
         if seed is None:

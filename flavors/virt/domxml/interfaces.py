@@ -48,8 +48,8 @@ def nic_element(n: Nic) -> str:
     return str(etree.tostring(holder[0], encoding="unicode"))
 
 
-def read_nic(node: etree._Element, at: str, resource: str | None, network: str | None = None) -> Nic:
-    """The :class:`Nic` of one ``<interface>`` (``resource`` and ``network`` from the metadata)."""
+def read_nic(node: etree._Element, at: str, resource: str | None) -> Nic:
+    """The :class:`Nic` of one ``<interface>`` (``resource`` from the metadata)."""
     kind = node.get("type", "")
     if kind not in KINDS:
         raise UnsupportedXML(f"{at}/@type", "not supported by the VM spec", kind)
@@ -78,8 +78,7 @@ def read_nic(node: etree._Element, at: str, resource: str | None, network: str |
     else:
         src = None
     return Nic(kind=kind, source=src, model=model.get("type", "virtio") if model is not None else "virtio",
-               mac=mac.get("address") if mac is not None else None, mode=mode, resource=resource, local=local,
-               network=network)
+               mac=mac.get("address") if mac is not None else None, mode=mode, resource=resource, local=local)
 
 
 def _read_udp(source: etree._Element | None, at: str) -> tuple[str, str]:

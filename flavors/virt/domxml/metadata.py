@@ -38,17 +38,19 @@ def write_metadata(root: etree._Element, spec: VMSpec) -> None:
         el(ci, f"{NS}meta-data", spec.cloud_init.meta_data)
         if spec.cloud_init.network_config is not None:
             el(ci, f"{NS}network-config", spec.cloud_init.network_config)
-    for d in volumes:  # by target: libvirt may list disks in another order
-        disk = el(vm, f"{NS}disk", target=d.target, volume=str(d.volume))
+    for d in volumes:  # by target and source: libvirt may list disks in another order
+        disk = el(vm, f"{NS}disk", target=d.target, source=d.source, volume=str(d.volume))
         if d.storage is not None:
             disk.set("storage", d.storage)
-    for i, network in networks:
-        el(vm, f"{NS}nic", index=str(i), network=str(network))
+    for i, network in networks:  # by MAC; by index for a NIC libvirt gives its MAC
+        mac = spec.nics[i].mac
+        el(vm, f"{NS}nic", **({"mac": mac} if mac else {"index": str(i)}), network=str(network))
 
 
 def read_metadata(root: etree._Element) -> dict[str, Any]:
     """What :func:`write_metadata` keeps: ``guaranteed``, resource names by index, ``cloud_init``,
-    ``volumes`` (disk target -> volume fields) and ``networks`` (NIC index -> logical network)."""
+    ``volumes`` (disk target -> its source and volume fields) and ``networks`` (a NIC's MAC, or
+    its index, -> logical network)."""
     meta: dict[str, Any] = {"resources": {}, "vfs": {}, "volumes": {}, "networks": {}}
     vm = root.find(f"metadata/{NS}vm")
     if vm is None:
@@ -71,10 +73,16 @@ def read_metadata(root: etree._Element) -> dict[str, Any]:
         target = disk.get("target")
         if target in meta["volumes"]:
             raise UnsupportedXML("/domain/metadata/vm/disk/@target", "names a disk twice", target)
-        meta["volumes"][target] = {"volume": disk.get("volume"), "storage": disk.get("storage")}
+        meta["volumes"][target] = {"source": disk.get("source"), "volume": disk.get("volume"),
+                                   "storage": disk.get("storage")}
     for nic in vm.findall(f"{NS}nic"):
-        index = integer(nic.get("index"), "/domain/metadata/vm/nic/@index", 0, 4096)
-        if index in meta["networks"]:
-            raise UnsupportedXML("/domain/metadata/vm/nic/@index", "names a NIC twice", index)
-        meta["networks"][index] = nic.get("network")
+        key: str | int
+        if nic.get("mac") is not None:
+            key, at = str(nic.get("mac")), "/domain/metadata/vm/nic/@mac"
+        else:
+            at = "/domain/metadata/vm/nic/@index"
+            key = integer(nic.get("index"), at, 0, 4096)
+        if key in meta["networks"]:
+            raise UnsupportedXML(at, "names a NIC twice", key)
+        meta["networks"][key] = nic.get("network")
     return meta
