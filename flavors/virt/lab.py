@@ -1,6 +1,6 @@
 """A lab of real libvirt hosts on one machine, for tests, demos and benchmarks.
 
-Each :class:`LabHost` is one ``libvirtd`` (with its ``virtlogd``) in its own mount and PID
+Each :class:`LabHost` is one ``libvirtd`` (with ``virtlogd``, ``virtlockd``) in its own mount and PID
 namespace, with its own ``/run``, ``/var/lib/libvirt``, ``/var/log/libvirt`` and
 ``/etc/libvirt`` (a copy), its own host uuid, TCP port, migration and display port ranges, reachable
 at ``qemu+tcp://127.0.0.1:PORT/system``. The recipe is the one verified in the project's
@@ -17,6 +17,15 @@ leaving no process behind, also when the process gets SIGTERM or SIGINT (Ctrl-C)
 lab is up (:mod:`flavors.virt.labsignals`). Every derived port is checked at construction,
 each TCP port checked free before its host starts (:mod:`flavors.virt.labnet`). QEMUs run
 without cgroups: two hosts run same-named domains, power cuts leave no stale cgroups.
+
+Storage: ``lab.shared`` is a directory every host and this process see at the same path
+(the way an NFS domain is mounted); ``host.local_dir`` is a host's own
+``/var/lib/libvirt/images`` as this process sees it. ``host.lose_path(p)`` hides ``p`` in
+that host's mount namespace only (an empty tmpfs over it) until ``restore_path(p)``.
+Disk leases: each host runs ``virtlockd`` and ``lock_manager = "lockd"`` with direct
+leases (a lock on the disk file itself, held while the guest runs; a power cut frees it;
+:func:`flavors.virt.leases.held` sees it). Guest networks: ``lab.switch(name)`` is a
+learning L2 switch over UDP for udp NICs (:mod:`flavors.virt.labswitch`).
 
 Domain types: :func:`domain_type` is ``kvm`` wherever /dev/kvm is usable, for the OS-less
 guests that boot nothing; :func:`linux_domain_type` is for real Linux guests, ``qemu``
@@ -45,9 +54,11 @@ import attrs
 from clustercore.model import Host
 from flavors.virt.labbmc import LabBmcs
 from flavors.virt.labnet import BASE_PORT, LabError, check_free, check_ports, host_ports
+from flavors.virt.labprocs import alive, tree
 from flavors.virt.labsignals import guard
+from flavors.virt.labswitch import LabSwitch, LabSwitches
 
-__all__ = ["BASE_PORT", "Lab", "LabBmcs", "LabError", "LabHost", "domain_type", "linux_domain_type"]
+__all__ = ["BASE_PORT", "Lab", "LabBmcs", "LabError", "LabHost", "LabSwitch", "domain_type", "linux_domain_type"]
 # Ports of host k = TCP port - BASE_PORT: display 20000+50k.., websocket 35000+50k.., migration
 # 49400+20k.., BMC (UDP) 6230+k; no overlap while k < 250, all checked <= 65535 (labnet.py).
 SCRIPT = """set -e
@@ -58,6 +69,7 @@ mount --bind {dir}/cache /var/cache/libvirt
 mount --bind {dir}/log /var/log/libvirt
 mount --bind {dir}/etc /etc/libvirt
 virtlogd -d
+virtlockd -d
 # libvirtd restarted when it dies, as systemd does (a soft fence kills it)
 while true; do libvirtd --listen >>{dir}/libvirtd.out 2>&1 || true; sleep 0.2; done
 """
@@ -87,10 +99,20 @@ class LabHost:
     host_uuid: str = attrs.field(factory=lambda: str(uuid.uuid4()))
     process: subprocess.Popen[bytes] | None = None
     reachable: bool = True
+    lost_paths: set[str] = attrs.field(factory=set)  # the paths lose_path hid in its namespace
 
     @property
     def uri(self) -> str:
         return f"qemu+tcp://127.0.0.1:{self.port}/system"
+
+    @property
+    def local_dir(self) -> Path:
+        """This host's local storage as this process sees it: the directory its namespace
+        mounts as ``/var/lib/libvirt/images`` (``<root>/lib/images``, created here). The same
+        path on another host is another directory: local disks are not shared."""
+        path = self.root / "lib" / "images"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     @property
     def migration_ports(self) -> tuple[int, int]:
@@ -118,7 +140,10 @@ class LabHost:
             f'remote_display_port_min = {display}\nremote_display_port_max = {display + 49}\n'
             f'remote_websocket_port_min = {websocket}\nremote_websocket_port_max = {websocket + 49}\n'
             'security_driver = "none"\nnamespaces = [ ]\ncgroup_controllers = [ ]\n'
-            'user = "root"\ngroup = "root"\ndynamic_ownership = 0\n')
+            'user = "root"\ngroup = "root"\ndynamic_ownership = 0\nlock_manager = "lockd"\n')
+        # Direct leases (no file_lockspace_dir): virtlockd locks each disk file itself, so a
+        # local disk at the same path on two hosts (two files) never conflicts.
+        (etc / "qemu-lockd.conf").write_text("auto_disk_leases = 1\nrequire_lease_for_disks = 0\n")
 
     def power_on(self, timeout: float = 30.0) -> None:
         if self.running:
@@ -182,35 +207,69 @@ class LabHost:
         return self.process is not None and self.process.poll() is None
 
     def power_off(self) -> None:
-        """A power cut: every process of the host, guests included, dies now."""
+        """A power cut: every process of the host (libvirtd, virtlogd, virtlockd, its QEMU
+        guests) is killed at once; returns when all are gone, so their locks (disk leases)
+        and ports are free."""
         self.reachable = True  # a host that boots again has its network back
+        self.lost_paths.clear()  # its mount namespace dies with it
         if self.process is None:
             return
+        doomed = tree(self.process.pid)
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+            os.killpg(self.process.pid, signal.SIGKILL)  # unshare --kill-child: the namespace dies
+        for pid in doomed:  # and every process we saw, daemons in their own sessions included
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while any(alive(pid, seen) for pid, seen in doomed.items()) and time.monotonic() < deadline:
+            time.sleep(0.01)
         self.process = None
 
     def pids(self, command: str) -> list[int]:
         """The processes of this host named ``command``."""
         if self.process is None:
             return []
-        children: dict[int, list[int]] = {}
-        names: dict[int, str] = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            with contextlib.suppress(OSError):
-                text = stat.read_text()
-                pid, rest = int(text.split(" ", 1)[0]), text[text.rindex(")") + 2:]
-                names[pid] = text[text.index("(") + 1:text.rindex(")")]
-                children.setdefault(int(rest.split()[1]), []).append(pid)
-        found, todo = [], [self.process.pid]
-        while todo:
-            pid = todo.pop()
-            if names.get(pid) == command:
-                found.append(pid)
-            todo.extend(children.get(pid, ()))
-        return found
+        return [pid for pid, (name, _) in tree(self.process.pid).items() if name == command]
+
+    def init_pid(self) -> int:
+        """The PID (in this process's namespace) of the host's first process, the child of
+        ``unshare``: its mount namespace is the host's."""
+        if self.process is None or not self.running:
+            raise LabError(f"{self.name}: powered off")
+        pid = self.process.pid
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError):
+                return int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
+            time.sleep(0.05)
+        raise LabError(f"{self.name}: unshare (pid {pid}) has no child")
+
+    def in_namespace(self, *command: str) -> subprocess.CompletedProcess[str]:
+        """Run ``command`` in this host's mount namespace (``nsenter -m``), output captured."""
+        return subprocess.run(["nsenter", "-t", str(self.init_pid()), "-m", "--", *command],
+                              capture_output=True, text=True, timeout=30, check=False)
+
+    def _mount_command(self, *command: str) -> None:
+        done = self.in_namespace(*command)
+        if done.returncode != 0:
+            raise LabError(f"{self.name}: {' '.join(command)}: {(done.stderr or done.stdout).strip()}")
+
+    def lose_path(self, path: str | Path) -> None:
+        """``path`` (a directory) disappears for this host only, as an unmounted or dead NFS
+        share would: an empty tmpfs is mounted over it in the host's mount namespace. Files
+        already open (a running guest's disk) stay open. Undone by :meth:`restore_path` or
+        a power cycle."""
+        if str(path) not in self.lost_paths:
+            self._mount_command("mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "lab-lost", str(path))
+            self.lost_paths.add(str(path))
+
+    def restore_path(self, path: str | Path) -> None:
+        """Undo :meth:`lose_path`: the host sees ``path``'s real contents again."""
+        if str(path) in self.lost_paths:
+            self._mount_command("umount", str(path))
+            self.lost_paths.discard(str(path))
 
     def hang(self) -> None:
         """libvirtd stops answering (SIGSTOP); the guests keep running."""
@@ -249,9 +308,23 @@ class Lab:
         check_ports(base_port, n)
         self._tmp = None if root is not None else tempfile.TemporaryDirectory(prefix="clustercore-lab-")
         self.root = root or Path(self._tmp.name)  # type: ignore[union-attr]
+        # Shared storage: outside every host's bind mounts, so every host's libvirtd and
+        # QEMU and this process see the same files at this same path (an NFS domain).
+        self.shared = self.root / "shared"
+        self.shared.mkdir(parents=True, exist_ok=True)
         self.hosts = [LabHost(f"lab{i + 1}", i, self.root / f"lab{i + 1}", base_port + i) for i in range(n)]
         self._want_bmc = bmc
         self.bmcs: LabBmcs | None = None
+        self.networks = LabSwitches(base_port)  # guest networks: switches and NIC endpoints
+
+    def switch(self, network: str) -> LabSwitch:
+        """The L2 switch of guest network ``network``, started on first use, closed by
+        :meth:`stop`; its ``address`` is the ``source`` of the network's udp NICs."""
+        return self.networks.switch(network)
+
+    def nic_endpoint(self) -> str:
+        """A fresh ``127.0.0.1:PORT`` for a udp NIC's ``local`` end."""
+        return self.networks.nic_endpoint()
 
     def host(self, name: str) -> LabHost:
         return next(h for h in self.hosts if h.name == name)
@@ -280,6 +353,7 @@ class Lab:
             self.bmcs = None
         for host in self.hosts:
             host.power_off()
+        self.networks.close()
         if self._tmp is not None:
             with contextlib.suppress(OSError):
                 self._tmp.cleanup()

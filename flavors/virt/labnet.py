@@ -6,13 +6,18 @@ would leave the lab waiting on a server that never speaks libvirt's protocol).
 Host k (k = its TCP port - :data:`BASE_PORT`) has its TCP port, migration ports
 ``49400+20k..+19``, VNC/SPICE display ports ``20000+50k..+49``, websocket ports
 ``35000+50k..+49`` and its BMC's UDP port ``6230+k``. Hosts with k below 250 never
-share a port; every k up to 610 stays within 65535.
+share a port; every k up to 609 stays within 65535.
+
+A lab (k of its base port) has a block of 16 UDP ports ``10000+16k..+15``
+(:func:`lab_udp_ports`): its guest networks' switches (the first 4) and its guests' NIC
+endpoints (the other 12), see :mod:`flavors.virt.labswitch`. Two labs never share it.
 
 Errors::
 
     LabError (RuntimeError)
     ├── PortOutOfRange (also ValueError): a derived port outside 1..65535
-    └── PortInUse: a host's TCP port already held by another server
+    ├── PortInUse: a host's TCP port (or a lab's UDP port) already held by another process
+    └── PortsExhausted: every port of a kind in a lab's UDP block handed out
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ MIGRATION_BASE = 49400
 BMC_BASE = 6230
 DISPLAY_BASE = 20000
 WEBSOCKET_BASE = 35000
+UDP_BASE = 10000
+UDP_BLOCK = 16  # per lab: SWITCHES switch ports, then NIC endpoints
+SWITCHES = 4
 MAX_PORT = 65535
 
 
@@ -43,10 +51,18 @@ class PortOutOfRange(LabError, ValueError):
 
 
 class PortInUse(LabError):
-    def __init__(self, host: str, port: int, error: OSError) -> None:
-        super().__init__(f"{host}: TCP port 127.0.0.1:{port} is already in use by another process ({error})")
+    def __init__(self, host: str, port: int, error: OSError, protocol: str = "TCP") -> None:
+        super().__init__(f"{host}: {protocol} port 127.0.0.1:{port} is already in use by another process ({error})")
         self.host = host
         self.port = port
+        self.protocol = protocol
+
+
+class PortsExhausted(LabError):
+    def __init__(self, what: str, limit: int) -> None:
+        super().__init__(f"lab {what}: all {limit} handed out")
+        self.what = what
+        self.limit = limit
 
 
 def host_ports(port: int) -> dict[str, tuple[int, int]]:
@@ -61,13 +77,29 @@ def host_ports(port: int) -> dict[str, tuple[int, int]]:
     }
 
 
+def lab_udp_ports(base_port: int) -> tuple[int, int]:
+    """The UDP port block (lowest, highest) of the lab whose base port is ``base_port``."""
+    low = UDP_BASE + UDP_BLOCK * (base_port - BASE_PORT)
+    return low, low + UDP_BLOCK - 1
+
+
 def check_ports(base_port: int, n: int) -> None:
-    """Raise :class:`PortOutOfRange` unless every port of ``n`` hosts from ``base_port`` is valid."""
-    for port in range(base_port, base_port + n):
-        for what, (low, high) in host_ports(port).items():
-            for value in (low, high):
-                if not 1 <= value <= MAX_PORT:
-                    raise PortOutOfRange(what, value, base_port)
+    """Raise :class:`PortOutOfRange` unless every port of ``n`` hosts from ``base_port``
+    and the lab's UDP block are valid."""
+    ranges = [(what, span) for port in range(base_port, base_port + n) for what, span in host_ports(port).items()]
+    for what, (low, high) in [*ranges, ("UDP", lab_udp_ports(base_port))]:
+        for value in (low, high):
+            if not 1 <= value <= MAX_PORT:
+                raise PortOutOfRange(what, value, base_port)
+
+
+def check_free_udp(what: str, port: int) -> None:
+    """Raise :class:`PortInUse` when UDP 127.0.0.1:``port`` cannot be bound."""
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise PortInUse(what, port, exc, "UDP") from exc
 
 
 def check_free(host: str, port: int, wait: float = 2.0) -> None:
