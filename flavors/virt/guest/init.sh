@@ -18,5 +18,30 @@ if mount -t ext4 /dev/vda /data; then
 else
   echo "clustercore-guest: no disk"
 fi
+# Network words of the kernel command line: ip=ADDR/PREFIX (eth0 up with it), ping=ADDR.
+IP=; PING=
+for w in $(cat /proc/cmdline); do
+  case "$w" in ip=*) IP="${w#ip=}" ;; ping=*) PING="${w#ping=}" ;; esac
+done
+if [ -n "$IP" ]; then
+  i=0
+  while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+  ip link set lo up
+  if ip addr add "$IP" dev eth0 && ip link set eth0 up; then
+    echo "clustercore-guest: eth0 $IP"
+  else
+    echo "clustercore-guest: eth0 failed"
+  fi
+fi
+if [ -n "$PING" ]; then
+  # one attempt a second, however long the attempt took (ticks: /proc/uptime in 1/100 s)
+  (while true; do
+     t0=$(cut -d' ' -f1 /proc/uptime | tr -d .)
+     if ping -c 1 -W 1 "$PING" >/dev/null 2>&1; then r=ok; else r=fail; fi
+     echo "clustercore-guest: ping $PING $r"
+     left=$((100 - $(cut -d' ' -f1 /proc/uptime | tr -d .) + t0))
+     [ $left -gt 0 ] && sleep "$((left / 100)).$(printf %02d $((left % 100)))"
+   done) &
+fi
 /bin/clustercore-guest
 while true; do sleep 3600; done
