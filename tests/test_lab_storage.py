@@ -30,7 +30,8 @@ from flavors.virt.guest import (
     guest_spec,
     ping_results,
 )
-from flavors.virt.lab import Lab, LabHost
+from flavors.virt.lab import Lab, LabError, LabHost
+from flavors.virt.labprocs import alive, tree
 from flavors.virt.leases import held
 from flavors.virt.spec import Nic, VMSpec
 
@@ -245,3 +246,19 @@ def test_guests_ping_each_other_across_hosts_and_after_a_live_migration(lab: Lab
             with_domains(conn, lambda d: d.destroy())
             with_domains(conn, lambda d: d.undefine())
             conn.close()
+
+
+def test_stop_leaves_no_process_virtlockd_included(tmp_path: Path) -> None:
+    lab = Lab(1, root=tmp_path, base_port=BASE_PORT + 3).start()
+    try:
+        host = lab.hosts[0]
+        assert host.process is not None
+        seen = tree(host.process.pid)
+        assert {"virtlogd", "virtlockd", "libvirtd"} <= {name for name, _ in seen.values()}
+        host.lose_path(lab.shared)
+    finally:
+        lab.stop()
+    assert [pid for pid, process in seen.items() if alive(pid, process)] == []  # gone when stop returns
+    assert host.lost_paths == set()
+    with pytest.raises(LabError, match="lab1: powered off"):
+        host.lose_path(lab.shared)

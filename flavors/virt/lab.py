@@ -23,7 +23,7 @@ Storage: ``lab.shared`` is a directory every host and this process see at the sa
 ``/var/lib/libvirt/images`` as this process sees it. ``host.lose_path(p)`` hides ``p`` in
 that host's mount namespace only (an empty tmpfs over it) until ``restore_path(p)``.
 Disk leases: each host runs ``virtlockd`` and ``lock_manager = "lockd"`` with direct
-leases (a lock on the disk file itself, held while the guest runs; a power cut frees it;
+leases (a lock on the disk file itself while the guest's CPUs run; a power cut frees it;
 :func:`flavors.virt.leases.held` sees it). Guest networks: ``lab.switch(name)`` is a
 learning L2 switch over UDP for udp NICs (:mod:`flavors.virt.labswitch`).
 
