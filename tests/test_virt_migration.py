@@ -8,6 +8,8 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import attrs
+import libvirt
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -26,6 +28,8 @@ from flavors.virt.migration import (
     Sample,
     Seen,
     decide,
+    flags,
+    params,
 )
 from flavors.virt.spec import Graphics, Memory, VMSpec
 from flavors.virt.workload import vm_workload
@@ -33,14 +37,14 @@ from flavors.virt.workload import vm_workload
 samples = st.lists(st.tuples(st.floats(0.01, 5.0), st.integers(0, 3), st.integers(0, 2**30)), max_size=60)
 
 
-def run_policy(policy: MigrationPolicy, steps: list[tuple[float, int, int]], may_post_copy: bool
-               ) -> list[tuple[Sample, Act, int | None]]:
+def run_policy(policy: MigrationPolicy, steps: list[tuple[float, int, int]], may_post_copy: bool,
+               memory_mib: int = 1024) -> list[tuple[Sample, Act, int | None]]:
     seen, elapsed, iteration, out = Seen(), 0.0, 0, []
     for dt, passes, remaining in steps:
         elapsed += dt
         iteration += passes
-        sample = Sample(elapsed, iteration, remaining, 2**30)
-        decision, seen = decide(policy, seen, sample, 1024, may_post_copy)
+        sample = Sample(elapsed, iteration, remaining, memory_mib * 2**20)
+        decision, seen = decide(policy, seen, sample, memory_mib, may_post_copy)
         out.append((sample, decision.act, decision.downtime))
         if decision.act is Act.ABORT:
             break
@@ -57,9 +61,13 @@ def test_decisions_follow_the_policy(steps: list[tuple[float, int, int]], post_c
     if not (post_copy and may):
         assert all(act is not Act.POST_COPY for _, act, _ in out)  # never without leave, never with passthrough
     assert sum(act is Act.POST_COPY for _, act, _ in out) <= 1
-    for sample, act, _ in out:
+    acts = [act for _, act, _ in out]
+    switched = acts.index(Act.POST_COPY) if Act.POST_COPY in acts else len(out)
+    for sample, act, _ in out[:switched + 1]:
         if act is not Act.ABORT:
-            assert sample.elapsed <= 60  # 60 s per GiB of a 1 GiB VM
+            assert sample.elapsed <= 60  # 60 s per GiB of a 1 GiB VM, until post-copy begins
+    # Once in post-copy only the destination has the current memory: never aborted, whatever the time.
+    assert all(act is Act.CONTINUE for act in acts[switched + 1:])
     if out and out[-1][1] is Act.ABORT:
         assert out[-1][0].elapsed > 20  # aborts only on a timeout
 
@@ -72,6 +80,182 @@ def test_stalled_copy_raises_downtime_then_switches_to_post_copy() -> None:
         a for a, _ in acts].index(Act.POST_COPY)
     no_progress = [(10.0, 0, 500)] * 30
     assert run_policy(MigrationPolicy(progress_timeout=50), no_progress, True)[-1][1] is Act.ABORT
+
+
+def stalled_guest(memory_mib: int, pass_s: float, dirty_mib: int, passes: int) -> list[tuple[float, int, int]]:
+    """Samples of a guest that never converges: each pass re-sends its whole dirty set,
+    five samples a pass, the memory left falling from the dirty set towards nothing."""
+    steps = [(pass_s / 5, 1 if i % 5 == 0 else 0, (memory_mib if i < 5 else dirty_mib) * 2**20 * (5 - i % 5) // 5)
+             for i in range(5 * passes)]
+    return steps
+
+
+def first(out: list[tuple[Sample, Act, int | None]], act: Act) -> Sample:
+    return next(sample for sample, a, _ in out if a is act)
+
+
+def test_default_schedule_reaches_post_copy_before_the_deadline() -> None:
+    policy = MigrationPolicy(post_copy=True)
+    assert policy.bandwidth == 64  # capped by default
+    # 256 MiB dirtying 176 MiB at 64 MiB/s: about 3 s a pass (measured on the lab).
+    out = run_policy(policy, stalled_guest(256, 3.0, 176, 60), may_post_copy=True, memory_mib=256)
+    raised = [d for _, act, d in out if act is Act.RAISE_DOWNTIME]
+    assert raised == list(policy.downtime_schedule[1:])  # every step, in order, before post-copy
+    switch = first(out, Act.POST_COPY)
+    assert switch.elapsed < policy.completion_timeout(256) / 2 and switch.iteration == 20  # 2 + 2 x 9 passes
+    assert all(act is not Act.ABORT for _, act, _ in out)
+    # 16 GiB at 64 MiB/s: 4 min a pass, the schedule would outlast the 40 min deadline and the 150 s
+    # progress timeout would abort it mid-pass: half of that timeout switches it to post-copy instead.
+    out = run_policy(policy, stalled_guest(16384, 240.0, 12000, 12), may_post_copy=True, memory_mib=16384)
+    switch = first(out, Act.POST_COPY)
+    assert switch.elapsed < policy.completion_timeout(16384) / 2 and out[-1][1] is not Act.ABORT
+    without = run_policy(MigrationPolicy(), stalled_guest(16384, 240.0, 12000, 12), True, memory_mib=16384)
+    assert without[-1][1] is Act.ABORT and without[-1][0].elapsed > switch.elapsed
+
+
+def test_without_post_copy_a_stalled_guest_is_aborted_at_the_deadline_only() -> None:
+    policy = MigrationPolicy()
+    out = run_policy(policy, stalled_guest(256, 3.0, 176, 80), may_post_copy=True, memory_mib=256)
+    assert [d for _, act, d in out if act is Act.RAISE_DOWNTIME] == list(policy.downtime_schedule[1:])
+    assert out[-1][1] is Act.ABORT and out[-1][0].elapsed > policy.progress_timeout
+    assert all(act is not Act.POST_COPY for _, act, _ in out)
+
+
+def test_post_copy_is_never_aborted() -> None:
+    policy = MigrationPolicy(post_copy=True, progress_timeout=10, completion_timeout_per_gib=20)
+    seen = attrs.evolve(Seen(), post_copy=True)
+    for elapsed in (5.0, 50.0, 5000.0):
+        decision, seen = decide(policy, seen, Sample(elapsed, 3, 2**29, 2**30), 1024, True)
+        assert decision.act is Act.CONTINUE
+
+
+def test_a_tcg_guest_goes_post_copy_at_its_first_memory_sample() -> None:
+    policy = MigrationPolicy(post_copy=True)
+    disks = Sample(0.2, 0, 0, 0, disk_remaining=2**26, disk_total=2**26)  # disks mirrored first
+    assert decide(policy, Seen(), disks, 256, True, tcg=True)[0].act is Act.CONTINUE
+    memory = Sample(0.4, 1, 2**28, 2**28)
+    assert decide(policy, Seen(), memory, 256, True, tcg=True)[0].act is Act.POST_COPY
+    assert decide(policy, Seen(), memory, 256, False, tcg=True)[0].act is Act.CONTINUE  # passthrough
+    assert decide(policy, Seen(), memory, 256, True, tcg=False)[0].act is Act.CONTINUE
+    trusted = MigrationPolicy(post_copy=True, tcg_pre_copy=True)
+    assert decide(trusted, Seen(), memory, 256, True, tcg=True)[0].act is Act.CONTINUE
+
+
+def test_disk_copy_is_progress_and_the_memory_copy_restarts_the_clock() -> None:
+    policy = MigrationPolicy(progress_timeout=10)
+    seen = Seen()
+    for t, left in ((1.0, 900), (6.0, 500), (12.0, 100)):  # disks shrinking: no abort at 12 s
+        decision, seen = decide(policy, seen, Sample(t, 0, 0, 0, disk_remaining=left, disk_total=1000), 1024, True)
+        assert decision.act is Act.CONTINUE
+    decision, seen = decide(policy, seen, Sample(13.0, 1, 800, 1000), 1024, True)  # memory: more left than disks
+    assert decision.act is Act.CONTINUE and seen.memory and seen.best_at == 13.0
+    assert decide(policy, seen, Sample(24.0, 1, 900, 1000), 1024, True)[0].act is Act.ABORT
+
+
+def test_flags_and_params_for_storage_migration() -> None:
+    policy = MigrationPolicy()
+    plain = flags(policy, True)
+    assert plain & libvirt.VIR_MIGRATE_LIVE and not plain & (libvirt.VIR_MIGRATE_NON_SHARED_DISK
+                                                           | libvirt.VIR_MIGRATE_NON_SHARED_INC
+                                                           | libvirt.VIR_MIGRATE_UNSAFE | libvirt.VIR_MIGRATE_POSTCOPY)
+    full = flags(policy, True, ("vda",))
+    assert full & libvirt.VIR_MIGRATE_NON_SHARED_DISK and not full & libvirt.VIR_MIGRATE_NON_SHARED_INC
+    inc = flags(policy, True, ("vda", "vdb"), incremental=True, shared_disks=True)
+    assert inc & libvirt.VIR_MIGRATE_NON_SHARED_INC and inc & libvirt.VIR_MIGRATE_UNSAFE
+    assert not inc & libvirt.VIR_MIGRATE_NON_SHARED_DISK
+    assert not flags(policy, True, live=False) & libvirt.VIR_MIGRATE_LIVE
+    assert flags(MigrationPolicy(post_copy=True), True) & libvirt.VIR_MIGRATE_POSTCOPY
+    assert not flags(MigrationPolicy(post_copy=True), False) & libvirt.VIR_MIGRATE_POSTCOPY
+    assert params(policy, "tcp://127.0.0.1", ("vda", "vdb")) == {
+        libvirt.VIR_MIGRATE_PARAM_URI: "tcp://127.0.0.1", libvirt.VIR_MIGRATE_PARAM_BANDWIDTH: 64,
+        libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: ["vda", "vdb"]}
+    assert libvirt.VIR_MIGRATE_PARAM_BANDWIDTH not in params(MigrationPolicy(bandwidth=None), None)
+    for bad in (("vda", "vda"), ("",), ("../x",), ("VDA",)):
+        with pytest.raises(ValueError):
+            flags(policy, True, bad)
+    with pytest.raises(ValueError, match="incremental"):
+        flags(policy, True, (), incremental=True)
+
+
+class FakeDomain:
+    """Just enough of a virDomain for the Migrator: scripted job samples, a migration
+    that ends when told, and a record of what was called."""
+
+    def __init__(self, samples: list[dict[str, int]], kind: str = "qemu", refuse_post_copy: int = 0) -> None:
+        self.samples, self.kind, self.refuse_post_copy = list(samples), kind, refuse_post_copy
+        self.calls: list[str] = []
+        self.flags = 0
+        self.done = threading.Event()
+
+    def XMLDesc(self, flags: int = 0) -> str:
+        return f"<domain type='{self.kind}'><name>fake</name></domain>"
+
+    def blockInfo(self, dev: str) -> list[int]:
+        return [64 * 2**20, 0, 0]
+
+    def migrate3(self, dest: object, params: dict[str, object], flags: int) -> None:
+        self.flags = flags
+        self.done.wait(10)
+
+    def migrateSetMaxDowntime(self, ms: int, flags: int = 0) -> None:
+        self.calls.append(f"downtime {ms}")
+
+    def migrateStartPostCopy(self, flags: int = 0) -> None:
+        if self.refuse_post_copy:
+            self.refuse_post_copy -= 1
+            self.calls.append("post-copy refused")
+            raise libvirt.libvirtError("not yet")
+        self.calls.append("post-copy")
+
+    def abortJob(self) -> None:
+        self.calls.append("abort")
+        self.done.set()
+
+    def jobStats(self, flags: int = 0) -> dict[str, int]:
+        if not self.samples:
+            self.done.set()
+            return {"type": libvirt.VIR_DOMAIN_JOB_NONE}
+        return {"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, **self.samples.pop(0)}
+
+
+def memory_samples(n: int) -> list[dict[str, int]]:
+    return [{"memory_iteration": 1 + i // 3, "memory_remaining": 2**27, "memory_total": 2**28} for i in range(n)]
+
+
+def test_migrator_takes_a_tcg_guest_post_copy_at_once_and_never_aborts_it() -> None:
+    dom = FakeDomain(memory_samples(30), refuse_post_copy=1)
+    cancel = threading.Event()
+    seen: list[Progress] = []
+
+    def report(p: Progress) -> None:
+        seen.append(p)
+        if p.post_copy:
+            cancel.set()  # too late: the source no longer has a consistent copy
+
+    # The memory left never shrinks: without post-copy the 0.05 s progress timeout would abort.
+    samples = Migrator(MigrationPolicy(post_copy=True, poll=0.01, progress_timeout=0.05)).migrate(
+        dom, None, vm="fake", source="a", target="b", memory_mib=256, passthrough=False,  # type: ignore[arg-type]
+        progress=report, cancel=cancel)
+    assert dom.calls == ["downtime 100", "post-copy refused", "post-copy"]  # retried, never aborted
+    assert dom.flags & libvirt.VIR_MIGRATE_LIVE and dom.flags & libvirt.VIR_MIGRATE_POSTCOPY
+    assert len(samples) == 30 and seen[-1].post_copy and not seen[0].post_copy
+    assert samples[-1].elapsed > 0.05
+
+
+def test_migrator_pauses_a_tcg_guest_without_post_copy_and_copies_disks() -> None:
+    dom = FakeDomain(memory_samples(5))
+    Migrator(MigrationPolicy(poll=0.01)).migrate(dom, None, vm="fake", source="a", target="b",  # type: ignore[arg-type]
+                                                 memory_mib=256, passthrough=False, copy_disks=("vda",))
+    assert not dom.flags & libvirt.VIR_MIGRATE_LIVE and dom.flags & libvirt.VIR_MIGRATE_NON_SHARED_DISK
+    dom = FakeDomain(memory_samples(5), kind="kvm")
+    Migrator(MigrationPolicy(poll=0.01, post_copy=True)).migrate(
+        dom, None, vm="fake", source="a", target="b", memory_mib=256, passthrough=False)  # type: ignore[arg-type]
+    assert dom.flags & libvirt.VIR_MIGRATE_LIVE and "post-copy" not in dom.calls  # KVM: the schedule, no haste
+    dom = FakeDomain(memory_samples(500), kind="kvm")
+    with pytest.raises(MigrationFailed, match="not complete") as failed:
+        Migrator(MigrationPolicy(poll=0.001, completion_timeout_per_gib=0.05)).migrate(
+            dom, None, vm="fake", source="a", target="b", memory_mib=256, passthrough=False)  # type: ignore[arg-type]
+    assert "abort" in dom.calls and not failed.value.post_copy
 
 
 def test_limits_cap_per_host_and_in_total() -> None:

@@ -1,31 +1,34 @@
-"""Live migration that never gets stuck: a policy, a pure decision function, a monitor.
+"""Live migration that never gets stuck and never corrupts: :class:`Migrator` applies a
+:class:`~flavors.virt.migration_policy.MigrationPolicy` (bandwidth cap, downtime schedule,
+auto-converge, post-copy, timeouts; the pure :func:`decide` and the measurements behind
+the defaults are in :mod:`flavors.virt.migration_policy`, re-exported here).
 
-The policy follows oVirt's migration policies and KubeVirt's migration settings:
+:class:`Migrator` runs ``virDomainMigrate3`` in a thread, samples the job every ``poll``
+seconds, applies the decisions, reports progress, honours a cancel (not after the switch
+to post-copy), and returns only once the destination runs the VM and the source does not.
+A failed or aborted migration leaves the VM running on its source: libvirt guarantees it
+for pre-copy, and post-copy is never aborted. Concurrency is limited per source host and
+per cluster by :class:`Limits`.
 
-* ``bandwidth`` (MiB/s, None = unlimited), ``parallel`` connections, ``compression`` and
-  ``auto_converge`` (libvirt throttles the guest's vCPUs when copying does not converge);
-* a **downtime schedule**: the allowed final pause starts small and is raised one step each
-  time ``stall_iterations`` memory-copy passes go by without the remaining memory shrinking
-  (oVirt's "convergence schedule");
-* **post-copy** once the schedule is exhausted, when allowed, and never for a VM with
-  passthrough devices (its pages cannot be fetched after the switch);
-* **progress timeout** (no progress for that long: abort, KubeVirt's ``progressTimeout``,
-  150 s) and **completion timeout per GiB** of guest memory (KubeVirt's
-  ``completionTimeoutPerGiB``, 150 s/GiB): abort.
-
-:func:`decide` is pure: given the policy, what was seen so far and the latest sample, it
-says what to do next. :class:`Migrator` runs ``virDomainMigrate3`` in a thread, samples the
-job every ``poll`` seconds, applies the decisions, reports progress, honours a cancel, and
-returns only once the destination runs the VM and the source does not. A failed or
-aborted migration leaves the VM running on its source: libvirt guarantees it for
-pre-copy, and post-copy is never started for a VM that must not lose its source.
-Concurrency is limited per source host and per cluster by :class:`Limits`.
+**Storage migration** (``copy_disks``): libvirt mirrors each listed disk over NBD before
+the memory copy begins (``VIR_MIGRATE_PARAM_MIGRATE_DISKS``; ``NON_SHARED_INC`` copies
+only the top of a chain whose backing the destination holds, ``NON_SHARED_DISK`` the
+whole disk into a file the destination has, or that its ``dir`` storage pool on that path
+creates). Read in libvirt's ``qemu_migration.c``: ``VIR_MIGRATE_PARAM_BANDWIDTH`` sets
+``migMaxBandwidth``, which is the memory stream's cap and also each disk mirror's speed
+(per disk: two disks copy at twice the cap, libvirt issue 467). The destination's NBD
+server takes a port of its ``migration_port_min..max`` range and the source connects to
+the migration URI's host, so on loopback lab hosts (each with its own range, URI
+``tcp://127.0.0.1``) neither ``VIR_MIGRATE_PARAM_DISKS_PORT`` nor ``DISKS_URI`` is needed.
+``shared_disks`` (the disks not copied are on storage both hosts share) adds
+``VIR_MIGRATE_UNSAFE``: libvirt 9.0 refuses a local directory it cannot see is shared.
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
+import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,91 +38,25 @@ import attrs
 import libvirt
 
 from clustercore.errors import ClusterError
+from flavors.virt.migration_policy import SHRINK, Act, Decision, MigrationPolicy, Sample, Seen, decide
+
+__all__ = ["SHRINK", "Act", "Decision", "Limits", "MigrationFailed", "MigrationPolicy", "Migrator", "Progress",
+           "Sample", "Seen", "check_disks", "decide", "flags", "params"]
+
+log = logging.getLogger(__name__)
 
 
 class MigrationFailed(ClusterError):
-    """A migration did not complete; the VM still runs on ``source``."""
+    """A migration did not complete; the VM still runs on ``source`` unless ``post_copy``:
+    it failed after the switch, when only the destination had the current memory (libvirt
+    leaves both ends paused; a post-copy recovery is not attempted here)."""
 
-    def __init__(self, vm: str, source: str, target: str, reason: str, samples: int = 0) -> None:
+    def __init__(self, vm: str, source: str, target: str, reason: str, samples: int = 0,
+                 post_copy: bool = False) -> None:
         self.vm, self.source, self.target, self.reason, self.samples = vm, source, target, reason, samples
-        super().__init__(f"migration of {vm} from {source} to {target} failed: {reason}")
-
-
-@attrs.frozen
-class MigrationPolicy:
-    bandwidth: int | None = None  # MiB/s
-    downtime_schedule: tuple[int, ...] = (100, 150, 200, 300, 400, 500, 1000, 2000, 5000)  # ms, oVirt-like
-    stall_iterations: int = 2
-    auto_converge: bool = True
-    compression: bool = False
-    parallel: int = 1
-    post_copy: bool = False
-    progress_timeout: float = 150.0  # s without the remaining memory shrinking
-    completion_timeout_per_gib: float = 150.0  # s per GiB of guest memory
-    poll: float = 0.2  # s between job samples
-
-    def completion_timeout(self, memory_mib: int) -> float:
-        return self.completion_timeout_per_gib * max(memory_mib / 1024, 1.0)
-
-
-@attrs.frozen
-class Sample:
-    """One look at the migration job (libvirt's job stats)."""
-
-    elapsed: float  # s since the migration began
-    iteration: int  # memory-copy pass
-    remaining: int  # bytes of memory left to copy
-    total: int  # bytes of guest memory
-    downtime: int | None = None  # ms, the expected final pause
-
-
-class Act(enum.Enum):
-    CONTINUE = "continue"
-    RAISE_DOWNTIME = "raise-downtime"
-    POST_COPY = "post-copy"
-    ABORT = "abort"
-
-
-@attrs.frozen
-class Decision:
-    act: Act
-    downtime: int | None = None  # the new limit for RAISE_DOWNTIME
-    reason: str = ""
-
-
-@attrs.frozen
-class Seen:
-    """What :func:`decide` remembers between samples."""
-
-    step: int = 0  # index into the downtime schedule
-    best_remaining: int | None = None
-    best_at: float = 0.0  # when the remaining memory last shrank
-    stall_from_iteration: int = 0  # iteration at which the current stall began
-    post_copy: bool = False
-
-
-def decide(policy: MigrationPolicy, seen: Seen, sample: Sample, memory_mib: int, may_post_copy: bool
-           ) -> tuple[Decision, Seen]:
-    """The next action and the updated memory. Pure: time comes from the sample."""
-    if seen.best_remaining is None or sample.remaining < seen.best_remaining:
-        seen = attrs.evolve(seen, best_remaining=sample.remaining, best_at=sample.elapsed,
-                            stall_from_iteration=sample.iteration)
-    if sample.elapsed > policy.completion_timeout(memory_mib):
-        return Decision(Act.ABORT, reason=f"not complete after {sample.elapsed:.0f} s "
-                        f"(limit {policy.completion_timeout(memory_mib):.0f} s for {memory_mib} MiB)"), seen
-    if sample.elapsed - seen.best_at > policy.progress_timeout:
-        return Decision(Act.ABORT, reason=f"no progress for {sample.elapsed - seen.best_at:.0f} s "
-                        f"(limit {policy.progress_timeout:.0f} s)"), seen
-    stalled = sample.iteration - seen.stall_from_iteration >= policy.stall_iterations
-    if stalled and not seen.post_copy:
-        seen = attrs.evolve(seen, stall_from_iteration=sample.iteration)
-        if seen.step + 1 < len(policy.downtime_schedule):
-            seen = attrs.evolve(seen, step=seen.step + 1)
-            return Decision(Act.RAISE_DOWNTIME, policy.downtime_schedule[seen.step],
-                            f"{policy.stall_iterations} passes without progress"), seen
-        if policy.post_copy and may_post_copy:
-            return Decision(Act.POST_COPY, reason="downtime schedule exhausted"), attrs.evolve(seen, post_copy=True)
-    return Decision(Act.CONTINUE), seen
+        self.post_copy = post_copy
+        after = " after the switch to post-copy" if post_copy else ""
+        super().__init__(f"migration of {vm} from {source} to {target} failed{after}: {reason}")
 
 
 @attrs.frozen
@@ -133,6 +70,7 @@ class Progress:
     iteration: int
     downtime_limit: int
     post_copy: bool
+    disk_remaining_mib: float = 0.0
 
 
 class Limits:
@@ -164,9 +102,33 @@ class Limits:
             return {k: v for k, v in self._active.items() if v}
 
 
-def flags(policy: MigrationPolicy, may_post_copy: bool) -> int:
-    f: int = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
-         | libvirt.VIR_MIGRATE_ABORT_ON_ERROR)
+_DEVICE = re.compile(r"[a-z][a-z0-9]{0,31}\Z")
+
+
+def check_disks(copy_disks: tuple[str, ...], incremental: bool) -> None:
+    """ValueError unless ``copy_disks`` are distinct target device names (``vda``) and
+    ``incremental`` comes with disks to copy."""
+    for dev in copy_disks:
+        if not isinstance(dev, str) or not _DEVICE.match(dev):
+            raise ValueError(f"disk to copy {dev!r}: a target device name such as 'vda'")
+    if len(set(copy_disks)) != len(copy_disks):
+        raise ValueError(f"disks to copy {copy_disks!r}: named twice")
+    if incremental and not copy_disks:
+        raise ValueError("incremental storage migration without disks to copy")
+
+
+def flags(policy: MigrationPolicy, may_post_copy: bool, copy_disks: tuple[str, ...] = (), incremental: bool = False,
+          shared_disks: bool = False, live: bool = True) -> int:
+    """libvirt's migration flags. Not ``live``: the guest is paused for the copy.
+    ``copy_disks`` adds NON_SHARED_INC (``incremental``: the destination holds an overlay
+    with the same backing, only the top is copied) or NON_SHARED_DISK (the whole chain,
+    into a file the destination has or its storage pool creates); ``shared_disks`` (every
+    disk not copied is on storage both hosts share, as the cluster knows) adds UNSAFE,
+    which libvirt needs for a shared directory it cannot detect as shared."""
+    check_disks(copy_disks, incremental)
+    f: int = libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE | libvirt.VIR_MIGRATE_ABORT_ON_ERROR
+    if live:
+        f |= libvirt.VIR_MIGRATE_LIVE
     if policy.auto_converge:
         f |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
     if policy.compression:
@@ -175,10 +137,19 @@ def flags(policy: MigrationPolicy, may_post_copy: bool) -> int:
         f |= libvirt.VIR_MIGRATE_PARALLEL
     if policy.post_copy and may_post_copy:
         f |= libvirt.VIR_MIGRATE_POSTCOPY
+    if copy_disks:
+        f |= libvirt.VIR_MIGRATE_NON_SHARED_INC if incremental else libvirt.VIR_MIGRATE_NON_SHARED_DISK
+    if shared_disks:
+        f |= libvirt.VIR_MIGRATE_UNSAFE
     return f
 
 
-def params(policy: MigrationPolicy, uri: str | None) -> dict[str, Any]:
+def params(policy: MigrationPolicy, uri: str | None, copy_disks: tuple[str, ...] = ()) -> dict[str, Any]:
+    """libvirt's typed migration parameters. The bandwidth caps the memory stream and,
+    separately, each copied disk's mirror; the disks' NBD server takes a port of the
+    destination's migration range and is reached at the URI's host (see the module
+    docstring), so no disk parameter beyond the list is needed."""
+    check_disks(copy_disks, False)
     p: dict[str, Any] = {}
     if uri:
         p[libvirt.VIR_MIGRATE_PARAM_URI] = uri
@@ -186,6 +157,8 @@ def params(policy: MigrationPolicy, uri: str | None) -> dict[str, Any]:
         p[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = policy.bandwidth
     if policy.parallel > 1:
         p[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = policy.parallel
+    if copy_disks:
+        p[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(copy_disks)
     return p
 
 
@@ -201,17 +174,27 @@ class Migrator:
     def migrate(self, dom: libvirt.virDomain, dest: libvirt.virConnect, *, vm: str, source: str, target: str,
                 memory_mib: int, passthrough: bool, uri: str | None = None,
                 progress: Callable[[Progress], None] | None = None, cancel: threading.Event | None = None,
-                slot_timeout: float | None = None) -> list[Sample]:
-        """Migrate ``dom`` to ``dest``; returns the samples seen. Raises MigrationFailed
-        (aborted, cancelled or refused by libvirt) with the VM still on its source."""
+                slot_timeout: float | None = None, copy_disks: tuple[str, ...] = (), incremental: bool = False,
+                shared_disks: bool = False) -> list[Sample]:
+        """Migrate ``dom`` to ``dest``, copying the disks ``copy_disks`` (target device
+        names; see :func:`flags` for ``incremental`` and ``shared_disks``); returns the
+        samples seen. Raises MigrationFailed (aborted, cancelled or refused by libvirt) with
+        the VM still on its source, unless it failed after the switch to post-copy
+        (``post_copy`` set). The completion timeout counts the copied disks' size too."""
         policy = self.policy
+        check_disks(copy_disks, incremental)
         may_post_copy = not passthrough
+        size_mib = memory_mib + _disks_mib(dom, copy_disks)
+        tcg = _tcg(dom)
+        # A TCG guest is never pre-copied (see migration_policy): post-copy at once, else paused.
+        live = not tcg or policy.tcg_pre_copy or (policy.post_copy and may_post_copy)
         with self.limits.slot(source, slot_timeout):
             outcome: dict[str, BaseException | None] = {}
 
             def run() -> None:
                 try:
-                    dom.migrate3(dest, params(policy, uri), flags(policy, may_post_copy))
+                    dom.migrate3(dest, params(policy, uri, copy_disks),
+                                 flags(policy, may_post_copy, copy_disks, incremental, shared_disks, live))
                     outcome["error"] = None
                 except BaseException as exc:  # reported to the caller below
                     outcome["error"] = exc
@@ -229,7 +212,7 @@ class Migrator:
                 worker.join(policy.poll)
                 if not worker.is_alive():
                     break
-                if cancel is not None and cancel.is_set():
+                if cancel is not None and cancel.is_set() and not seen.post_copy:
                     why = "cancelled"
                     _abort(dom)
                     break
@@ -237,28 +220,57 @@ class Migrator:
                 if sample is None:
                     continue
                 samples.append(sample)
-                decision, seen = decide(policy, seen, sample, memory_mib, may_post_copy)
+                decision, seen = decide(policy, seen, sample, size_mib, may_post_copy, tcg)
                 if decision.act is Act.RAISE_DOWNTIME and decision.downtime is not None:
                     limit = decision.downtime
+                    log.info("migration of %s: downtime limit %d ms (%s)", vm, limit, decision.reason)
                     with contextlib.suppress(libvirt.libvirtError):
                         dom.migrateSetMaxDowntime(limit, 0)
                 elif decision.act is Act.POST_COPY:
-                    with contextlib.suppress(libvirt.libvirtError):
+                    try:
                         dom.migrateStartPostCopy(0)
+                        log.info("migration of %s: post-copy (%s)", vm, decision.reason)
+                    except libvirt.libvirtError as exc:  # not switched: the source still has the VM
+                        log.warning("migration of %s: post-copy refused: %s", vm, exc)
+                        seen = attrs.evolve(seen, post_copy=False)
                 elif decision.act is Act.ABORT:
                     why = decision.reason
                     _abort(dom)
                     break
                 if progress is not None:
-                    done = 100.0 * (1 - sample.remaining / sample.total) if sample.total else 0.0
-                    progress(Progress(vm, sample.elapsed, done, sample.remaining / 2**20, sample.iteration, limit,
-                                      seen.post_copy))
+                    progress(_progress(vm, sample, limit, seen.post_copy))
             worker.join()
             error = outcome.get("error")
             if why or error is not None:
                 reason = why or str(error)
-                raise MigrationFailed(vm, source, target, reason, len(samples)) from error
+                raise MigrationFailed(vm, source, target, reason, len(samples), seen.post_copy) from error
             return samples
+
+
+def _tcg(dom: libvirt.virDomain) -> bool:
+    """Whether ``dom`` runs under TCG (``<domain type='qemu'>``)."""
+    try:
+        return bool(re.match(r"\s*<domain[^>]*\stype=['\"]qemu['\"]", dom.XMLDesc(0)))
+    except libvirt.libvirtError:
+        return False
+
+
+def _disks_mib(dom: libvirt.virDomain, devices: tuple[str, ...]) -> int:
+    """The virtual size of the disks to copy, MiB (0 for one libvirt cannot size)."""
+    total = 0
+    for dev in devices:
+        with contextlib.suppress(libvirt.libvirtError):
+            total += int(dom.blockInfo(dev)[0]) // 2**20
+    return total
+
+
+def _progress(vm: str, sample: Sample, limit: int, post_copy: bool) -> Progress:
+    if sample.total:
+        done = 100.0 * (1 - sample.remaining / sample.total)
+    else:
+        done = 100.0 * (1 - sample.disk_remaining / sample.disk_total) if sample.disk_total else 0.0
+    return Progress(vm, sample.elapsed, done, sample.remaining / 2**20, sample.iteration, limit, post_copy,
+                    sample.disk_remaining / 2**20)
 
 
 def _abort(dom: libvirt.virDomain) -> None:
@@ -275,4 +287,5 @@ def _sample(dom: libvirt.virDomain, elapsed: float) -> Sample | None:
         return None
     return Sample(elapsed=elapsed, iteration=int(stats.get("memory_iteration", 0)),
                   remaining=int(stats.get("memory_remaining", 0)), total=int(stats.get("memory_total", 0)),
-                  downtime=stats.get("downtime"))
+                  downtime=stats.get("downtime"), disk_remaining=int(stats.get("disk_remaining", 0)),
+                  disk_total=int(stats.get("disk_total", 0)))
