@@ -82,7 +82,7 @@ class Controller:
         act = self.may_act
         self.hosts = Hosts(plugins, self.calls, self.topology)
         self.drain = Drain(state, plugins, self.calls, self.writer, self.drainer,
-                           functools.partial(self.scheduler, moving=True), clock.now, act)
+                           functools.partial(self.scheduler, moving=True), clock.now, act, self._reached)
         self.fence = Fence(plugins, self.calls, self.writer, self.drainer.executor, act, clock.now(),
                            self._workloads_on)
         self.recovery = Recovery(state, plugins, self.calls, self.writer, self.observer, self.scheduler, act)
@@ -91,6 +91,10 @@ class Controller:
                              lambda: self.drainer.moving() | self.recovery.launched(), act)
         self._deciders = (self.hosts.decide, self.drain.decide, self.fence.decide)
         self._lock = threading.Lock()
+
+    def _reached(self, host: str) -> frozenset[str] | None:
+        probe = self.observer.probes.get(host)
+        return None if probe is None else probe.storage
 
     def _workloads_on(self, host: str) -> list[Workload]:
         workloads = self.state.workloads()

@@ -41,7 +41,10 @@ E = PlacementEvent
 class Drain:
     def __init__(self, state: ClusterState, plugins: Plugins, calls: HostCalls, writer: Writer, drainer: Drainer,
                  scheduler: Callable[[Sequence[Filter | HostFilter]], Scheduler], now: Callable[[], float],
-                 may_act: Callable[[], bool]) -> None:
+                 may_act: Callable[[], bool], reached: Callable[[str], frozenset[str] | None] = lambda host: None
+                 ) -> None:
+        """``reached(host)``: the storage domains a probe last found ``host`` to reach
+        (None: not probed)."""
         self.state = state
         self.plugins = plugins
         self.calls = calls
@@ -50,7 +53,9 @@ class Drain:
         self.scheduler = scheduler
         self.now = now
         self.may_act = may_act
+        self.reached = reached
         self.errors: list[str] = []  # of the pass being run
+        self._stranded: dict[str, str] = {}  # workload -> why it is not evacuated (said once)
 
     def decide(self, current: Versioned[Host], view: View, workloads: int) -> Decision | None:
         host = current.value
@@ -90,10 +95,31 @@ class Drain:
         for move in moves_to_launch(plan, moving, policy):
             if evacuating and attempts.get(move.workload, 0) >= policy.max_attempts:
                 continue  # an evacuation stops trying a workload that failed to move that often
+            if evacuating and self._stranded_by_storage(host, move.workload, view.now):
+                continue
             if not self.may_act():
                 break
             drainer.launch(move, self._run_move)
         return None
+
+    def _stranded_by_storage(self, host: Host, workload: str, now: float) -> bool:
+        """A workload with a volume on a domain its host no longer reaches stays: its
+        flavor could not hand the volume over from there (a migration would fail, and
+        could leave it paused); it runs on from what it holds open. Said once, as an event."""
+        reached = self.reached(host.name)
+        found = self.state.workloads().get(workload)
+        if reached is None or found is None:
+            return False
+        volumes = self.state.volumes()
+        lost = sorted(volumes[v].value.domain for v in found.value.volumes
+                      if v in volumes and volumes[v].value.domain not in reached)
+        if not lost:
+            return False
+        why = f"its storage {', '.join(lost)} is not reached from {host.name}: it stays there until it is"
+        if self._stranded.get(workload) != why:
+            self._stranded[workload] = why
+            self.writer.record(Event(now, f"workload/{workload}", "not-evacuated", why, host.name, ""))
+        return True
 
     def _finish(self, current: Versioned[Host], view: View) -> Decision | None:
         host = current.value

@@ -214,6 +214,7 @@ class LibvirtDriver:
                                   copy_disks=tuple(d.target for d in local), incremental=bool(made),
                                   shared_disks=bool(kept) and all(d.storage == "shared" for d in kept))
         except BaseException:
+            _resume_if_left_paused(dom, spec.name, source.name)
             for path in made:  # the VM stays on its source: take the destination's copies back
                 with contextlib.suppress(libvirt.libvirtError, VirtError):
                     vol = self.storage.volume_at(target, path)
@@ -323,6 +324,18 @@ def is_local(uri: str) -> bool:
     """Whether a libvirt URI names this machine (files written here are the host's files)."""
     host = urllib.parse.urlsplit(uri).hostname
     return host in (None, "", "localhost", "127.0.0.1", "::1")
+
+
+def _resume_if_left_paused(dom: libvirt.virDomain, vm: str, host: str) -> None:
+    """A pre-copy migration that failed at its very end (the source paused for the
+    switch, the destination gone) can leave the VM paused on its source: it is whole
+    there, so resume it. A VM paused after a switch to post-copy is not touched (its
+    memory is split between both ends)."""
+    with contextlib.suppress(libvirt.libvirtError):
+        state, reason = dom.state()
+        if state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_MIGRATION:
+            log.warning("%s was left paused on %s by a failed migration: resuming it there", vm, host)
+            dom.resume()
 
 
 def _run_state(dom: libvirt.virDomain | None) -> str:

@@ -74,9 +74,11 @@ class LibvirtStorage:
 
     # ------------------------------------------------------------------ pools
 
-    def pool(self, host: Host, domain: StorageDomain, create: bool = True) -> libvirt.virStoragePool:
-        """The domain's pool on ``host``, defined and started when missing (``create``),
-        refreshed. StorageError when libvirt refuses (a path that does not exist)."""
+    def pool(self, host: Host, domain: StorageDomain, create: bool = True, build: bool = False
+             ) -> libvirt.virStoragePool:
+        """The domain's pool on ``host``, defined and started when missing (``create``; its
+        directory made with ``build``), refreshed. StorageError when libvirt refuses (a
+        path that does not exist)."""
         conn = self.connect(host)
         try:
             try:
@@ -90,6 +92,8 @@ class LibvirtStorage:
             if not pool.isActive():
                 if not create:
                     raise StorageError("probe", f"domain {domain.name}", host.name, "pool not active")
+                if build:
+                    pool.build(0)  # a dir pool: makes the directory
                 pool.create(0)
             pool.refresh(0)
             return pool
@@ -100,7 +104,7 @@ class LibvirtStorage:
         """Make the domain's pool on ``host`` and write its marker (once per domain)."""
         if not is_libvirt_uri(host.address):
             return False
-        pool = self.pool(host, domain)
+        pool = self.pool(host, domain, build=True)
         if MARKER not in pool.listVolumes():
             try:
                 pool.createXML(f"<volume><name>{MARKER}</name><capacity unit='KiB'>4</capacity>"
