@@ -32,10 +32,10 @@ live pre-copy converging, no cap, 50-300 ms downtime         2.5-2.9 s  lost in 
                                                                         21,900-45,056 pages
 live pre-copy at 64 MiB/s, default schedule: converges at    40 s       13,098 pages lost
 the 2000 ms step once auto-converge has throttled the guest
-post-copy after 3-5 stalled passes at 50-64 MiB/s            14-17 s    lost in 3 of 4 runs,
-                                                                        1,642-3,244 pages
-post-copy at the first memory sample (64 MiB/s or no cap)    1.0-2.1 s  0 in 6 runs
-not live (paused for the copy, 64 MiB/s)                     4.4-5.6 s  0 in 3 runs
+post-copy after 3-5 stalled passes at 50-64 MiB/s            14-17 s    lost in 5 of 6 runs,
+                                                                        1,642-3,285 pages
+post-copy at the first memory sample (64 MiB/s or no cap)    0.9-2.1 s  0 in 9 runs
+not live (paused for the copy, 64 MiB/s)                     4.3-5.6 s  0 in 5 runs
                                                                         (pause about 3.7 s)
 a migration aborted at its deadline (the source keeps it)    -          0, always
 ==========================================================  =========  ===================
