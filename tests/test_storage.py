@@ -401,3 +401,17 @@ def test_a_host_that_loses_storage_is_evacuated_and_comes_back_up_empty() -> Non
     del flavor.reach["h2"]
     tick(c, clock, 3)
     assert c.host("h2").state is S.UP
+
+
+def test_defining_a_domain_never_makes_the_probed_hosts_non_operational_at_once() -> None:
+    flavor = Probing()
+    c, clock, _ = cluster(flavor)
+    c.add_network({"name": "mgmt", "required": True})
+    tick(c, clock, 3)
+    c.add_storage_domain({"name": "nfs"})  # probed hosts have not been asked about it yet
+    tick(c, clock, 3)
+    assert all(c.host(n).state is S.UP for n in NAMES)
+    assert not c.query_events(kind="not-operational")
+    flavor.reach["h1"] = (set(), {"mgmt"})  # and once asked, the answer counts
+    tick(c, clock, 3)
+    assert c.host("h1").state is S.NON_OPERATIONAL

@@ -66,18 +66,36 @@ class Probes:
         self._informers = (Informer(state.store, STORAGE), Informer(state.store, NETWORKS))
         self._domains: dict[str, StorageDomain] = {}
         self._networks: dict[str, LogicalNetwork] = {}
+        self._required: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())  # (networks, storage)
+        self._asked: dict[str, tuple[frozenset[str], frozenset[str]]] = {}  # host -> what its probe was asked
 
     def _sync_definitions(self, errors: list[str]) -> None:
         """Storage domains and networks from their watches (decoded only when they change)."""
         _follow(self._informers[0], self._domains, StorageDomain.from_dict, errors)
         _follow(self._informers[1], self._networks, LogicalNetwork.from_dict, errors)
 
+    def _presume(self, nets: frozenset[str], storage: frozenset[str]) -> None:
+        """A network or domain just defined is presumed reached by every probed host
+        until its next probe asks about it: defining one never makes every host
+        NonOperational at once (which would evacuate them)."""
+        if not nets and not storage:
+            return
+        for name, probe in list(self.observer.probes.items()):
+            self.observer.probed(name, HostProbe(probe.storage | storage, probe.networks | nets, probe.free))
+
     def sync(self, view: View, errors: list[str]) -> None:
         self._sync_definitions(errors)
         domains = list(self._domains.values())
         networks = list(self._networks.values())
         probing = bool(domains or networks) and self.plugins.implements(HOOK)
-        self.observer.require(*required(view.config, domains, networks, probing))
+        nets, storage = required(view.config, domains, networks, probing)
+        self._presume(nets - self._required[0], storage - self._required[1])
+        if probing:  # a host not probed yet is presumed to reach everything until it is
+            for name in view.hosts:
+                if name not in self.observer.probes:
+                    self.observer.probed(name, HostProbe(storage, nets))
+        self._required = (nets, storage)
+        self.observer.require(nets, storage)
         if not probing:
             return
         for name, current in view.hosts.items():
@@ -88,6 +106,7 @@ class Probes:
                 if host.state not in MONITORED or view.now < self.due.get(name, float("-inf")):
                     continue
                 attached = [d for d in domains if d.attached(name)]
+                self._asked[name] = (frozenset(n.name for n in networks), frozenset(d.name for d in attached))
                 self.calls.submit(name, key, partial(self.plugins.probe_host, host, attached, networks),
                                   view.config.call_timeout)
                 self.due[name] = view.now + view.config.liveness.heartbeat_interval
@@ -105,5 +124,7 @@ class Probes:
             probe, error = outcome(finished)
             if error is not None:
                 errors.append(f"probe of {name}: {error}")
-            elif probe is not None:
-                self.observer.probed(name, probe)
+            elif probe is not None:  # what it was not asked about (defined since) stays presumed
+                nets, storage = self._asked.get(name, (frozenset(), frozenset()))
+                self.observer.probed(name, HostProbe(probe.storage | (self._required[1] - storage),
+                                                     probe.networks | (self._required[0] - nets), probe.free))

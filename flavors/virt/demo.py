@@ -1,77 +1,78 @@
-"""``python -m flavors.virt.demo`` (``./dev demo``): a cluster of real libvirt hosts.
+"""``python -m flavors.virt.demo`` (``./dev demo``): a cluster of real libvirt hosts
+running real Linux guests.
 
-The embedded defaults (memory store, flavors from their entry points) and a lab of three
-libvirtd hosts on this machine (:mod:`flavors.virt.lab`), running small QEMU guests (KVM,
-or TCG without /dev/kvm). Hosts join and libvirt tells what they offer; VMs are placed by
-the scheduler and started by libvirt; one gets a vCPU hotplugged; one host enters
-maintenance and its VMs live-migrate away; it comes back. Each phase prints what the
-cluster recorded and what libvirt reports on every host. Everything is torn down at the end.
+The embedded defaults (memory store, the virt flavor) on a lab of three libvirtd hosts
+with IPMI BMCs on this machine (:mod:`flavors.virt.lab`), driven through
+:class:`~flavors.virt.labcluster.LabCluster`: hosts join; the cluster gets a shared
+storage domain, local disks, a logical network and the project's guest as a template;
+three VMs are cloned from it and boot (their console lines shown); one is live-migrated
+while it writes its counter and dirties its memory; the host of an HA VM loses power, is
+fenced through its BMC and the VM comes back on another host with its counter whole; a
+host is drained for maintenance and activated again. After each phase the demo prints
+what the cluster recorded and what libvirt runs on every host, and checks they agree.
+Everything is torn down at the end.
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
-import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import TextIO
 
-from clustercore import Cluster, FakeClock, HostReport, HostState
-from flavors.virt import hotplug
-from flavors.virt.lab import Lab, domain_type
-from flavors.virt.spec import Graphics, Memory, NumaCell, VMSpec
-from flavors.virt.workload import vm_workload
+from clustercore import HostState
+from flavors.virt.guest import GuestImage, build_guest
+from flavors.virt.lab import Lab, linux_domain_type
+from flavors.virt.labcluster import LabCluster
 
-START = 1_700_000_000.0
+S = HostState
+VMS = ("vm-1", "vm-2", "vm-3")
 
 
 class VirtDemo:
-    def __init__(self, lab: Lab, out: TextIO) -> None:
-        self.lab = lab
-        self.out = out
-        self.clock = FakeClock(start=START)  # cluster time; libvirt and QEMU run in real time
-        self.cluster = Cluster(clock=self.clock)
-        self.names = [h.name for h in lab.hosts]
+    def __init__(self, lab: Lab, image: GuestImage, out: TextIO) -> None:
+        self.lab, self.image, self.out = lab, image, out
+        self.lc = LabCluster(lab)
+        self.cluster = self.lc.cluster
         self.seen = 0
+        self.started = time.time()
+        self.problems: list[str] = []
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
-    def tick(self) -> None:
-        for name in self.names:
-            self.cluster.heartbeat(name, HostReport())
-        self.clock.advance(10)
-        self.cluster.step()
-
-    def until(self, name: str, state: HostState, limit: int = 40) -> None:
-        for _ in range(limit):
-            if self.cluster.host(name).state is state:
-                return
-            self.tick()
-        raise RuntimeError(f"{name} did not reach {state.value}: {self.cluster.host(name).reason}")
-
     def events(self) -> None:
         events = self.cluster.query_events()
         for event in events[self.seen:]:
-            self.say(f"    t+{event.time - START:4.0f}s  {event}")
+            if event.kind not in ("defined", "updated"):
+                self.say(f"    t+{event.time - self.started:5.1f}s  {event}")
         self.seen = len(events)
 
     def libvirt_view(self) -> None:
+        """Each host's state, what libvirt runs there and whether the store agrees."""
         placements = self.cluster.placements()
+        runs = self.lc.libvirt_runs()
         for host in self.lab.hosts:
-            running = host.active_domains()
-            stored = sorted(p.workload for p in placements.values() if p.host == host.name)
+            running = runs.get(host.name, [])
+            stored = sorted(p.workload for p in placements.values() if p.host == host.name and p.state.value ==
+                            "Running") if host.running else []
             state = self.cluster.host(host.name).state.value
             check = "" if stored == running else f"   MISMATCH: store says {stored}"
+            if check:
+                self.problems.append(f"{host.name}: libvirt runs {running}, store says {stored}")
             self.say(f"    {host.name:<5} {state:<24} libvirt runs {', '.join(running) or '-'}{check}")
 
     def run(self) -> int:
         phases: list[tuple[str, Callable[[], None]]] = [
             ("three libvirt hosts join", self.join),
-            ("four VMs are placed and started by libvirt", self.place),
-            ("vm-1 gets a second vCPU, hotplugged", self.hotplug),
-            ("lab1 enters maintenance: its VMs live-migrate away", self.maintenance),
-            ("lab1 is activated again", self.activate),
+            ("storage: a shared domain, local disks, a network, the guest as a template", self.storage),
+            ("three VMs are cloned from the template and boot", self.boot),
+            ("vm-1 is live-migrated while it writes and dirties its memory", self.migrate),
+            ("the host of vm-2 (HA) loses power: fenced, vm-2 restarted elsewhere", self.power_cut),
+            ("a host enters maintenance: its VMs live-migrate away", self.maintenance),
+            ("it is activated again", self.activate),
         ]
         for i, (title, phase) in enumerate(phases, 1):
             done = int(20 * i / len(phases))
@@ -81,50 +82,83 @@ class VirtDemo:
             self.events()
             self.libvirt_view()
             self.say(f"    ({time.monotonic() - started:.1f} s)")
-        self.say(f"done: {len(self.cluster.query_events())} events recorded, "
-                 f"{len(self.cluster.placements())} VMs running")
-        return 0
+        running = sum(1 for p in self.cluster.placements().values() if p.state.value == "Running")
+        self.say(f"done: {len(self.cluster.query_events())} events recorded, {running} VMs running, "
+                 f"{len(self.problems)} mismatches")
+        return 1 if self.problems else 0
 
     def join(self) -> None:
-        for host in self.lab.hosts:
-            self.cluster.register_host({"name": host.name, "address": host.uri, "capacity": {"cpu": 4, "memory": 2048},
-                                        "labels": {"virt/migration-uri": "tcp://127.0.0.1"}})
-        for name in self.names:
-            self.until(name, HostState.UP)
-        facts = self.cluster.host(self.names[0]).facts["virt"]
+        self.lc.up()
+        facts = self.cluster.host("lab1").facts["virt"]
         self.say(f"    libvirt says: {facts['arch']} {facts['cpu_model']}, domain types "
-                 f"{', '.join(facts['domain_types'])}, {len(facts['machines'])} machine types, "
-                 f"{len(facts['cpu_models'])} usable CPU models; guests run as {domain_type()}")
+                 f"{', '.join(facts['domain_types'])}; Linux guests run as {linux_domain_type()}")
 
-    def place(self) -> None:
-        for i in range(1, 5):
-            spec = VMSpec(name=f"vm-{i}", uuid=str(uuid.uuid4()), memory=Memory(64), vcpus=1,
-                          max_vcpus=2 if i == 1 else None, numa=(NumaCell("0-1", 64),) if i == 1 else (),
-                          domain_type=domain_type(), graphics=(Graphics(),))
-            self.cluster.submit(vm_workload(spec))
+    def storage(self) -> None:
+        self.lc.storage(self.image)
+        domains = ", ".join(f"{d.name} ({'shared' if d.shared else 'local'}, {d.path})"
+                            for d in self.cluster.storage_domains().values())
+        self.say(f"    domains: {domains}; template: {self.cluster.volumes()['guest']}")
 
-    def hotplug(self) -> None:
-        spec = hotplug.set_vcpus(self.cluster, "vm-1", 2)
-        self.say(f"    vm-1 now has {spec.vcpus} vCPUs; the store's request says "
-                 f"{self.cluster.workloads()['vm-1'].requests.cpu}")
+    def boot(self) -> None:
+        for i, name in enumerate(VMS, 1):
+            self.lc.guest(name, host=f"lab{i}", dirty_mib=16 if name == "vm-1" else 0, priority=4 - i)
+        for name in VMS:
+            self.lc.wait_ticks(name, 2)
+            self.say(f"    {name} console: {' | '.join(self.lc.lines(name)[:4])}")
+
+    def migrate(self) -> None:
+        before = self.lc.ticks("vm-1")[-1]
+        target = self.cluster.migrate("vm-1").host
+        self.lc.wait_ticks("vm-1", 2)
+        passes = len(self.lc.lost("vm-1"))
+        self.lc.until(lambda: len(self.lc.lost("vm-1")) > passes, 30, "a dirtier pass after the move")
+        self.say(f"    vm-1 now on {target}: counter {before} before the move, {self.lc.ticks('vm-1')[-1]} now; "
+                 f"pages lost by the move: {self.lc.lost('vm-1')[-1]}")
+        self.check_counter("vm-1")
+
+    def power_cut(self) -> None:
+        host = self.cluster.placements()["vm-2"].host
+        said = self.lc.ticks("vm-2")[-1]
+        self.lab.host(host).power_off()
+        self.say(f"    {host} powered off (vm-2 had said counter {said})")
+        took = self.lc.until(lambda: self.cluster.placements()["vm-2"].state.value == "Running"
+                             and self.cluster.placements()["vm-2"].host != host, 120, "vm-2 back")
+        self.lc.until(lambda: self.lc.ticks("vm-2")[-1] > said, 60, "vm-2 counting again")
+        self.say(f"    vm-2 running on {self.cluster.placements()['vm-2'].host} {took:.1f} s after the cut, "
+                 f"counting again from {self.lc.ticks('vm-2')[-1]}")
+        self.check_counter("vm-2")
+        self.lab.host(host).power_on()  # the operator repairs it; it rejoins by its heartbeats
+        self.lc.up()
 
     def maintenance(self) -> None:
-        self.cluster.start_maintenance("lab1")
-        self.until("lab1", HostState.MAINTENANCE)
+        busiest = max(self.cluster.hosts(), key=lambda h: sum(p.host == h for p in self.cluster.placements().values()))
+        self.say(f"    draining {busiest}")
+        self.cluster.start_maintenance(busiest)
+        self.lc.until(lambda: self.cluster.host(busiest).state is S.MAINTENANCE, 120, f"{busiest} drained")
+        for name in VMS:
+            self.check_counter(name)
 
     def activate(self) -> None:
-        self.cluster.activate_host("lab1")
-        self.until("lab1", HostState.UP)
+        host = next(n for n in self.cluster.hosts() if self.cluster.host(n).state is S.MAINTENANCE)
+        self.cluster.activate_host(host)
+        self.lc.up(host)
+
+    def check_counter(self, name: str) -> None:
+        values = self.lc.disk_counter(name)
+        whole = values == list(range(1, len(values) + 1))
+        self.say(f"    {name} disk counter: {len(values)} values, {'no gap, no duplicate' if whole else 'BROKEN'}")
+        if not whole:
+            self.problems.append(f"{name}: counter on disk {values}")
 
 
-def main(out: TextIO = sys.stdout) -> int:
-    with Lab(3) as lab:
-        demo = VirtDemo(lab, out)
+def main(out: TextIO = sys.stdout, cache: Path | None = None) -> int:
+    image = build_guest(cache or Path(tempfile.gettempdir()) / "clustercore-guest-cache")
+    with Lab(3, bmc=True) as lab:
+        demo = VirtDemo(lab, image, out)
         try:
             return demo.run()
         finally:
-            for name in list(demo.cluster.placements()):
-                demo.cluster.stop(name, force=True)
+            demo.lc.close()
 
 
 if __name__ == "__main__":
