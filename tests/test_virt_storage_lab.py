@@ -180,3 +180,31 @@ def test_the_guest_files_are_where_the_cluster_says(lc: LabCluster) -> None:
     template = Path(lc.lab.shared / "domain" / "guest.qcow2")
     assert template.exists() and template.stat().st_size > 0
     assert (lc.lab.shared / "domain" / "clustercore-domain.meta").exists()
+
+
+def test_a_hung_host_whose_guest_still_holds_its_disk_lease_is_not_fenced(
+        lc: LabCluster, guests: list[str]) -> None:
+    """The lease as oVirt uses it: lab1's libvirtd stops answering (no heartbeats), but its
+    guest's QEMU still holds the lease on its disk on the shared domain: the host is alive,
+    so it is neither soft- nor hard-fenced and the guest is not started elsewhere."""
+    guests.append("w1")
+    lc.guest("w1", host="lab1")
+    lc.wait_ticks("w1", 2)
+    lab1 = lc.lab.host("lab1")
+    lab1.hang()
+    try:
+        lc.until(lambda: lc.cluster.host("lab1").state is S.NON_RESPONSIVE, 30, "lab1 NonResponsive")
+        lc.until(lambda: bool(lc.cluster.query_events(kind="fence-skipped")), 30, "a fencing decision")
+        skipped = [e for e in lc.cluster.query_events(kind="fence-skipped") if e.subject == "host/lab1"]
+        assert skipped and "liveness witness" in skipped[-1].reason
+        for _ in range(10):
+            lc.tick()
+        assert lc.cluster.host("lab1").state is S.NON_RESPONSIVE
+        assert not lc.cluster.query_events(kind="soft-fence") and not lc.cluster.query_events(kind="fence")
+        assert lab1.qemu_guests() == ["w1"] and lc.cluster.placements()["w1"].host == "lab1"
+        assert all("w1" not in lc.lab.host(h).active_domains() for h in ("lab2", "lab3"))
+    finally:
+        lab1.heal()
+    lc.until(lambda: lc.cluster.host("lab1").state is S.UP, 30, "lab1 Up again")
+    lc.wait_ticks("w1", 2)
+    consistent(lc, "w1")

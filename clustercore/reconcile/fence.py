@@ -113,14 +113,16 @@ class Fence:
 
     def _ask(self, host: Host, what: str, fn: Callable[[], object], view: View) -> object:
         """A flavor's answer about ``host`` (witness, soft fence): asked off the pass, once
-        per pass at most; None while it runs; False when it did not answer in time."""
+        per pass at most; None while it runs; False when it did not answer in time. On a
+        lane of its own, not the host's: a call the hung host never answers (a probe)
+        must not hold up the decision about that host."""
         answered = self._answers.get((host.name, what))
         if answered is not None and answered[0] == view.now:
             return answered[1]
         key = ("fence", host.name, what)
         call = self.calls.get(key)
         if call is None:
-            call = self.calls.submit(host.name, key, fn, view.config.call_timeout)
+            call = self.calls.submit(f"{host.name}/fencing", key, fn, view.config.call_timeout)
         if call.overdue():
             self.calls.forget(key)
             log.warning("%s of %s did not answer within %.0f s", what, host.name, view.config.call_timeout)
