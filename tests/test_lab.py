@@ -32,15 +32,17 @@ def osless(name: str) -> str:
 
 def test_too_high_base_port_raises_at_once_naming_the_port() -> None:
     started = time.monotonic()
-    with pytest.raises(ValueError, match=r"migration port 77400 \(from base_port 18000\)") as info:
-        Lab(2, base_port=18000)  # its websocket ports (105000..) would fail libvirtd after 30 s
+    with pytest.raises(ValueError, match=r"TCP port 18000 \(from base_port 18000\) is outside 16600\.\.17799") as info:
+        Lab(2, base_port=18000)  # beyond the layout: its ports would meet other hosts' (labnet.py)
     assert time.monotonic() - started < 1
-    assert isinstance(info.value, PortOutOfRange) and info.value.port == 77400
+    assert isinstance(info.value, PortOutOfRange) and info.value.port == 18000 and info.value.what == "TCP"
     with pytest.raises(PortOutOfRange, match="base_port 100"):
-        Lab(1, base_port=100)  # below BASE_PORT: negative display ports
-    Lab(2, base_port=17208)  # the highest hosts that still fit: websockets up to 65499
-    with pytest.raises(PortOutOfRange, match="websocket port 65549"):
-        Lab(3, base_port=17208)
+        Lab(1, base_port=100)  # below BASE_PORT: negative derived ports
+    Lab(10, base_port=17590)  # refused by the old layout (websocket ports past 65535)
+    Lab(10, base_port=17790)  # the highest 10 hosts of the layout: 17790..17799
+    with pytest.raises(PortOutOfRange, match=r"lab TCP port 17800 \(from base_port 17791\)") as info:
+        Lab(10, base_port=17791)  # one past the new maximum
+    assert info.value.port == 17800
 
 
 def test_a_held_port_fails_fast_naming_it(tmp_path: Path) -> None:

@@ -59,8 +59,8 @@ from flavors.virt.labsignals import guard
 from flavors.virt.labswitch import LabSwitch, LabSwitches
 
 __all__ = ["BASE_PORT", "Lab", "LabBmcs", "LabError", "LabHost", "LabSwitch", "domain_type", "linux_domain_type"]
-# Ports of host k = TCP port - BASE_PORT: display 20000+50k.., websocket 35000+50k.., migration
-# 49400+20k.., BMC (UDP) 6230+k; no overlap while k < 250, all checked <= 65535 (labnet.py).
+# Ports of host k = TCP port - BASE_PORT (k < 1200): migration 24000+10k.., display 36000+10k..,
+# websocket 48000+10k.. (10 each), BMC (UDP) 6230+k; no two hosts share one (table in labnet.py).
 SCRIPT = """set -e
 mount -t tmpfs tmpfs /run
 mkdir -p /run/libvirt /run/lock
@@ -116,7 +116,7 @@ class LabHost:
 
     @property
     def migration_ports(self) -> tuple[int, int]:
-        """20 ports of its own, derived from its TCP port so two labs never share them."""
+        """10 ports of its own, derived from its TCP port so two labs never share them."""
         return host_ports(self.port)["migration"]
 
     def prepare(self) -> None:
@@ -132,13 +132,14 @@ class LabHost:
             f'listen_tcp = 1\nlisten_tls = 0\nlisten_addr = "127.0.0.1"\ntcp_port = "{self.port}"\n'
             f'auth_tcp = "none"\nhost_uuid = "{self.host_uuid}"\nlog_outputs = "3:stderr"\n')
         ports = host_ports(self.port)
-        (low, high), (display, _), (websocket, _) = ports["migration"], ports["display"], ports["websocket"]
+        (low, high), (display, display_max), (websocket, websocket_max) = (
+            ports["migration"], ports["display"], ports["websocket"])
         # No cgroups: else two hosts' same-named domains share /machine/qemu-1-NAME.libvirt-qemu
         # and a power cut leaves it behind.
         (etc / "qemu.conf").write_text(
             f'migration_port_min = {low}\nmigration_port_max = {high}\n'
-            f'remote_display_port_min = {display}\nremote_display_port_max = {display + 49}\n'
-            f'remote_websocket_port_min = {websocket}\nremote_websocket_port_max = {websocket + 49}\n'
+            f'remote_display_port_min = {display}\nremote_display_port_max = {display_max}\n'
+            f'remote_websocket_port_min = {websocket}\nremote_websocket_port_max = {websocket_max}\n'
             'security_driver = "none"\nnamespaces = [ ]\ncgroup_controllers = [ ]\n'
             'user = "root"\ngroup = "root"\ndynamic_ownership = 0\nlock_manager = "lockd"\n')
         # Direct leases (no file_lockspace_dir): virtlockd locks each disk file itself, so a

@@ -1,21 +1,37 @@
 """The ports of the lab's hosts (:mod:`flavors.virt.lab`): how each is derived from the
-host's TCP port, checked at construction (every one in 1..65535, or libvirtd refuses to
-start long after), and checked free before a host starts (a port another server holds
-would leave the lab waiting on a server that never speaks libvirt's protocol).
+host's TCP port, checked at construction (every host within the layout below, so no two
+hosts share a port, and every port within 1..65535, or libvirtd refuses to start long
+after), and checked free before a host starts (a port another server holds would leave
+the lab waiting on a server that never speaks libvirt's protocol).
 
-Host k (k = its TCP port - :data:`BASE_PORT`) has its TCP port, migration ports
-``49400+20k..+19``, VNC/SPICE display ports ``20000+50k..+49``, websocket ports
-``35000+50k..+49`` and its BMC's UDP port ``6230+k``. Hosts with k below 250 never
-share a port; every k up to 609 stays within 65535.
+Host k = its TCP port - :data:`BASE_PORT`, for k in 0..:data:`HOSTS`-1 (1200 hosts: base
+ports 16600..17799, a lab of 10 hosts from any base port up to 17790). Each kind of port
+has a region of its own and each host 10 ports of it, so no two hosts, and no two kinds,
+ever share a port (``tests/test_labnet.py`` checks every k)::
 
-A lab (k of its base port) has a block of 16 UDP ports ``10000+16k..+15``
-(:func:`lab_udp_ports`): its guest networks' switches (the first 4) and its guests' NIC
-endpoints (the other 12), see :mod:`flavors.virt.labswitch`. Two labs never share it.
+    kind                 ports of host k         region (k < 1200)  protocol
+    host (libvirtd)      16600 + k               16600..17799       TCP
+    migration            24000 + 10k .. +9       24000..35999       TCP
+    display (VNC/SPICE)  36000 + 10k .. +9       36000..47999       TCP
+    websocket (VNC)      48000 + 10k .. +9       48000..59999       TCP
+    BMC (IPMI)           6230 + k                6230..7429         UDP
+    lab UDP block        10000 + 16k .. +15      10000..29199       UDP  (k of the lab's base port)
+
+The hosts share one network namespace, so their display and websocket ranges must be
+disjoint too (libvirt's own minimums, 5900 and 5700, are met). No TCP port but the hosts'
+own is derived below 24000: the tests' etcd clusters (:class:`clustercore.testing.EtcdCluster`)
+listen on 23790..23899. Migration ports, which every migration binds, come first: for
+k < 876 they are below the kernel's ephemeral ports (32768..). A lab host runs a few
+guests: 10 ports of each kind are plenty.
+
+A lab's UDP block (:func:`lab_udp_ports`) holds its guest networks' switches (the first 4)
+and its guests' NIC endpoints (the other 12), see :mod:`flavors.virt.labswitch`. Two labs
+(two base ports) never share it, nor does it meet a BMC port.
 
 Errors::
 
     LabError (RuntimeError)
-    ├── PortOutOfRange (also ValueError): a derived port outside 1..65535
+    ├── PortOutOfRange (also ValueError): a host beyond the layout or a port outside 1..65535
     ├── PortInUse: a host's TCP port (or a lab's UDP port) already held by another process
     └── PortsExhausted: every port of a kind in a lab's UDP block handed out
 """
@@ -28,10 +44,12 @@ import socket
 import time
 
 BASE_PORT = 16600
-MIGRATION_BASE = 49400
+HOSTS = 1200  # host k = TCP port - BASE_PORT, 0 <= k < HOSTS
+PER_HOST = 10  # migration, display and websocket ports of each host
+MIGRATION_BASE = 24000
+DISPLAY_BASE = 36000
+WEBSOCKET_BASE = 48000
 BMC_BASE = 6230
-DISPLAY_BASE = 20000
-WEBSOCKET_BASE = 35000
 UDP_BASE = 10000
 UDP_BLOCK = 16  # per lab: SWITCHES switch ports, then NIC endpoints
 SWITCHES = 4
@@ -43,11 +61,13 @@ class LabError(RuntimeError):
 
 
 class PortOutOfRange(LabError, ValueError):
-    def __init__(self, what: str, port: int, base_port: int) -> None:
-        super().__init__(f"lab {what} port {port} (from base_port {base_port}) is outside 1..{MAX_PORT}")
+    def __init__(self, what: str, port: int, base_port: int, low: int = 1, high: int = MAX_PORT) -> None:
+        super().__init__(f"lab {what} port {port} (from base_port {base_port}) is outside {low}..{high}")
         self.what = what
         self.port = port
         self.base_port = base_port
+        self.low = low
+        self.high = high
 
 
 class PortInUse(LabError):
@@ -68,11 +88,15 @@ class PortsExhausted(LabError):
 def host_ports(port: int) -> dict[str, tuple[int, int]]:
     """The port ranges (lowest, highest) of the lab host whose TCP port is ``port``."""
     k = port - BASE_PORT
+
+    def span(base: int) -> tuple[int, int]:
+        return base + PER_HOST * k, base + PER_HOST * k + PER_HOST - 1
+
     return {
         "TCP": (port, port),
-        "migration": (MIGRATION_BASE + 20 * k, MIGRATION_BASE + 20 * k + 19),
-        "display": (DISPLAY_BASE + 50 * k, DISPLAY_BASE + 50 * k + 49),  # VNC/SPICE: the hosts share one network
-        "websocket": (WEBSOCKET_BASE + 50 * k, WEBSOCKET_BASE + 50 * k + 49),
+        "migration": span(MIGRATION_BASE),
+        "display": span(DISPLAY_BASE),  # VNC/SPICE: the hosts share one network
+        "websocket": span(WEBSOCKET_BASE),
         "BMC": (BMC_BASE + k, BMC_BASE + k),
     }
 
@@ -84,8 +108,13 @@ def lab_udp_ports(base_port: int) -> tuple[int, int]:
 
 
 def check_ports(base_port: int, n: int) -> None:
-    """Raise :class:`PortOutOfRange` unless every port of ``n`` hosts from ``base_port``
-    and the lab's UDP block are valid."""
+    """Raise :class:`PortOutOfRange` unless ``n`` hosts from ``base_port`` are all in the
+    layout (TCP ports ``BASE_PORT..BASE_PORT+HOSTS-1``) and every port derived from them,
+    and the lab's UDP block, is in 1..65535."""
+    last = BASE_PORT + HOSTS - 1
+    for port in range(base_port, base_port + n):
+        if not BASE_PORT <= port <= last:
+            raise PortOutOfRange("TCP", port, base_port, BASE_PORT, last)
     ranges = [(what, span) for port in range(base_port, base_port + n) for what, span in host_ports(port).items()]
     for what, (low, high) in [*ranges, ("UDP", lab_udp_ports(base_port))]:
         for value in (low, high):
