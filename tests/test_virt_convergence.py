@@ -9,10 +9,9 @@ post-copy at the first memory sample, or a paused copy, both without a lost page
 deadline aborts and leaves the guest on its source, intact; a local disk is copied with
 the guest (NON_SHARED_DISK) and its counter goes on.
 
-Lab hosts use TCP ports 17500.. (this module's share). labnet derives a host's migration,
-display and websocket ports from its TCP port only for ports up to 17210 (16600 + 610);
-above that they pass 65535 and Lab() refuses, so :func:`lab` gives these hosts ranges of
-their own inside 17500-17560 (no guest networks here: the lab's UDP block is unused)."""
+Lab hosts use TCP ports 17500.. (this module's share: 17500-17560); labnet derives their
+migration, display and websocket ports (no guest networks here: the lab's UDP block is
+unused)."""
 
 from __future__ import annotations
 
@@ -36,45 +35,13 @@ from flavors.virt.guest import (
     guest_spec,
     read_disk_file,
 )
-from flavors.virt.lab import Lab, LabHost, linux_domain_type
-from flavors.virt.labnet import BASE_PORT
+from flavors.virt.lab import Lab, linux_domain_type
 from flavors.virt.migration import MigrationFailed, MigrationPolicy, Migrator, Progress, Sample
 
 PORT = 17500  # this module's lab ports: 17500-17560
 MIGRATION_URI = "tcp://127.0.0.1"  # the destination takes a port of its migration range
 MEMORY_MIB = 256
 DIRTY_MIB = 176  # as much as the 256 MiB guest holds: 200 MiB gets the dirtier OOM-killed
-
-
-class _Host(LabHost):
-    """A lab host whose derived ports lie in 17503-17560: migration 10 per host, display and
-    websocket 5 and 2 (these guests have no display)."""
-
-    def prepare(self) -> None:
-        super().prepare()
-        j = self.port - PORT
-        ports = {"migration_port_min": 17510 + 10 * j, "migration_port_max": 17519 + 10 * j,
-                 "remote_display_port_min": 17540 + 5 * j, "remote_display_port_max": 17544 + 5 * j,
-                 "remote_websocket_port_min": 17555 + 2 * j, "remote_websocket_port_max": 17556 + 2 * j}
-        conf = self.root / "etc" / "qemu.conf"
-        text = conf.read_text()
-        for key, value in ports.items():
-            text = re.sub(rf"(?m)^{key} = \d+$", f"{key} = {value}", text)
-        conf.write_text(text)
-
-    @property
-    def migration_ports(self) -> tuple[int, int]:
-        j = self.port - PORT
-        return 17510 + 10 * j, 17519 + 10 * j
-
-
-def lab(n: int) -> Lab:
-    """``Lab(n)`` on ports 17500.. (see the module docstring); a context manager like Lab."""
-    if not 1 <= n <= 3:
-        raise ValueError(f"{n} hosts: this module's ports serve 1 to 3")
-    made = Lab(n, base_port=BASE_PORT)  # construction only checks the ports; the hosts are replaced
-    made.hosts = [_Host(f"lab{i + 1}", i, made.root / f"lab{i + 1}", PORT + i) for i in range(n)]
-    return made
 
 
 def domain_xml(image: GuestImage, name: str, disk: Path, console: Path, dirty_mib: int = DIRTY_MIB) -> str:
@@ -122,7 +89,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> GuestImage:
 
 @pytest.fixture(scope="module")
 def hosts() -> Iterator[Lab]:
-    with lab(2) as made:
+    with Lab(2, base_port=PORT) as made:
         yield made
 
 
