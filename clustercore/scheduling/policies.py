@@ -21,9 +21,10 @@ policy                        weighers (factor)                            balan
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
 
-from clustercore.scheduling.engine import Weigher
 from clustercore.scheduling.weighers import (
     AvoidPreferNoSchedule,
     BalancedAllocation,
@@ -32,6 +33,9 @@ from clustercore.scheduling.weighers import (
     SoftAffinity,
     SpreadByCount,
 )
+
+if TYPE_CHECKING:
+    from clustercore.scheduling.engine import Weigher
 
 BALANCE_OBJECTIVES = ("none", "spread", "pack", "count")
 
