@@ -36,6 +36,7 @@ from clustercore.leadership import LEADER_KEY, holder
 from clustercore.lifecycle import HostEvent
 from clustercore.maintenance import AvoidFilter
 from clustercore.model import Host, HostReport, HostState, Placement, Workload
+from clustercore.operations import OperationRequests
 from clustercore.placements import PlacementEvent
 from clustercore.plugins import Plugins
 from clustercore.reconcile.writer import Decision, Writer
@@ -52,7 +53,7 @@ ATTEMPTS = 3
 E = PlacementEvent
 
 
-class Cluster(StorageOps):
+class Cluster(StorageOps, OperationRequests):
     """A cluster on a store. ``Cluster()`` alone is the embedded default: a memory store,
     the flavors installed under the ``clustercore.flavors`` entry points, the system clock."""
 
@@ -74,7 +75,7 @@ class Cluster(StorageOps):
         self._guarded = may_act is not None
         self._leader_checked = (float("-inf"), True)
         self.controller = Controller(self.store, self.plugins, self.clock, self.state, self.events, executor,
-                                     self.writer, may_act or self._no_manager_leads, monotonic)
+                                     self.writer, may_act or self._no_manager_leads, monotonic, actions=self)
 
     # ------------------------------------------------------------------ configuration
 
@@ -338,6 +339,10 @@ class Cluster(StorageOps):
         """Start a rolling upgrade (least loaded host first unless ``hosts`` gives the
         order); call its ``step()`` after each ``cluster.step()``."""
         return RollingUpgrade(self, hosts)
+
+    def resume_upgrade(self) -> RollingUpgrade | None:
+        """The rolling upgrade the store says is under way, to step on (a new leader's)."""
+        return RollingUpgrade.resume(self)
 
     def upgrade_status(self) -> UpgradeStatus | None:
         """The last rolling upgrade's progress (percent, current host, phase, failure)."""

@@ -34,12 +34,14 @@ from clustercore.events import Event, EventLog
 from clustercore.fencing import Fencer
 from clustercore.maintenance import Drainer
 from clustercore.model import Host, HostReport, HostState, Workload
+from clustercore.operations import Operations
 from clustercore.plugins import Plugins
 from clustercore.reconcile.calls import HostCalls
 from clustercore.reconcile.drain import Drain
 from clustercore.reconcile.fence import Fence
 from clustercore.reconcile.hosts import Hosts, Pending
 from clustercore.reconcile.observe import Observer, View
+from clustercore.reconcile.operations import Actions, OperationsRunner
 from clustercore.reconcile.probes import Probes
 from clustercore.reconcile.recovery import Recovery
 from clustercore.reconcile.settle import Settle
@@ -70,7 +72,10 @@ class StepReport:
 class Controller:
     def __init__(self, store: object, plugins: Plugins, clock: Clock, state: ClusterState,
                  events: EventLog, executor: Executor | None = None, writer: Writer | None = None,
-                 may_act: Callable[[], bool] | None = None, monotonic: Callable[[], float] | None = None) -> None:
+                 may_act: Callable[[], bool] | None = None, monotonic: Callable[[], float] | None = None,
+                 actions: Actions | None = None) -> None:
+        """``actions``: the operator's API the operations reconciler carries requests out
+        with (the Cluster)."""
         self.plugins, self.clock, self.state, self.events = plugins, clock, state, events
         self.writer = writer or Writer(state.store, state, events)
         self.calls = HostCalls(monotonic or time.monotonic)
@@ -89,6 +94,8 @@ class Controller:
         self.probes = Probes(state, plugins, self.calls, self.observer)
         self.settle = Settle(state, plugins, self.calls, self.writer, self.observer,
                              lambda: self.drainer.moving() | self.recovery.launched(), act)
+        self.operations = OperationsRunner(state, Operations(state.store, events, clock.now), self.drainer.executor,
+                                           act, actions)
         self._deciders = (self.hosts.decide, self.drain.decide, self.fence.decide)
         self._lock = threading.Lock()
 
@@ -133,6 +140,7 @@ class Controller:
         dropped = self.calls.cancel() + self.drainer.cancel()
         self.fence.cancel()
         self.recovery.cancel()
+        self.operations.depose()
         log.warning("deposed: %d queued call(s) dropped", dropped)
 
     def commit(self, current: Versioned[Host], decision: Decision, now: float,
@@ -212,6 +220,7 @@ class Controller:
                 break
             self.calls.settle()
             looking = waiting
+        self.operations.sync(view, errors)
         self.events.maybe_prune()
 
     def _needing_look(self, view: View) -> list[str]:

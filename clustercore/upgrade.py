@@ -106,6 +106,26 @@ class RollingUpgrade:
         self.status = UpgradeStatus(order)
         self._save()
 
+    @classmethod
+    def resume(cls, cluster: Cluster) -> RollingUpgrade | None:
+        """The upgrade whose status the store holds, to be stepped on (a new leader takes
+        over one its predecessor ran); None when there is none or it is finished."""
+        status = read_status(cluster)
+        if status is None or status.finished:
+            return None
+        upgrade = cls.__new__(cls)
+        upgrade.cluster, upgrade.status = cluster, status
+        return upgrade
+
+    def cancel(self, why: str) -> UpgradeStatus:
+        """Stop before the next host: a host being drained returns to Up (its maintenance
+        cancelled); the upgrade ends failed with ``why``. Hosts already upgraded stay so."""
+        name = self.status.current
+        if name is not None and self.status.phase == "maintenance" and \
+                self.cluster.host(name).state is HostState.PREPARING_FOR_MAINTENANCE:
+            self.cluster.cancel_maintenance(name)
+        return self._fail(why)
+
     def _save(self) -> None:
         self.cluster.writer.upgrade_status(KEY, json.dumps(self.status.to_dict()).encode())
 
