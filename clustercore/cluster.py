@@ -21,7 +21,7 @@ from clustercore import credentials, fencing, join
 from clustercore.clock import Clock, SystemClock
 from clustercore.config import ClusterConfig
 from clustercore.controller import Controller, StepReport
-from clustercore.driver import WorkloadDriver, migrates_storage, movable
+from clustercore.driver import WorkloadDriver, movable
 from clustercore.errors import (
     Conflict,
     FlavorError,
@@ -50,6 +50,7 @@ from clustercore.volumes import StorageOps
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 3
+UPDATABLE = ("capacity", "allocatable", "address", "labels", "location", "fence_devices", "taints", "schedulable")
 E = PlacementEvent
 
 
@@ -130,6 +131,33 @@ class Cluster(StorageOps, OperationRequests):
         self.credentials[new.name] = credential
         return new
 
+    def update_host(self, name: str, changes: Mapping[str, Any], by: str = "") -> Host:
+        """Change a host's definition (:data:`UPDATABLE` fields: capacity, address, labels,
+        location, fence devices with their credentials, taints, schedulable), checked like a
+        registration, compare-and-swap with an event naming the fields (and ``by``); its
+        state is left as it is. A new ``capacity`` without ``allocatable`` makes all of it
+        allocatable."""
+        unknown = sorted(set(changes) - set(UPDATABLE))
+        if unknown:
+            raise ValidationError("host", unknown[0], f"cannot be updated (only {', '.join(UPDATABLE)})",
+                                  changes[unknown[0]])
+        for attempt in range(ATTEMPTS):
+            current = self.state.host(name)
+            data = {**current.value.to_dict(), **changes}
+            if "capacity" in changes and "allocatable" not in changes:
+                data["allocatable"] = changes["capacity"]
+            new = Host.from_dict(data)
+            for i, device in enumerate(new.fence_devices):
+                fencing.check_device(device, f"fence_devices[{i}]")
+            try:
+                self.writer.update_host(current, new, self.clock.now(),
+                                        f"{', '.join(sorted(changes))} updated" + (f" by {by}" if by else ""))
+                return new
+            except Conflict:
+                if attempt == ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
     def issue_credential(self, name: str) -> str:
         """A new heartbeat credential for ``name`` (the old one stops counting at once):
         give it to the host's agent (``clustercore agent --credential-file``). This
@@ -171,7 +199,7 @@ class Cluster(StorageOps, OperationRequests):
         definitions stay, to be started again later)."""
         host = self.host(name)
         workloads = self.workloads()
-        pinned = self._pinned_by_storage(name, workloads)
+        pinned = self.pinned_by_storage(name, workloads)
         if stop_unmovable:
             for p in list(self.placements().values()):
                 w = workloads.get(p.workload)
@@ -191,20 +219,6 @@ class Cluster(StorageOps, OperationRequests):
         if placed and host.state in (HostState.DOWN, HostState.INSTALL_FAILED):
             raise HostBusy(name, "put into maintenance without a drain", placed)
         return self._operate(name, HostEvent.PREPARE_MAINTENANCE, "maintenance requested by operator")
-
-    def _pinned_by_storage(self, host: str, workloads: Mapping[str, Workload]) -> list[str]:
-        """The workloads on ``host`` held there by a volume on a local domain (their driver
-        does not migrate storage)."""
-        volumes, domains = self.volumes(), self.storage_domains()
-
-        def local(volume: str) -> bool:
-            found = volumes.get(volume)
-            return found is not None and found.domain in domains and not domains[found.domain].shared
-
-        return sorted(p.workload for p in self.placements().values()
-                      if p.host == host and p.workload in workloads and any(map(local, workloads[p.workload].volumes))
-                      and not migrates_storage(self.plugins.driver(workloads[p.workload].flavor),
-                                               workloads[p.workload]))
 
     def cancel_maintenance(self, name: str) -> Host:
         return self._operate(name, HostEvent.CANCEL_MAINTENANCE, "maintenance cancelled by operator")

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from clustercore.clock import Clock
-from clustercore.driver import VolumeDriver
+from clustercore.driver import VolumeDriver, migrates_storage
 from clustercore.errors import ClusterError, Conflict, FlavorError, InUse, ValidationError
 from clustercore.lifecycle import MONITORED
 from clustercore.model import Host, HostState, Placement, Workload
@@ -206,6 +206,20 @@ class StorageOps:
 
     def networks(self) -> dict[str, LogicalNetwork]:
         return {n: v.value for n, v in self.state.networks().items()}
+
+    def pinned_by_storage(self, host: str, workloads: Mapping[str, Workload]) -> list[str]:
+        """The workloads on ``host`` held there by a volume on a local domain (their driver
+        does not migrate storage)."""
+        volumes, domains = self.volumes(), self.storage_domains()
+
+        def local(volume: str) -> bool:
+            found = volumes.get(volume)
+            return found is not None and found.domain in domains and not domains[found.domain].shared
+
+        return sorted(p.workload for p in self.placements().values()
+                      if p.host == host and p.workload in workloads and any(map(local, workloads[p.workload].volumes))
+                      and not migrates_storage(self.plugins.driver(workloads[p.workload].flavor),
+                                               workloads[p.workload]))
 
     def storage_view(self) -> StorageView:
         """Domains, volumes and networks as flavors see them."""

@@ -4,6 +4,7 @@ leader. A simulated cluster (fake flavor, fake clock), so every path is quick an
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import attrs
@@ -112,7 +113,8 @@ def test_workload_operations_move_start_stop_and_delete() -> None:
     assert c.operation(stop.id).state is OpState.SUCCEEDED and "w" not in c.placements()
     start = c.request("start", "w")
     tick(c, clock)
-    assert c.operation(start.id).state is OpState.SUCCEEDED and flavor.driver.where("w") == [c.operation(start.id).result]
+    started = c.operation(start.id)
+    assert started.state is OpState.SUCCEEDED and flavor.driver.where("w") == [started.result]
     delete = c.request("delete", "w")
     tick(c, clock)
     assert c.operation(delete.id).state is OpState.SUCCEEDED and "w" not in c.workloads()
@@ -123,8 +125,8 @@ def test_requests_are_checked_before_anything_is_written() -> None:
     c, _, _ = cluster()
     with pytest.raises(ValidationError, match="must be one of"):
         c.request("reboot-everything", "h1")
-    with pytest.raises(ValidationError, match="cannot be requested|must be one of"):
-        c.request("fence", "h1")
+    with pytest.raises(ValidationError, match="must be one of"):
+        c.request("fence", "h1")  # recorded by the controller, never requested
     with pytest.raises(ValidationError, match="no such host"):
         c.request("maintenance", "h9")
     with pytest.raises(ValidationError, match="unknown for maintenance"):
@@ -230,7 +232,7 @@ def test_operations_only_take_declared_transitions_and_all_end(steps: list[tuple
     tick(c, clock, 10)
     assert all(op.state.done for op in c.operations().values())
     for states in seen.values():
-        for before, after in zip(states, states[1:], strict=False):
+        for before, after in itertools.pairwise(states):
             assert any((before, event) in TRANSITIONS and TRANSITIONS[(before, event)] is after
                        for event in {e for _, e in TRANSITIONS}), (before, after)
     assert PlacementState.FAILED not in {p.state for p in c.placements().values()}

@@ -415,3 +415,20 @@ def test_defining_a_domain_never_makes_the_probed_hosts_non_operational_at_once(
     flavor.reach["h1"] = (set(), {"mgmt"})  # and once asked, the answer counts
     tick(c, clock, 3)
     assert c.host("h1").state is S.NON_OPERATIONAL
+
+
+def test_a_host_is_updated_in_place_checked_like_a_registration() -> None:
+    c, _, _ = cluster()
+    before = c.host("h1")
+    new = c.update_host("h1", {"capacity": {"cpu": 16, "memory": 4096}, "labels": {"rack": "r2"},
+                               "fence_devices": [{"agent": "ipmi", "address": "h1", "password": "rotated"}]},
+                        by="alice")
+    assert new.state is before.state and new.capacity.cpu == 16 and new.allocatable.memory == 4096
+    assert c.host("h1").fence_devices[0].password == "rotated" and c.host("h1").labels["rack"] == "r2"
+    event = c.query_events(kind="updated", subject="host/h1")[-1]
+    assert "by alice" in event.reason and "fence_devices" in event.reason
+    with pytest.raises(ValidationError, match="cannot be updated"):
+        c.update_host("h1", {"state": "Up"})
+    with pytest.raises(ValidationError) as info:
+        c.update_host("h1", {"fence_devices": [{"agent": "ipmi", "address": "h1\n"}]})
+    assert info.value.field.startswith("fence_devices") and c.host("h1") == new

@@ -82,6 +82,13 @@ class Writer:
         log.info("%s", event)
         return host
 
+    def update_host(self, current: Versioned[Host], new: Host, now: float, reason: str) -> None:
+        """A host's new definition (same state), compare-and-swap, with its event."""
+        event = Event(now, f"host/{new.name}", "updated", reason)
+        self.store.txn([Check(HOSTS + new.name, current.revision)], [Put(HOSTS + new.name, encode(new)),
+                                                                      self.events.put_op(event)])
+        log.info("%s", event)
+
     def host_transition(self, current: Versioned[Host], decision: Decision, now: float,
                         remove: bool = False) -> Committed:
         """Store ``decision`` with its event; a host that goes Down takes its placements with
