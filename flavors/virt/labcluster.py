@@ -11,7 +11,8 @@ bridge), and the project's real guest (:mod:`flavors.virt.guest`) uploaded as th
 template volume ``guest``. :meth:`LabCluster.guest` creates a VM the way an operator
 does: a clone of the template on the shared or a local domain, then a submit; what the
 guest says on its console (counter ticks, dirtier passes, pings) and what its disk holds
-are read back for the checks.
+are read back for the checks: :meth:`LabCluster.check_guest` is what every lab test that
+migrates a guest checks afterwards (its memory, its disk, that it keeps running).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import contextlib
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -44,8 +45,10 @@ from flavors.virt.guest import (
 )
 from flavors.virt.lab import Lab
 from flavors.virt.labnet import SWITCHES, UDP_BLOCK, lab_udp_ports
+from flavors.virt.migration import Migrator
 from flavors.virt.networks import MacPool, UdpNetworks, mac_int, mac_text
 from flavors.virt.spec import Nic
+from flavors.virt.workload import vm_spec
 
 FAST = ClusterConfig(
     liveness=LivenessPolicy(heartbeat_interval=1, missed_beats=2, non_responsive_grace=2, grace_per_workload=0),
@@ -57,18 +60,25 @@ S = HostState
 
 
 class LabCluster:
+    """``config`` is the cluster's (its ``storage_roots`` become ``lab.shared``);
+    ``migrator`` the driver's migration engine (a test's own policy or hooks); ``plugins``
+    more plugins beside the virt flavor (an upgrade hook)."""
+
     def __init__(self, lab: Lab, config: ClusterConfig = FAST, *, shutdown_timeout: float = 0.5,
-                 driver: LibvirtDriver | None = None) -> None:
+                 driver: LibvirtDriver | None = None, migrator: Migrator | None = None,
+                 plugins: Sequence[object] = ()) -> None:
+        assert driver is None or migrator is None, "a driver comes with its own migrator"
         self.lab = lab
         self.pool = ThreadPoolExecutor(4)
-        self.driver = driver or LibvirtDriver(shutdown_timeout=shutdown_timeout, storage_roots=[str(lab.shared)])
+        self.driver = driver or LibvirtDriver(shutdown_timeout=shutdown_timeout, storage_roots=[str(lab.shared)],
+                                              migrator=migrator)
         low, _ = lab_udp_ports(lab.hosts[0].port)
         first = MacPool().first
         self.macs = MacPool(first, mac_text(mac_int(first) + UDP_BLOCK - SWITCHES - 1))
         switch = lab.switch(NETWORK)
         networks = UdpNetworks({NETWORK: switch.address}, local_base=low + SWITCHES)
         flavor = VirtFlavor(self.driver, soft_fence=lab.soft_fence, networks=networks, mac_pool=self.macs)
-        self.cluster = Cluster(plugins=Plugins([flavor], entry_points=False), executor=self.pool,
+        self.cluster = Cluster(plugins=Plugins([flavor, *plugins], entry_points=False), executor=self.pool,
                                config=attrs.evolve(config, storage_roots=frozenset({str(lab.shared)})))
         for host in lab.hosts:
             devices = [lab.bmcs.device(host)] if lab.bmcs is not None else []
@@ -185,6 +195,51 @@ class LabCluster:
         """Until the guest says ``more`` counter ticks beyond what it said so far."""
         goal = len(self.ticks(name)) + more
         self.until(lambda: len(self.ticks(name)) >= goal, limit, f"{more} more ticks of {name}")
+
+    def wait_booted(self, *names: str, limit: float = 90.0) -> None:
+        """Until each guest has said a counter tick and, when it dirties memory, a dirtier pass."""
+        dirty = {n for n in names if self.dirties(n)}
+        self.until(lambda: all(self.ticks(n) and (n not in dirty or self.lost(n)) for n in names), limit,
+                   f"{', '.join(names)} booted")
+
+    # ------------------------------------------------------------------ checks
+
+    def dirties(self, name: str) -> bool:
+        """Whether the guest runs the memory dirtier (``dirty=`` on its kernel command line)."""
+        boot = vm_spec(self.cluster.workloads()[name]).boot
+        return boot is not None and any(word.startswith("dirty=") for word in boot.cmdline.split())
+
+    def boots(self, name: str) -> int:
+        """How many times the guest booted: its counter says where it continues once a boot."""
+        return sum(line.startswith("counter counter continues after") for line in self.lines(name))
+
+    def counter_intact(self, name: str) -> list[int]:
+        """The counter file on the guest's disk, checked: 1, 2, 3... with no gap and no
+        duplicate, holding every tick the guest said before it was read (a tick is written
+        and synced before it is said)."""
+        said = self.ticks(name)
+        values = self.disk_counter(name)
+        assert values and values == list(range(1, len(values) + 1)), f"{name}: counter file {values}"
+        assert not said or said[-1] <= values[-1], f"{name} said {said[-1]}, its disk holds up to {values[-1]}"
+        return values
+
+    def check_guest(self, *names: str, booted: int | None = 1, limit: float = 60.0) -> dict[str, list[int]]:
+        """What a lab test checks after every migration, for each guest at once: it keeps
+        running (two more counter ticks) and, when it dirties memory, says two more dirtier
+        passes, none of them (nor any before) finding a lost page; the counter file on its
+        disk is whole (:meth:`counter_intact`); it booted ``booted`` times (moved, not
+        restarted: a restart would also begin the dirtier's count again). Returns each
+        guest's counter file."""
+        ticks = {n: len(self.ticks(n)) for n in names}
+        passes = {n: len(self.lost(n)) for n in names if self.dirties(n)}
+        self.until(lambda: all(len(self.ticks(n)) >= ticks[n] + 2 for n in names)
+                   and all(len(self.lost(n)) >= passes[n] + 2 for n in passes),
+                   limit, f"two more ticks (and dirtier passes) of {', '.join(names)}")
+        for n in passes:
+            assert not any(self.lost(n)), f"{n}: pages lost, totals after each pass {self.lost(n)}"
+        if booted is not None:
+            assert {n: self.boots(n) for n in names} == dict.fromkeys(names, booted)
+        return {n: self.counter_intact(n) for n in names}
 
     # ------------------------------------------------------------------ what libvirt says
 
