@@ -32,8 +32,10 @@ from clustercore.fencing import FencePolicy
 from clustercore.lifecycle import LivenessPolicy
 from clustercore.model import Placement
 from clustercore.plugins import HostProbe
+from clustercore.storage import StorageDomain
+from clustercore.store.base import Store
 from flavors.virt import VirtFlavor, vm_workload
-from flavors.virt.driver import LibvirtDriver
+from flavors.virt.driver import LibvirtDriver, VirtError
 from flavors.virt.guest import (
     GuestImage,
     console_lines,
@@ -48,6 +50,7 @@ from flavors.virt.labnet import SWITCHES, UDP_BLOCK, lab_udp_ports
 from flavors.virt.migration import Migrator
 from flavors.virt.networks import MacPool, UdpNetworks, mac_int, mac_text
 from flavors.virt.spec import Nic
+from flavors.virt.storage import StorageError
 from flavors.virt.workload import vm_spec
 
 FAST = ClusterConfig(
@@ -62,13 +65,17 @@ S = HostState
 class LabCluster:
     """``config`` is the cluster's (its ``storage_roots`` become ``lab.shared``);
     ``migrator`` the driver's migration engine (a test's own policy or hooks); ``plugins``
-    more plugins beside the virt flavor (an upgrade hook)."""
+    more plugins beside the virt flavor (an upgrade hook). ``passive``: the cluster on
+    ``store`` is run elsewhere (managers reconcile, host agents send the heartbeats); this
+    process only defines, submits and checks, and :meth:`tick` only waits."""
 
     def __init__(self, lab: Lab, config: ClusterConfig = FAST, *, shutdown_timeout: float = 0.5,
                  driver: LibvirtDriver | None = None, migrator: Migrator | None = None,
-                 plugins: Sequence[object] = ()) -> None:
+                 plugins: Sequence[object] = (), store: Store | None = None, passive: bool = False) -> None:
         assert driver is None or migrator is None, "a driver comes with its own migrator"
+        assert store is not None or not passive, "a passive cluster is run elsewhere, on a store of its own"
         self.lab = lab
+        self.passive = passive
         self.pool = ThreadPoolExecutor(4)
         self.driver = driver or LibvirtDriver(shutdown_timeout=shutdown_timeout, storage_roots=[str(lab.shared)],
                                               migrator=migrator)
@@ -78,7 +85,7 @@ class LabCluster:
         switch = lab.switch(NETWORK)
         networks = UdpNetworks({NETWORK: switch.address}, local_base=low + SWITCHES)
         flavor = VirtFlavor(self.driver, soft_fence=lab.soft_fence, networks=networks, mac_pool=self.macs)
-        self.cluster = Cluster(plugins=Plugins([flavor, *plugins], entry_points=False), executor=self.pool,
+        self.cluster = Cluster(store=store, plugins=Plugins([flavor, *plugins], entry_points=False), executor=self.pool,
                                config=attrs.evolve(config, storage_roots=frozenset({str(lab.shared)})))
         for host in lab.hosts:
             devices = [lab.bmcs.device(host)] if lab.bmcs is not None else []
@@ -90,7 +97,11 @@ class LabCluster:
     # ------------------------------------------------------------------ time
 
     def tick(self) -> None:
-        """Poll every host (a heartbeat when its libvirtd answers), then one reconcile pass."""
+        """Poll every host (a heartbeat when its libvirtd answers), then one reconcile pass
+        (passive: only a wait, the cluster is run elsewhere)."""
+        if self.passive:
+            time.sleep(0.2)
+            return
         for name in self.cluster.hosts():
             if self.driver.answers(self.cluster.host(name), timeout=1):
                 self.cluster.heartbeat(name, HostReport())
@@ -129,8 +140,20 @@ class LabCluster:
         c.add_network({"name": NETWORK})
         self.template = image.template
         c.add_volume({"name": TEMPLATE, "domain": SHARED, "size": 64}, upload=str(image.template))
-        self.until(lambda: all(SHARED in c.controller.observer.probes.get(h.name, HostProbe()).storage
-                               for h in self.lab.hosts), what="every host reaching the shared domain")
+        if self.passive:  # the leader's probes are elsewhere: the pools they make are seen on the hosts
+            domain = c.storage_domains()[SHARED]
+            self.until(lambda: all(self._has_pool(h.name, domain) for h in self.lab.hosts),
+                       what="every host's pool of the shared domain")
+        else:
+            self.until(lambda: all(SHARED in c.controller.observer.probes.get(h.name, HostProbe()).storage
+                                   for h in self.lab.hosts), what="every host reaching the shared domain")
+
+    def _has_pool(self, host: str, domain: StorageDomain) -> bool:
+        try:
+            self.driver.storage.pool(self.cluster.host(host), domain, create=False)
+        except (StorageError, VirtError):
+            return False
+        return True
 
     def guest(self, name: str, *, host: str | None = None, local: bool = False, ha: bool = True, priority: int = 0,
               memory: int = 160, dirty_mib: int = 0, burn: bool = False, ip: str | None = None,
