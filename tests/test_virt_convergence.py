@@ -1,6 +1,7 @@
 """Migration that never corrupts, on the project's real guest (flavors.virt.guest) under
 TCG between lab hosts: 256 MiB, its dirtier rewriting 176 MiB and checking every page
-(lost pages), its disk counter checked for gaps after every migration.
+(lost pages), its counter (said, and in the file on its disk) checked for gaps after every
+migration.
 
 What they show (see flavors.virt.migration_policy for the measurements): a pre-copy that
 cannot converge walks the downtime schedule and ends in post-copy, but on TCG copying
@@ -110,10 +111,16 @@ def memory_intact(console: Path, since: int) -> tuple[int, int]:
     return len(passes) - since, sum(lost for _, lost in passes[since:])
 
 
-def counter_continues(console: Path) -> list[int]:
-    """The counter ticks said on the console so far: 1, 2, 3... without gap or repeat."""
+def counter_continues(console: Path, shared_disk: bool = True) -> list[int]:
+    """The counter ticks said on the console so far: 1, 2, 3... without gap or repeat; and
+    (``shared_disk``) the counter file on the guest's disk, its clone beside the console on
+    the shared directory, likewise, holding every tick said (written and synced first)."""
     ticks = counter_values(console_lines(console))
     assert ticks == list(range(1, len(ticks) + 1)), ticks
+    if not shared_disk:
+        return ticks
+    on_disk = [int(v) for v in read_disk_file(console.with_suffix(".qcow2"), "counter").split()]
+    assert on_disk == list(range(1, len(on_disk) + 1)) and on_disk[-1] >= ticks[-1], (on_disk, ticks[-1])
     return ticks
 
 
@@ -210,6 +217,7 @@ def test_the_defaults_move_a_dirtying_tcg_guest_without_losing_a_page(
     passes_there, lost_there = memory_intact(console, since)
     assert lost_there == 0
     wait_for("the counter on lab2", ticking(console, 2), 30, console)
+    counter_continues(console)
     since = len(dirty_passes(console))
     conn = libvirt.open(hosts.hosts[1].uri)
     try:
@@ -248,6 +256,7 @@ def test_without_post_copy_the_deadline_aborts_and_the_guest_stays_on_its_source
         passes, lost = memory_intact(console, since)
         assert lost == 0
         wait_for("the counter on lab1", ticking(console, 2), 30, console)
+        counter_continues(console)
         print(f"\naborted after {took:.1f} s ({failed.value.samples} samples, {failed.value.reason}); "
               f"{passes} passes on lab1 lost {lost}")
     counter_continues(console)
@@ -276,7 +285,7 @@ def test_storage_migration_copies_a_local_disk_and_the_counter_goes_on(image: Gu
         disk_phase = [s for s in samples if s.total == 0 and s.disk_total]
         assert disk_phase and any(p.disk_remaining_mib > 0 for p in seen)  # mirrored before the memory
         wait_for("ticks on lab2", ticking(console, 3), 30, console)
-        ticks = counter_continues(console)
+        ticks = counter_continues(console, shared_disk=False)  # its disk, on lab2 now, is read below
         on_lab2 = [int(v) for v in read_disk_file(b.local_dir / inside.name, "counter").split()]
         assert on_lab2 == list(range(1, len(on_lab2) + 1)) and on_lab2[-1] >= ticks[-1] - 1
         on_lab1 = [int(v) for v in read_disk_file(a.local_dir / inside.name, "counter").split()]
