@@ -98,6 +98,8 @@ class Controller:
                                            act, actions)
         self._deciders = (self.hosts.decide, self.drain.decide, self.fence.decide)
         self._lock = threading.Lock()
+        #: Seconds a pass may spend waiting on host calls in all (None: LOOKS x call_wait).
+        self.wait_budget: float | None = None
 
     def _reached(self, host: str) -> frozenset[str] | None:
         probe = self.observer.probes.get(host)
@@ -203,7 +205,10 @@ class Controller:
 
     def _act(self, view: View, events: list[Event], conflicts: list[str], errors: list[str]) -> None:
         self.events.retain = view.config.events_retained
-        self.calls.wait = view.config.call_wait
+        # A pass waits for host calls at most LOOKS times call_wait, within the budget a
+        # manager gives it (a pass that outlasts its pass limit gives the leadership up).
+        budget = self.wait_budget
+        self.calls.wait = view.config.call_wait if budget is None else min(view.config.call_wait, budget / LOOKS)
         self.probes.sync(view, errors)
         self.drain.errors = errors
         looking = self._needing_look(view)

@@ -47,6 +47,9 @@ class Manager:
         self.executor = ThreadPoolExecutor(4, thread_name_prefix=f"manager-{name}")
         self.cluster = Cluster(store=GuardedStore(store, self.elector), plugins=plugins, clock=self.clock,
                                executor=self.executor, may_act=self.elector.may_act)
+        # A pass waits on slow hosts for at most half its limit (else a slow host's answer
+        # would make the leader resign mid-work).
+        self.cluster.controller.wait_budget = self.pass_limit / 2
         self._token = 0  # the leadership the controller last took over
         self._pass_started: float | None = None  # monotonic time of the pass under way
         self.store_errors = 0  # passes in a row that the store failed
