@@ -77,6 +77,7 @@ class Cluster(StorageOps, OperationRequests):
         self._leader_checked = (float("-inf"), True)
         self.controller = Controller(self.store, self.plugins, self.clock, self.state, self.events, executor,
                                      self.writer, may_act or self._no_manager_leads, monotonic, actions=self)
+        self.plugins.configure(self.config)
 
     # ------------------------------------------------------------------ configuration
 
@@ -98,6 +99,7 @@ class Cluster(StorageOps, OperationRequests):
             raise ValidationError("cluster config", "policy", str(exc), config.policy) from None
         self.writer.configure(config, current.revision)
         self.events.retain = config.events_retained
+        self.plugins.configure(config)
         return config
 
     # ------------------------------------------------------------------ reading

@@ -100,6 +100,7 @@ class Controller:
         self._lock = threading.Lock()
         #: Seconds a pass may spend waiting on host calls in all (None: LOOKS x call_wait).
         self.wait_budget: float | None = None
+        self._configured: object = None  # the config the flavors were last given
 
     def _reached(self, host: str) -> frozenset[str] | None:
         probe = self.observer.probes.get(host)
@@ -205,6 +206,9 @@ class Controller:
 
     def _act(self, view: View, events: list[Event], conflicts: list[str], errors: list[str]) -> None:
         self.events.retain = view.config.events_retained
+        if view.config is not self._configured:  # the stored config changed: flavors follow it
+            self._configured = view.config
+            self.plugins.configure(view.config)
         # A pass waits for host calls at most LOOKS times call_wait, within the budget a
         # manager gives it (a pass that outlasts its pass limit gives the leadership up).
         budget = self.wait_budget

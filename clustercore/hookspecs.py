@@ -67,6 +67,17 @@ def clustercore_register(registry: Registry) -> None:
 
 
 @hookspec
+def clustercore_configure(config: ClusterConfig) -> None:
+    """Take the cluster's config (settings a flavor follows, such as ``storage_roots``).
+
+    When: when a Cluster starts on its store, after ``Cluster.configure``, and whenever a
+    reconcile pass finds the stored config changed (another writer, another manager).
+    Arguments: ``config``, the :class:`~clustercore.config.ClusterConfig` in force.
+    Returns: nothing. An exception is logged; the config stays in force.
+    """
+
+
+@hookspec
 def clustercore_describe_host(host: Host) -> HostDescription | None:
     """Discover what the flavor knows of a host.
 

@@ -308,6 +308,10 @@ class Plugins:
             raise FlavorError(flavor, caller.name, f"{type(exc).__name__}: {exc}") from exc
         return next((a for a in answer if a is not None), None) if isinstance(answer, list) else answer
 
+    def configure(self, config: ClusterConfig) -> None:
+        """Every flavor takes the cluster's config (failures logged)."""
+        self._each_quiet("clustercore_configure", config=config)
+
     def implements(self, hook: str) -> bool:
         """Whether any loaded flavor implements ``hook``."""
         return bool(self.callers(hook))

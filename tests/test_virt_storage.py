@@ -198,3 +198,15 @@ def test_hosts_of_other_flavors_are_left_alone() -> None:
     plain = Host("dir", address="/srv/dir")
     assert flavor.clustercore_probe_host(plain, [StorageDomain("nfs", path=ROOT)], []) is None
     assert flavor.storage.create_volume(plain, StorageDomain("nfs", path=ROOT), None, None, None) is False  # type: ignore[arg-type]
+
+
+def test_the_driver_follows_the_cluster_s_storage_roots() -> None:
+    """A manager's flavor is built with the default roots; the cluster's config adds its own
+    (a VM accepted at submit is started by a manager too)."""
+    flavor = VirtFlavor()
+    c = Cluster(plugins=Plugins([flavor], entry_points=False), clock=FakeClock())
+    assert "/srv/lab" not in flavor.driver.storage_roots
+    c.configure({"storage_roots": ["/srv/lab"]})
+    assert "/srv/lab" in flavor.driver.storage_roots and "/var/lib/libvirt/images" in flavor.driver.storage_roots
+    other = Cluster(store=c.store, plugins=Plugins([VirtFlavor()], entry_points=False), clock=FakeClock())
+    assert "/srv/lab" in other.plugins.pm.get_plugin("virt").driver.storage_roots  # read at start

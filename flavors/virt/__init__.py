@@ -103,6 +103,12 @@ class VirtFlavor:
             registry.add_weigher(w)
 
     @hookimpl
+    def clustercore_configure(self, config: ClusterConfig) -> None:
+        """The driver's second-line path check follows the cluster's ``storage_roots`` (with
+        the roots it was built with): a manager starts what the cluster accepted."""
+        self.driver.storage_roots = self.driver.base_roots | config.storage_roots
+
+    @hookimpl
     def clustercore_bootstrap_host(self, host: Host) -> str | None:
         if not claims(host.address):
             return None  # another flavor's host (a directory...)

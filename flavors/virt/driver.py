@@ -64,7 +64,8 @@ class LibvirtDriver:
         """``storage_roots``: where the paths of the VMs this driver starts may lie (give
         it the cluster's ``storage_roots``); nothing is written outside them."""
         self.shutdown_timeout = shutdown_timeout
-        self.storage_roots = frozenset(storage_roots)
+        self.base_roots = frozenset(storage_roots)
+        self.storage_roots = self.base_roots
         self.migrator = migrator or Migrator()
         self.passthrough = tuple(passthrough)
         self._sleep = sleep
