@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import importlib
 import platform
 import re
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(f"bench.{name}")
         print(f"running {name}: {module.TITLE}", file=sys.stderr)
         body = module.run()
-        sections[name] = f"## {module.TITLE}\n\n_{machine}, one core._\n\n{body.strip()}\n\n"
+        sections[name] = f"## {module.TITLE}\n\n_{machine}, {os.cpu_count()} cores._\n\n{body.strip()}\n\n"
         print(body, file=sys.stderr)
     text = HEADER + "".join(f"<!-- bench:{n} -->\n{sections[n]}<!-- /bench:{n} -->\n" for n in BENCHMARKS
                             if n in sections)
