@@ -9,6 +9,7 @@ attempts raises :class:`~clustercore.errors.Conflict`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +29,7 @@ from clustercore.errors import (
     HostBusy,
     MaintenanceVetoed,
     NotLeader,
+    StoreError,
     ValidationError,
     WorkloadExists,
 )
@@ -77,7 +79,8 @@ class Cluster(StorageOps, OperationRequests):
         self._leader_checked = (float("-inf"), True)
         self.controller = Controller(self.store, self.plugins, self.clock, self.state, self.events, executor,
                                      self.writer, may_act or self._no_manager_leads, monotonic, actions=self)
-        self.plugins.configure(self.config)
+        with contextlib.suppress(StoreError):  # a store that is away: the first pass configures them
+            self.plugins.configure(self.config)
 
     # ------------------------------------------------------------------ configuration
 
