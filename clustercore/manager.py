@@ -6,19 +6,30 @@ every ``interval`` seconds with every write guarded by its token. Followers keep
 caches warm through the store's watches and campaign every pass, so one of them takes
 over within the lease TTL when the leader dies. ``clustercore manager status`` shows the
 leader, the hosts and their states. ``memory://`` runs a single embedded manager.
+
+Serving the HTTP API (``clustercore manager run --listen``, :mod:`clustercore.api`), any
+manager answers, leader or follower: :attr:`Manager.operator` is the Cluster the API
+writes through, straight to the store with compare-and-swap (not guarded by this
+manager's leadership, so a follower accepts writes too); work that needs hosts becomes an
+operation that whichever manager leads carries out. :attr:`Manager.on_pass` and
+:attr:`Manager.on_decision` are told how long each pass and each scheduler decision took
+(the metrics follow them).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TextIO
+from typing import Any, TextIO
 
 from clustercore.clock import Clock, SystemClock
 from clustercore.cluster import Cluster
 from clustercore.leadership import LEADER_KEY, Elector, GuardedStore, holder
 from clustercore.plugins import Plugins
+from clustercore.scheduling.engine import Filter, HostFilter, Scheduler
 from clustercore.state import CONFIG_KEY, HOSTS
 from clustercore.store.base import Store
 from clustercore.store.url import open_store
@@ -39,6 +50,7 @@ class Manager:
     def __init__(self, store: Store, name: str, ttl: float = 10.0, plugins: Plugins | None = None,
                  clock: Clock | None = None, pass_limit: float | None = None, max_backoff: float = 5.0) -> None:
         self.name = name
+        self.store = store  # unguarded: what the API writes operators' requests to
         self.clock = clock or SystemClock()
         self.elector = Elector(store, name, ttl=ttl, margin=min(2.0, ttl / 4))
         self.pass_limit = pass_limit if pass_limit is not None else ttl / 3
@@ -53,6 +65,58 @@ class Manager:
         self._token = 0  # the leadership the controller last took over
         self._pass_started: float | None = None  # monotonic time of the pass under way
         self.store_errors = 0  # passes in a row that the store failed
+        #: Called with the seconds each pass took and whether this manager led after it.
+        self.on_pass: list[Callable[[float, bool], None]] = []
+        #: Called with the seconds each scheduler decision (filter and weigh) took.
+        self.on_decision: list[Callable[[float], None]] = []
+        self._time_decisions()
+        self._operator: Cluster | None = None
+        self._operator_lock = threading.Lock()
+
+    @property
+    def leading(self) -> bool:
+        return self.elector.leading
+
+    @property
+    def operator(self) -> Cluster:
+        """The Cluster through which operators' calls (the API's) write: the same flavors
+        and clock, the store without this manager's leadership guard. It never reconciles."""
+        with self._operator_lock:
+            if self._operator is None:
+                self._operator = Cluster(store=self.store, plugins=self.cluster.plugins, clock=self.clock,
+                                         may_act=lambda: False)
+            return self._operator
+
+    def _time_decisions(self) -> None:
+        """Time every ``select`` of the schedulers the controller's reconcilers make (the
+        drain's, the recovery's and the operator calls' alike)."""
+        controller = self.cluster.controller
+        make = controller.scheduler
+        observers = self.on_decision
+
+        def timed(extra_filters: Sequence[Filter | HostFilter] = (), seed: int = 0, moving: bool = False) -> Scheduler:
+            scheduler = make(extra_filters, seed, moving)
+            select = scheduler.select
+
+            def timed_select(workload: Any) -> str:
+                started = time.perf_counter()
+                try:
+                    return select(workload)
+                finally:
+                    elapsed = time.perf_counter() - started
+                    for observe in observers:
+                        observe(elapsed)
+
+            scheduler.select = timed_select  # type: ignore[method-assign]
+            return scheduler
+
+        controller.scheduler = timed  # type: ignore[method-assign]
+
+        def moving(extra_filters: Sequence[Filter | HostFilter] = ()) -> Scheduler:
+            return timed(extra_filters, moving=True)
+
+        controller.drain.scheduler = moving
+        controller.recovery.scheduler = timed
 
     def step(self) -> bool:
         """Campaign (or renew), then reconcile (acting only if leading). True when this
@@ -65,11 +129,14 @@ class Manager:
             self._token = token
             if leading:
                 self.cluster.controller.take_over(self.clock.now())
-        self._pass_started = self.elector.monotonic()
+        self._pass_started = started = self.elector.monotonic()
         try:
             report = self.cluster.step()
         finally:
             self._pass_started = None
+        elapsed = self.elector.monotonic() - started
+        for observe in self.on_pass:
+            observe(elapsed, self.elector.leading)
         for error in report.errors:
             log.debug("%s: %s", self.name, error)
         if report.store_error is not None:
