@@ -39,6 +39,16 @@ async def metrics(api: ApiDep, caller: Viewer) -> Response:
     return Response(body, media_type=CONTENT_TYPE)
 
 
+def _annotated(router: APIRouter) -> APIRouter:
+    """``router`` with each operation saying who may call it (``x-clustercore-auth``: a
+    role, ``join-token``, ``host-credential`` or ``none``), taken from its Guard."""
+    for route in router.routes:
+        if isinstance(route, APIRoute):
+            found = route_guard(route.dependant)
+            route.openapi_extra = {**(route.openapi_extra or {}), AUTH_KEY: found.label if found else "none"}
+    return router
+
+
 def create_app(target: Manager | Cluster, auth: Store | None = None, metrics: Metrics | None = None,
                static: Path | None = STATIC) -> FastAPI:
     """The API of ``target`` (a Manager: reads from its caches, writes through its
@@ -52,12 +62,8 @@ def create_app(target: Manager | Cluster, auth: Store | None = None, metrics: Me
     app.state.api = Api(target, metrics, tokens=auth)
     errors.install(app)
     for module in (hosts, workloads, events, operations, tokens, cluster):
-        app.include_router(module.router, prefix=PREFIX)
-    app.include_router(metrics_router)
-    for route in app.routes:
-        if isinstance(route, APIRoute):
-            found = route_guard(route.dependant)
-            route.openapi_extra = {**(route.openapi_extra or {}), AUTH_KEY: found.label if found else "none"}
+        app.include_router(_annotated(module.router), prefix=PREFIX)
+    app.include_router(_annotated(metrics_router))
     if static is not None and static.is_dir():
         app.mount("/", StaticFiles(directory=static, html=True), name="dashboard")
     return app
