@@ -77,16 +77,22 @@ class ReadCache:
         self._by_host: dict[str, tuple[str, ...]] = {}
         self._host_json: dict[str, tuple[object, bytes]] = {}
         self._workload_json: dict[str, tuple[object, bytes]] = {}
+        self._hosts_body: bytes | None = None  # the last listing, while nothing in it changed
+        self._workloads_body: bytes | None = None
 
     def _sync(self) -> None:
-        self.hosts.sync()
-        self.workloads.sync()
+        hosts, workloads = self.hosts.sync(), self.workloads.sync()
         self.operations.sync()
-        if self.placements.sync():
+        placements = self.placements.sync()
+        if placements:
             by_host: dict[str, list[str]] = {}
             for name in self.placements.names():
                 by_host.setdefault(self.placements.items[name].value.host, []).append(name)
             self._by_host = {host: tuple(names) for host, names in by_host.items()}
+        if hosts or placements:
+            self._hosts_body = None
+        if workloads or placements:
+            self._workloads_body = None
 
     # ------------------------------------------------------------------ hosts
 
@@ -94,6 +100,8 @@ class ReadCache:
         """``{"hosts": [...]}``, by name."""
         with self._lock:
             self._sync()
+            if self._hosts_body is not None:
+                return self._hosts_body
             parts = []
             cache, items, by_host = self._host_json, self.hosts.items, self._by_host
             for name in self.hosts.names():
@@ -104,9 +112,11 @@ class ReadCache:
                     cached = key, _dumps(views.host_view(current.value, key[1]))
                     cache[name] = cached
                 parts.append(cached[1])
-            for gone in set(cache) - set(items):
-                del cache[gone]
-        return b'{"hosts":[' + b",".join(parts) + b"]}"
+            if len(cache) > len(items):
+                for gone in set(cache) - set(items):
+                    del cache[gone]
+            self._hosts_body = body = b'{"hosts":[' + b",".join(parts) + b"]}"
+        return body
 
     def host(self, name: str) -> dict[str, Any]:
         with self._lock:
@@ -134,6 +144,8 @@ class ReadCache:
     def workloads_json(self) -> bytes:
         with self._lock:
             self._sync()
+            if self._workloads_body is not None:
+                return self._workloads_body
             parts = []
             cache, items, placements = self._workload_json, self.workloads.items, self.placements.items
             for name in self.workloads.names():
@@ -146,9 +158,11 @@ class ReadCache:
                     cached = key, _dumps(view)
                     cache[name] = cached
                 parts.append(cached[1])
-            for gone in set(cache) - set(items):
-                del cache[gone]
-        return b'{"workloads":[' + b",".join(parts) + b"]}"
+            if len(cache) > len(items):
+                for gone in set(cache) - set(items):
+                    del cache[gone]
+            self._workloads_body = body = b'{"workloads":[' + b",".join(parts) + b"]}"
+        return body
 
     def workload(self, name: str) -> dict[str, Any]:
         with self._lock:
