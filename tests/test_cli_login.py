@@ -2,30 +2,29 @@
 fingerprint is the one given, the token is checked before anything is stored, and the
 pinned certificate is then trusted for that server whatever name it is reached by.
 
-Served by uvicorn on a loopback port with a certificate made here (a stand-in for the
-manager's API until clustercore.api lands: only ``/api/v1/whoami``)."""
+The real app on the real ApiServer (uvicorn) on a loopback port, with a certificate made
+here that names only ``localhost``."""
 
 from __future__ import annotations
 
 import datetime
 import json
-import socket
 import stat
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from clustercore import Cluster, Plugins, auth
+from clustercore.api import create_app
+from clustercore.api.server import ApiServer
 from clustercore.cli import main
 from clustercore.client import ApiError, Client, fingerprint, server_certificate
+from clustercore.testing import FakeFlavor
 
 
 def self_signed(directory: Path, name: str = "localhost") -> tuple[Path, Path, str]:
@@ -46,37 +45,15 @@ def self_signed(directory: Path, name: str = "localhost") -> tuple[Path, Path, s
     return cert_file, key_file, fingerprint(pem)
 
 
-async def whoami_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """``GET /api/v1/whoami``: 200 for the bearer ``good``, 401 otherwise."""
-    if scope["type"] != "http":
-        return
-    token = dict(scope["headers"]).get(b"authorization", b"")
-    status, body = (200, {"name": "alice", "role": "admin"}) if token == b"Bearer good" else \
-        (401, {"error": "Unauthorized", "message": "no valid token"})
-    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
-    await send({"type": "http.response.body", "body": json.dumps(body).encode()})
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """An HTTPS server on 127.0.0.1 whose certificate names only ``localhost``: its URL and fingerprint."""
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
+    """The API (the real app over a small cluster) on 127.0.0.1 with a certificate that
+    names only ``localhost`` (``--cert``/``--key``): its URL, fingerprint and an admin token."""
     cert, key, fp = self_signed(tmp_path_factory.mktemp("tls"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(whoami_app, host="127.0.0.1", port=port, ssl_certfile=str(cert), ssl_keyfile=str(key),
-                            log_level="warning", lifespan="off")
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not uv.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    try:
-        yield f"https://127.0.0.1:{port}", fp
-    finally:
-        uv.should_exit = True
-        thread.join(5)
+    cluster = Cluster(plugins=Plugins([FakeFlavor("fake")], entry_points=False))
+    token = auth.create_token(cluster.store, "alice", "admin")
+    with ApiServer(create_app(cluster), "127.0.0.1:0", cert, key) as api:
+        yield api.url, fp, token
 
 
 @pytest.fixture
@@ -88,60 +65,61 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def test_login_pins_the_certificate_with_the_right_fingerprint(server: tuple[str, str], config: Path,
+def test_login_pins_the_certificate_with_the_right_fingerprint(server: tuple[str, str, str], config: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
-    url, fp = server
-    assert main(["login", "--api", url, "--token", "good", "--fingerprint", fp.lower().replace(":", "")]) == 0
+    url, fp, token = server
+    assert main(["login", "--api", url, "--token", token, "--fingerprint", fp.lower().replace(":", "")]) == 0
     assert "logged in to" in capsys.readouterr().out
     stored = json.loads(config.read_text())
     pem = Path(stored.pop("ca"))
-    assert stored == {"api": url, "token": "good", "pinned": True}
+    assert stored == {"api": url, "token": token, "pinned": True}
     assert fingerprint(pem.read_text()) == fp
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
     assert main(["whoami", "-o", "json"]) == 0  # 127.0.0.1 is not in the certificate: the pin is what counts
-    assert json.loads(capsys.readouterr().out) == {"name": "alice", "role": "admin"}
+    assert json.loads(capsys.readouterr().out)["name"] == "alice"
 
 
-def test_login_refuses_a_wrong_fingerprint(server: tuple[str, str], config: Path,
+def test_login_refuses_a_wrong_fingerprint(server: tuple[str, str, str], config: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
-    url, fp = server
+    url, fp, token = server
     wrong = ("00:" * 32)[:-1]
-    assert main(["login", "--api", url, "--token", "good", "--fingerprint", wrong]) == 4
+    assert main(["login", "--api", url, "--token", token, "--fingerprint", wrong]) == 4
     err = capsys.readouterr().err
     assert err.startswith("clustercore: error: ") and fp in err and "refused" in err and err.count("\n") == 1
     assert not config.exists() and not list(config.parent.glob("server.pem*"))
 
 
-def test_login_without_a_fingerprint_refuses_a_self_signed_certificate(server: tuple[str, str], config: Path,
+def test_login_without_a_fingerprint_refuses_a_self_signed_certificate(server: tuple[str, str, str], config: Path,
                                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    url, fp = server
-    assert main(["login", "--api", url, "--token", "good"]) == 4
+    url, fp, token = server
+    assert main(["login", "--api", url, "--token", token]) == 4
     err = capsys.readouterr().err
     assert f"--fingerprint {fp}" in err and not config.exists()
 
 
-def test_login_with_a_bad_token_stores_nothing(server: tuple[str, str], config: Path,
+def test_login_with_a_bad_token_stores_nothing(server: tuple[str, str, str], config: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    url, fp = server
-    assert main(["login", "--api", url, "--token", "bad", "--fingerprint", fp]) == 4
-    assert capsys.readouterr().err == "clustercore: error: no valid token\n"
+    url, fp, _ = server
+    assert main(["login", "--api", url, "--token", "cc_0123456789abcdef_wrong", "--fingerprint", fp]) == 4
+    err = capsys.readouterr().err
+    assert err.startswith("clustercore: error: ") and err.count("\n") == 1
     assert not config.exists() and not list(config.parent.glob("server.pem*"))
 
 
-def test_without_the_pin_the_certificate_is_not_trusted(server: tuple[str, str], config: Path,
+def test_without_the_pin_the_certificate_is_not_trusted(server: tuple[str, str, str], config: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    url, _ = server
-    assert main(["whoami", "--api", url, "--token", "good"]) == 1
+    url, _, token = server
+    assert main(["whoami", "--api", url, "--token", token]) == 1
     assert "not trusted" in capsys.readouterr().err
 
 
-def test_a_ca_file_checks_the_name(server: tuple[str, str], tmp_path: Path) -> None:
-    url, _ = server
+def test_a_ca_file_checks_the_name(server: tuple[str, str, str], tmp_path: Path) -> None:
+    url, _, token = server
     pem = tmp_path / "server.pem"
     pem.write_text(server_certificate(url))
-    with Client(url, "good", pem) as strict, pytest.raises(ApiError, match="not trusted"):
+    with Client(url, token, pem) as strict, pytest.raises(ApiError, match="not trusted"):
         strict.whoami()  # the certificate names localhost, not 127.0.0.1
-    with Client(url.replace("127.0.0.1", "localhost"), "good", pem) as named:
+    with Client(url.replace("127.0.0.1", "localhost"), token, pem) as named:
         assert named.whoami()["name"] == "alice"
-    with Client(url, "good", pem, check_hostname=False) as pinned:
+    with Client(url, token, pem, check_hostname=False) as pinned:
         assert pinned.whoami()["role"] == "admin"

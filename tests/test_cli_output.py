@@ -1,7 +1,8 @@
-"""The CLI's side of the API, with the answers given by httpx's MockTransport: exit codes
-by status, one-line errors naming the field, ``-o json`` that parses, tables, progress
-bars for ``--wait``, ``events --follow`` and Ctrl-C. (Against the real app:
-test_cli_api.py.)"""
+"""The CLI's output for answers the real app gives rarely or never on demand, with httpx's
+MockTransport answering: the exit code of every error status, tables that escape rich's
+markup, progress bars and the one-line error of a failed, cancelled or unfinished
+operation, Ctrl-C in the middle of ``events --follow``. (Everything against the real app:
+test_cli_api.py and test_cli_api_procs.py.)"""
 
 from __future__ import annotations
 
@@ -69,16 +70,6 @@ def test_listings_as_json_and_as_tables(api: Any, capsys: pytest.CaptureFixture[
     assert table.index("node1") < table.index("node2")
 
 
-def test_show_as_json_and_as_fields(api: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    vm = {"name": "web1", "flavor": "vm", "placement": {"host": "node1", "state": "Running"}, "ha": True}
-    api(answer(200, vm))
-    assert main(["vm", "show", "web1", "-o", "json"]) == 0
-    assert json.loads(capsys.readouterr().out) == vm
-    assert main(["vm", "show", "web1"]) == 0
-    out = capsys.readouterr().out
-    assert "name" in out and "web1" in out and '"host": "node1"' in out and "yes" in out
-
-
 def operation(state: str, progress: float, step: str = "", error: str = "") -> dict[str, Any]:
     return {"id": "5c1e09ab" + "0" * 24, "kind": "maintenance", "target": "node1", "state": state,
             "progress": progress, "step": step, "result": "", "error": error}
@@ -123,23 +114,6 @@ def test_wait_timeout(api: Any, capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().err.endswith("still Running at 30% after 0.2 s\n")
 
 
-def test_without_wait_the_operation_is_named(api: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    api(script(operation("Pending", 0)))
-    assert main(["vm", "migrate", "web1", "--to", "node2"]) == 0
-    assert capsys.readouterr().out == ("maintenance node1 (5c1e09ab) Pending: clustercore op wait "
-                                       f"5c1e09ab{'0' * 24}\n")
-
-
-def test_a_short_operation_id_is_enough(api: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    ops = [operation("Running", 5), {**operation("Running", 5), "id": "ff" * 16}]
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json=ops if request.url.path.endswith("/operations") else ops[0])
-    seen = api(handler)
-    assert main(["op", "show", "5c1e", "-o", "json"]) == 0
-    assert seen[-1].url.path == f"/api/v1/operations/5c1e09ab{'0' * 24}"
-
-
 def test_events_follow_prints_each_event_until_ctrl_c(api: Any, capsys: pytest.CaptureFixture[str]) -> None:
     class Stream(httpx.SyncByteStream):
         def __iter__(self) -> Any:
@@ -156,34 +130,3 @@ def test_events_follow_prints_each_event_until_ctrl_c(api: Any, capsys: pytest.C
     assert json.loads(capsys.readouterr().out)["new"] == "PreparingForMaintenance"
 
 
-def test_vm_create_reads_yaml_and_json(api: Any, tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    seen = api(answer(202, {"workload": {"name": "w1"}, "operation": operation("Pending", 0)}))
-    (tmp_path / "w.yaml").write_text("name: w1\nflavor: vm\nvm:\n  memory: {size: 64}\n")
-    (tmp_path / "w.json").write_text('{"name": "w1", "flavor": "vm", "vm": {"memory": {"size": 64}}}')
-    for name in ("w.yaml", "w.json"):
-        assert main(["vm", "create", "-f", str(tmp_path / name)]) == 0
-        assert json.loads(seen[-1].content) == {"name": "w1", "flavor": "vm", "vm": {"memory": {"size": 64}}}
-    assert "workload w1 defined" in capsys.readouterr().out
-    (tmp_path / "bad.yaml").write_text("name: [w1\n")
-    assert main(["vm", "create", "-f", str(tmp_path / "bad.yaml")]) == 1
-    assert capsys.readouterr().err.startswith(f"clustercore: error: {tmp_path / 'bad.yaml'}: not valid YAML")
-    (tmp_path / "list.yaml").write_text("- a\n")
-    assert main(["vm", "create", "-f", str(tmp_path / "list.yaml")]) == 2
-    assert main(["vm", "create", "-f", str(tmp_path / "missing.yaml")]) == 1
-    assert "cannot read" in capsys.readouterr().err
-
-
-def test_host_update_merges_labels(api: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    host = {"name": "node1", "labels": {"rack": "r1", "old": "x"}, "capacity": {"cpu": 4, "memory": 2048}}
-    seen = api(answer(200, host))
-    assert main(["host", "update", "node1", "--label", "zone=a", "--unlabel", "old", "--cpu", "8"]) == 0
-    assert json.loads(seen[-1].content) == {"labels": {"rack": "r1", "zone": "a"},
-                                            "capacity": {"cpu": 8, "memory": 2048}}
-    assert seen[-1].method == "PATCH"
-    assert main(["host", "update", "node1"]) == 2
-
-
-def test_cluster_configure_nests_dotted_keys(api: Any) -> None:
-    seen = api(answer(200, {}))
-    assert main(["cluster", "configure", "fencing.enabled=false", "drain_parallel=3", "policy=none"]) == 0
-    assert json.loads(seen[-1].content) == {"fencing": {"enabled": False}, "drain_parallel": 3, "policy": "none"}

@@ -3,7 +3,9 @@
 ``manager run --listen HOST:PORT`` also serves the HTTP API (the ``api`` extra) from this
 manager: with ``--cert``/``--key``, or else a self-signed certificate made once under
 ``--state-dir`` and reused. It prints the API's URL and the certificate's SHA-256
-fingerprint, which ``clustercore login --fingerprint`` checks.
+fingerprint, which ``clustercore login --fingerprint`` checks. On a memory store, which
+lives inside this process where ``token create --store`` cannot reach it, it also makes and
+prints an admin token for the run.
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from clustercore.cli.base import Parser, Subparsers, exit_code, need, seconds, stop_on_signals
+
+if TYPE_CHECKING:
+    from clustercore.api.server import ApiServer
+    from clustercore.manager import Manager
 
 
 def add(sub: Subparsers[Parser]) -> dict[str, Parser]:
@@ -82,9 +88,13 @@ def run_manager(args: argparse.Namespace) -> int:
     return exit_code(stop)
 
 
-def serve(manager: Any, args: argparse.Namespace) -> Any:
-    """Start the API server of ``manager`` as the arguments say; print where it listens."""
-    serve_manager = need("clustercore.api.server").serve_manager
+def serve(manager: Manager, args: argparse.Namespace) -> ApiServer:
+    """Start the API server of ``manager`` as the arguments say; print where it listens,
+    its certificate's fingerprint and, on a memory store (nobody else can reach it), an
+    admin token made for this run."""
+    need("fastapi")
+    from clustercore.api.server import serve_manager
+
     if args.state_dir is not None:
         state_dir = Path(args.state_dir)
     else:
@@ -94,4 +104,9 @@ def serve(manager: Any, args: argparse.Namespace) -> Any:
     server = serve_manager(manager, listen=args.listen, cert=cert, key=key, state_dir=state_dir)
     print(f"API: {server.url}", flush=True)
     print(f"certificate sha256 fingerprint: {server.fingerprint}", flush=True)
+    if args.store.startswith("memory://"):
+        from clustercore.auth import create_token
+
+        print(f"admin token (memory store, this run only): {create_token(manager.store, 'admin', 'admin')}",
+              flush=True)
     return server

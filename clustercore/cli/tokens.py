@@ -12,7 +12,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from clustercore.cli import output
-from clustercore.cli.base import USAGE, CliError, Parser, Subparsers, api_options, need
+from clustercore.cli.base import USAGE, CliError, Parser, Subparsers, api_options
 from clustercore.cli.login import api
 
 if TYPE_CHECKING:
@@ -61,9 +61,10 @@ def bootstrap(args: argparse.Namespace) -> int:
     """Write a token into the store itself (no API, no token needed: access to the store is the right)."""
     if args.store.startswith("memory://"):
         raise CliError("a memory:// store lives inside one process: give the etcd store the managers use", USAGE)
+    from clustercore.auth import create_token
     from clustercore.store.url import open_store
 
-    secret = need("clustercore.auth").create_token(open_store(args.store, args.prefix), args.name, args.role)
+    secret = create_token(open_store(args.store, args.prefix), args.name, args.role)
     output.done(args, secret, {"name": args.name, "role": args.role, "secret": secret})
     return 0
 
