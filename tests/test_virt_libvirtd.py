@@ -144,17 +144,21 @@ def test_cluster_cpu_baseline_is_usable_and_starts(cluster: Cluster) -> None:
     assert driver.inspect(cluster.workloads()["baseline"], cluster.host(placement.host)) is WorkloadState.RUNNING
 
 
-def test_the_readme_demo_runs_on_real_libvirt_hosts() -> None:
+def test_the_readme_demo_runs_on_real_libvirt_hosts(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``./dev demo``: real guests cloned from a template boot, one moves while writing,
+    an HA one survives its host's power cut, a host is drained: store = libvirt throughout."""
     import io
 
     from flavors.virt.demo import main
 
     out = io.StringIO()
-    assert main(out) == 0
+    assert main(out, cache=tmp_path_factory.getbasetemp().parent / "clustercore-guest-cache") == 0
     text = out.getvalue()
-    assert "MISMATCH" not in text
-    assert "PreparingForMaintenance -> Maintenance" in text and "4 VMs running" in text
-    assert "lab1  Maintenance              libvirt runs -" in text
+    assert "MISMATCH" not in text and "BROKEN" not in text
+    assert "disk mounted" in text and "pages lost by the move: 0" in text
+    assert "Fencing -> Down" in text and "restarted" in text
+    assert "PreparingForMaintenance -> Maintenance" in text and "3 VMs running, 0 mismatches" in text
+    assert text.count("no gap, no duplicate") >= 5
 
 
 def test_cloud_init_seed_is_built_and_attached(cluster: Cluster, tmp_path: Path) -> None:
