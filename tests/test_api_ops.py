@@ -92,6 +92,24 @@ def test_a_maintenance_through_the_api_reports_progress_until_it_is_done(ticking
     assert e.as_role("viewer", "GET", "/api/v1/placements").json()["placements"][0]["host"] != "h1"
 
 
+def test_an_operation_shows_its_progress_and_step_as_it_goes() -> None:
+    e = env(("a", "b", "c", "d", "e"))
+    op = e.as_role("operator", "POST", "/api/v1/hosts/h1/maintenance").json()
+    seen = []
+    for _ in range(10):
+        e.tick()
+        current = e.as_role("viewer", "GET", f"/api/v1/operations/{op['id']}").json()
+        seen.append((current["state"], current["progress"], current["step"]))
+        if current["state"] == "Succeeded":
+            break
+    running = [(p, step) for state, p, step in seen if state == "Running"]
+    assert seen[-1][:2] == ("Succeeded", 100.0) and running, seen
+    assert [p for p, _ in running] == sorted(p for p, _ in running) and 0 <= running[0][0] < 100
+    assert any("left on h1" in step or "moving" in step for _, step in running)
+    assert e.as_role("viewer", "GET", f"/api/v1/operations/{op['id']}/wait", params={"timeout": 0}).json()[
+        "state"] == "Succeeded"
+
+
 def test_workloads_are_created_moved_stopped_and_deleted_as_operations(ticking: Env) -> None:
     e = ticking
 
