@@ -19,6 +19,7 @@ from clustercore.cli.login import api
 if TYPE_CHECKING:
     from clustercore.client import Client
 
+RESOURCES: list[output.Column] = [("RESOURCE", "resource"), ("TOTAL", "total"), ("USED", "used"), ("FREE", "free")]
 PLACEMENTS: list[output.Column] = [("WORKLOAD", "workload"), ("HOST", "host"), ("STATE", "state"),
                                    ("TARGET", "target"), ("REASON", "reason")]
 
@@ -87,7 +88,16 @@ def configure_run(client: Client, args: argparse.Namespace) -> int:
 
 @api
 def capacity_run(client: Client, args: argparse.Namespace) -> int:
-    output.show(args, client.capacity())
+    capacity = client.capacity()
+    if output.as_json(args):
+        output.dump(capacity)
+        return 0
+    resources = capacity.get("resources") or {}
+    rows = [{"resource": name, **values} for name, values in resources.items()]
+    output.table(args, rows, RESOURCES, title=f"{capacity.get('hosts')} host(s) taking workloads")
+    n1 = capacity.get("n_plus_1") or {}
+    print("N+1: " + ("every HA workload fits elsewhere if any one host fails" if n1.get("ok") else
+                     f"if {n1.get('worst_host')} fails its HA workloads lack {output.text(n1.get('short_of'))}"))
     return 0
 
 

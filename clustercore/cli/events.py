@@ -7,7 +7,6 @@ Ctrl-C (exit 130); with ``-o json`` one JSON object a line.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import re
 import sys
@@ -41,10 +40,7 @@ def since(text: str) -> float:
 
 
 def when(event: Mapping[str, Any]) -> str:
-    stamp = event.get("time")
-    if not isinstance(stamp, (int, float)):
-        return ""
-    return datetime.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M:%S")
+    return output.when(event.get("time")) if event.get("time") is not None else ""
 
 
 def change(event: Mapping[str, Any]) -> str:
@@ -63,8 +59,8 @@ def line(event: Mapping[str, Any]) -> str:
 
 COLUMNS: list[output.Column] = [("TIME", when), ("SUBJECT", "subject"), ("KIND", "kind"), ("CHANGE", change),
                                 ("REASON", "reason")]
-EXPLAIN: list[output.Column] = [("HOST", "host"), ("PASSES", "passes"), ("SCORE", "score"),
-                                ("WHY NOT", lambda row: row.get("reasons") or row.get("reason"))]
+EXPLAIN: list[output.Column] = [("HOST", "host"), ("PASSES", "passes"), ("SCORE", "score"), ("CHOSEN", "chosen"),
+                                ("WHY NOT", "reason")]
 
 
 def add(sub: Subparsers[Parser]) -> None:

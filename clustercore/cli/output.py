@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import json
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -16,6 +17,7 @@ from typing import Any
 from clustercore.cli.base import CliError, need
 
 Getter = Callable[[Mapping[str, Any]], object]
+TIMES = frozenset({"time", "since", "created", "updated", "revoked", "expires"})  # seconds since the epoch
 Column = tuple[str, "str | Getter"]  # a header, and a dotted key or a function of the row
 
 
@@ -37,6 +39,13 @@ def field(row: Mapping[str, Any], path: str) -> object:
             return None
         value = value.get(part)
     return value
+
+
+def when(value: object) -> str:
+    """A time (seconds since the epoch) as local date and time; anything else as it is."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
+    return text(value)
 
 
 def text(value: object) -> str:
@@ -86,7 +95,8 @@ def show(args: argparse.Namespace, data: Mapping[str, Any], order: Sequence[str]
     for key in [*order, *(k for k in data if k not in order)]:
         if key in data:
             value = data[key]
-            shown = json.dumps(value, default=str) if isinstance(value, (dict, list)) and value else text(value)
+            shown = json.dumps(value, default=str) if isinstance(value, (dict, list)) and value else \
+                when(value) if key in TIMES else text(value)
             out.add_row(key, escape(shown))
     console().print(out)
 

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
     from clustercore.client import Client
 
 ROLES = ("viewer", "operator", "admin")
-COLUMNS: list[output.Column] = [("ID", "id"), ("NAME", "name"), ("ROLE", "role"), ("CREATED", "created"),
-                                ("REVOKED", "revoked")]
+COLUMNS: list[output.Column] = [("ID", "id"), ("NAME", "name"), ("ROLE", "role"),
+                                ("CREATED", lambda t: output.when(t.get("created"))),
+                                ("REVOKED", lambda t: output.when(t.get("revoked"))), ("BY", "by")]
 
 
 def add(sub: Subparsers[Parser]) -> None:
