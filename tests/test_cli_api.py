@@ -171,7 +171,7 @@ def test_cluster_commands(api: Served) -> None:
     assert run("cluster", "configure", "drain_parallel=2", "--token", api.tokens["operator"]).code == 4
     capacity = run("cluster", "capacity", "-o", "json").json()
     assert capacity["hosts"] == 3 and capacity["resources"]["cpu"]["total"] == 24
-    assert "resources" in run("cluster", "capacity").out
+    assert "RESOURCE" in (table := run("cluster", "capacity").out) and "N+1: " in table
     assert run("cluster", "placements", "-o", "json").json()[0]["workload"] == "w1"
     rows = run("explain", "w1", "-o", "json").json()
     assert {r["host"] for r in rows} == {"h1", "h2", "h3"}
