@@ -3,6 +3,7 @@ a missing API and a missing extra are one line each. (The API itself: test_cli_a
 
 from __future__ import annotations
 
+import argparse
 import json
 import stat
 import subprocess
@@ -112,3 +113,18 @@ def test_bad_arguments_exit_2(args: list[str], capsys: pytest.CaptureFixture[str
     err = capsys.readouterr().err
     assert info.value.code == 2, err
     assert len(err.splitlines()) == 1 and err.startswith(f"clustercore {args[0]}")
+
+
+def test_every_command_is_in_the_docs() -> None:
+    docs = (Path(__file__).parent.parent / "docs" / "cli.md").read_text()
+    top = parser()
+    commands = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    missing = []
+    for name, sub in commands.choices.items():
+        if name == "workload":  # vm's alias
+            continue
+        actions = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+        choices = [c for a in sub._actions if a.dest == "action" and a.choices for c in a.choices]
+        words = [f"{name} {c}" for a in actions for c in a.choices] or [f"{name} {c}" for c in choices] or [name]
+        missing += [w for w in words if f"clustercore {w}" not in docs]
+    assert missing == []
