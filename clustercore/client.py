@@ -24,7 +24,6 @@ naming ``pip install 'clustercore[api]'``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import ssl
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from clustercore.errors import ClusterError
+from clustercore.pinning import fingerprint, same_fingerprint, server_certificate
 
 API_EXTRA = "pip install 'clustercore[api]'"
 try:
@@ -41,6 +41,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError(f"the API client needs the api extra ({exc}): {API_EXTRA}", name=exc.name) from exc
 
+__all__ = ["ApiError", "Client", "fingerprint", "is_done", "same_fingerprint", "server_certificate", "sse_data"]
 PREFIX = "/api/v1"
 Json = dict[str, Any]
 Progress = Callable[[Json], None]
@@ -369,30 +370,3 @@ def sse_data(lines: Iterator[str]) -> Iterator[Json]:
             continue
         if line.startswith("data:"):
             data.append(line[5:].removeprefix(" "))
-
-
-# ---------------------------------------------------------------------- certificates
-
-
-def server_certificate(url: str, timeout: float = 10.0) -> str:
-    """The certificate (PEM) the server at ``url`` presents, unchecked: look at its
-    fingerprint before trusting it."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname:
-        raise ApiError(0, "usage", f"{url}: not an https:// URL, there is no certificate to fetch")
-    try:
-        return ssl.get_server_certificate((parts.hostname, parts.port or 443), timeout=timeout)
-    except (OSError, ValueError) as exc:
-        raise ApiError(0, "unreachable", f"{url}: cannot fetch its certificate: {exc}") from None
-
-
-def fingerprint(pem: str) -> str:
-    """The SHA-256 fingerprint of a PEM certificate: hex pairs separated by colons (upper case)."""
-    digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest().upper()
-    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
-
-
-def same_fingerprint(a: str, b: str) -> bool:
-    """Whether two fingerprints are one (case, colons and spaces ignored)."""
-    a, b = ("".join(c for c in text.lower() if c not in ": ") for text in (a, b))
-    return bool(a) and a == b

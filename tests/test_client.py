@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from clustercore.client import ApiError, Client, fingerprint, same_fingerprint, server_certificate, sse_data
+from clustercore.pinning import PinError
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -185,5 +186,5 @@ def test_fingerprints() -> None:
     assert len(fp) == 95 and fp.count(":") == 31 and fp == fp.upper()
     assert same_fingerprint(fp, fp.lower().replace(":", ""))
     assert not same_fingerprint(fp, fp[:-2] + "00") and not same_fingerprint("", "")
-    with pytest.raises(ApiError, match="not an https:// URL"):
+    with pytest.raises(PinError, match="not an https:// URL"):
         server_certificate("http://manager:8443")
