@@ -16,7 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict
 
 from clustercore.cluster import Cluster
-from clustercore.errors import Conflict, UnknownHost, ValidationError, WorkloadExists
+from clustercore.errors import UnknownHost, ValidationError
 from clustercore.model import NAME_RE, Reader, Workload
 from clustercore.operations import Operation
 
@@ -103,28 +103,9 @@ def to_workload(data: object, cluster: Cluster) -> Workload:
 
 
 def define(cluster: Cluster, data: object) -> Workload:
-    """Check a workload as ``Cluster.submit`` does (every flavor's completion and
-    validation, its volumes, a free name), then write its definition; nothing is written
-    when a check refuses."""
-    workload = to_workload(data, cluster)
-    cluster.plugins.driver(workload.flavor)  # UnknownFlavor before anything is written
-    existing = cluster.workloads()
-    if workload.name in existing:
-        raise WorkloadExists(workload.name)
-    volumes = cluster.volumes()
-    for volume in sorted(workload.volumes):
-        owner = volumes[volume].workload if volume in volumes else ""
-        if volume not in volumes or owner not in (None, workload.name):
-            raise ValidationError("workload", "volumes", "no such volume" if volume not in volumes
-                                  else f"owned by {owner}", volume)
-    storage = cluster.storage_view()
-    workload = cluster.plugins.complete_workload(workload, existing, cluster.config, storage)
-    cluster.plugins.validate_workload(workload, existing, cluster.config, storage)
-    try:
-        cluster.writer.define(workload, cluster.clock.now())
-    except Conflict:
-        raise WorkloadExists(workload.name) from None
-    return workload
+    """Check a workload as ``Cluster.submit`` does, then write its definition
+    (:meth:`Cluster.define`); nothing is written when a check refuses."""
+    return cluster.define(to_workload(data, cluster))
 
 
 def _request(api: ApiDep, caller: Caller, kind: str, name: str, params: dict[str, Any] | None = None) -> Operation:
