@@ -244,8 +244,10 @@ def test_without_post_copy_the_deadline_aborts_and_the_guest_stays_on_its_source
     guest on lab1 only, and it keeps every page."""
     dom, console = guest
     name = dom.name()
-    for policy, deadline in ((MigrationPolicy(tcg_pre_copy=True, completion_timeout_per_gib=12), 12.0),
-                             (MigrationPolicy(completion_timeout_per_gib=2), 2.0)):
+    # 8 MiB/s: 256 MiB cannot be copied within either deadline (at the default 64 MiB/s a
+    # TCG pre-copy can complete at 12 s: it "converges" while it loses pages).
+    for policy, deadline in ((MigrationPolicy(bandwidth=8, tcg_pre_copy=True, completion_timeout_per_gib=12), 12.0),
+                             (MigrationPolicy(bandwidth=8, completion_timeout_per_gib=2), 2.0)):
         since = len(dirty_passes(console))
         started = time.monotonic()
         with pytest.raises(MigrationFailed, match="not complete") as failed:

@@ -182,11 +182,14 @@ class FakeDomain:
     """Just enough of a virDomain for the Migrator: scripted job samples, a migration
     that ends when told, and a record of what was called."""
 
-    def __init__(self, samples: list[dict[str, int]], kind: str = "qemu", refuse_post_copy: int = 0) -> None:
+    def __init__(self, samples: list[dict[str, int]], kind: str = "qemu", refuse_post_copy: int = 0,
+                 abort_too_late: bool = False) -> None:
         self.samples, self.kind, self.refuse_post_copy = list(samples), kind, refuse_post_copy
+        self.abort_too_late = abort_too_late  # libvirt had begun the switch: the abort is ignored
         self.calls: list[str] = []
         self.flags = 0
         self.done = threading.Event()
+        self.aborted = False
 
     def XMLDesc(self, flags: int = 0) -> str:
         return f"<domain type='{self.kind}'><name>fake</name></domain>"
@@ -197,6 +200,8 @@ class FakeDomain:
     def migrate3(self, dest: object, params: dict[str, object], flags: int) -> None:
         self.flags = flags
         self.done.wait(10)
+        if self.aborted:
+            raise libvirt.libvirtError("operation aborted: migration out job: canceled by client")
 
     def migrateSetMaxDowntime(self, ms: int, flags: int = 0) -> None:
         self.calls.append(f"downtime {ms}")
@@ -210,6 +215,7 @@ class FakeDomain:
 
     def abortJob(self) -> None:
         self.calls.append("abort")
+        self.aborted = not self.abort_too_late
         self.done.set()
 
     def jobStats(self, flags: int = 0) -> dict[str, int]:
@@ -257,6 +263,21 @@ def test_migrator_pauses_a_tcg_guest_without_post_copy_and_copies_disks() -> Non
         Migrator(MigrationPolicy(poll=0.001, completion_timeout_per_gib=0.05)).migrate(
             dom, None, vm="fake", source="a", target="b", memory_mib=256, passthrough=False)  # type: ignore[arg-type]
     assert "abort" in dom.calls and not failed.value.post_copy
+
+
+def test_an_abort_that_comes_too_late_is_a_completed_migration() -> None:
+    """libvirt ignores an abort once it has begun the switch (the migration then completes,
+    the VM runs on the target): the Migrator reports what happened, not what it asked for."""
+    dom = FakeDomain(memory_samples(500), kind="kvm", abort_too_late=True)
+    samples = Migrator(MigrationPolicy(poll=0.001, completion_timeout_per_gib=0.05)).migrate(
+        dom, None, vm="fake", source="a", target="b", memory_mib=256, passthrough=False)  # type: ignore[arg-type]
+    assert "abort" in dom.calls and samples
+    cancel = threading.Event()
+    cancel.set()
+    dom = FakeDomain(memory_samples(500), kind="kvm", abort_too_late=True)
+    Migrator(MigrationPolicy(poll=0.001)).migrate(dom, None, vm="fake", source="a", target="b", memory_mib=256,
+                                                  passthrough=False, cancel=cancel)  # type: ignore[arg-type]
+    assert dom.calls[-1] == "abort"
 
 
 def test_limits_cap_per_host_and_in_total() -> None:

@@ -243,10 +243,11 @@ class Migrator:
                     progress(_progress(vm, sample, limit, seen.post_copy))
             worker.join()
             error = outcome.get("error")
-            if why or error is not None:
-                reason = why or str(error)
-                raise MigrationFailed(vm, source, target, reason, len(samples), seen.post_copy) from error
-            return samples
+            if error is None:  # done, even if an abort came too late (libvirt had begun the switch)
+                if why:
+                    log.warning("migration of %s completed although aborted (%s): it runs on %s", vm, why, target)
+                return samples
+            raise MigrationFailed(vm, source, target, why or str(error), len(samples), seen.post_copy) from error
 
 
 def _tcg(dom: libvirt.virDomain) -> bool:
