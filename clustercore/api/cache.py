@@ -39,8 +39,8 @@ class _Followed(Generic[T]):
         self.items: dict[str, Versioned[T]] = {}
         self.order: list[str] | None = None  # names sorted, None after an addition or removal
 
-    def sync(self) -> bool:
-        """Apply what changed; True when anything did."""
+    def sync(self) -> set[str]:
+        """Apply what changed: the names that changed or went (empty when nothing did)."""
         changed, deleted = self.informer.sync()
         for name in deleted:
             self.items.pop(name, None)
@@ -57,7 +57,7 @@ class _Followed(Generic[T]):
             if name not in self.items:
                 self.order = None
             self.items[name] = Versioned(value, kv.mod_revision)
-        return bool(changed or deleted)
+        return changed | deleted
 
     def names(self) -> list[str]:
         if self.order is None:
@@ -75,6 +75,7 @@ class ReadCache:
         self.placements = _Followed(store, PLACEMENTS, Placement.from_dict)
         self.operations = _Followed(store, OPERATIONS, Operation.from_dict)
         self._by_host: dict[str, tuple[str, ...]] = {}
+        self._open: dict[str, Operation] = {}  # the operations not done yet, by id
         self._host_json: dict[str, tuple[object, bytes]] = {}
         self._workload_json: dict[str, tuple[object, bytes]] = {}
         self._hosts_body: bytes | None = None  # the last listing, while nothing in it changed
@@ -82,7 +83,12 @@ class ReadCache:
 
     def _sync(self) -> None:
         hosts, workloads = self.hosts.sync(), self.workloads.sync()
-        self.operations.sync()
+        for op_id in self.operations.sync():
+            found = self.operations.items.get(op_id)
+            if found is None or found.value.state.done:
+                self._open.pop(op_id, None)
+            else:
+                self._open[op_id] = found.value
         placements = self.placements.sync()
         if placements:
             by_host: dict[str, list[str]] = {}
@@ -203,12 +209,12 @@ class ReadCache:
             return [views.operation_view(op) for op in ops]
 
     def open_operation(self, target: str, kinds: frozenset[str]) -> Operation | None:
-        """An operation of one of ``kinds`` on ``target`` not done yet, if any."""
+        """An operation of one of ``kinds`` on ``target`` not done yet, if any (from those
+        open only: the finished ones pile up in the store)."""
         with self._lock:
             self._sync()
-            for v in self.operations.items.values():
-                op = v.value
-                if op.target == target and op.kind in kinds and not op.state.done:
+            for op in self._open.values():
+                if op.target == target and op.kind in kinds:
                     return op
         return None
 
