@@ -14,8 +14,9 @@ VM is pinned to its host) or by resource name (``pci/10de:1eb8``, ``usb/046d:c52
 asked for the same two ways.
 
 The spec lives in :mod:`~flavors.virt.spec.vm` (``VMSpec`` and the rules across fields),
-:mod:`~flavors.virt.spec.parts` (its parts) and :mod:`~flavors.virt.spec.fields` (the field
-metadata and the dict reader they drive); every name is importable from here.
+:mod:`~flavors.virt.spec.parts` (its parts), read by :mod:`clustercore.fields` (the field
+metadata and the dict reader they drive, shared with every flavor's spec); every name is
+importable from here.
 """
 
 from flavors.virt.spec.parts import (

@@ -9,7 +9,7 @@ import re
 import attrs
 
 from clustercore.errors import ValidationError
-from flavors.virt.spec.fields import bounded, checked, choices, pattern
+from clustercore.fields import bounded, checked, choices, pattern
 
 # Every pattern is anchored with \A...\Z (``$`` lets a trailing newline through) and none
 # admits a control character.

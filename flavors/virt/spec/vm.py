@@ -9,8 +9,8 @@ from typing import Any
 import attrs
 
 from clustercore.errors import ValidationError
+from clustercore.fields import attrs_to_dict, bounded, choices, pattern, read_attrs
 from clustercore.resources import Resources
-from flavors.virt.spec.fields import attrs_to_dict, bounded, choices, pattern, read_attrs
 from flavors.virt.spec.parts import (
     MAX_VCPUS,
     NAME_RE,
@@ -131,7 +131,7 @@ class VMSpec:
         """Raise :class:`ValidationError` naming the field when a field is out of its
         bounds or patterns (as :meth:`from_dict` checks them: objects built in Python and
         parsed domain XML go through the same checks) or when fields disagree."""
-        read_attrs(VMSpec, self.to_dict(), "")
+        read_attrs(VMSpec, self.to_dict(), "", "vm")
         return self._check_rules()
 
     def _check_rules(self) -> VMSpec:
@@ -291,7 +291,7 @@ class VMSpec:
 
     @classmethod
     def from_dict(cls, data: object, path: str = "") -> VMSpec:
-        spec = read_attrs(cls, data, path)
+        spec = read_attrs(cls, data, path, "vm")
         return spec._check_rules()
 
     @classmethod

@@ -1,6 +1,9 @@
-"""The VM spec's field metadata (``choices``, ``pattern``, ``bounded``, ``checked``) and the generic
-(de)serialisation it drives: :func:`read_attrs` builds a spec part from a dict, field by
-field, checking each value against its type hint and metadata."""
+"""Field metadata for a flavor's spec (``choices``, ``pattern``, ``bounded``, ``checked``)
+and the generic (de)serialisation it drives: :func:`read_attrs` builds a frozen attrs spec
+(or one of its parts) from a dict, field by field, checking each value against its type
+hint and metadata, and naming the dotted field of anything wrong. The VM spec
+(:mod:`flavors.virt.spec`) and the container spec (:mod:`flavors.containers.spec`) are both
+read this way."""
 
 from __future__ import annotations
 
@@ -55,10 +58,10 @@ def attrs_to_dict(obj: Any) -> Any:
     return obj
 
 
-def read_attrs(cls: type[T], data: object, path: str) -> T:
-    """Build ``cls`` (an attrs class of the VM spec) from a dict, field by field, with
-    :class:`Reader`'s errors (dotted field, what was wrong, the value)."""
-    r = Reader("vm", data, path)
+def read_attrs(cls: type[T], data: object, path: str, kind: str) -> T:
+    """Build ``cls`` (an attrs class of a spec) from a dict, field by field, with
+    :class:`Reader`'s errors (``kind``, dotted field, what was wrong, the value)."""
+    r = Reader(kind, data, path)
     hints = _hints(cls)
     values: dict[str, Any] = {}
     for f in attrs.fields(cls):  # type: ignore[arg-type]
@@ -95,7 +98,7 @@ def _value(r: Reader, name: str, hint: Any, meta: Mapping[str, Any], value: Any)
             raise r.fail(name, "must be a list", value)
         return tuple(_value(r, f"{name}[{i}]", args[0], meta, v) for i, v in enumerate(value))
     if attrs.has(hint):
-        return r.inner(lambda v, p: read_attrs(hint, v, p), value, r.field(name))
+        return r.inner(lambda v, p: read_attrs(hint, v, p, r.kind), value, r.field(name))
     if hint is bool:
         if not isinstance(value, bool):
             raise r.fail(name, "must be true or false", value)
@@ -121,4 +124,4 @@ def _value(r: Reader, name: str, hint: Any, meta: Mapping[str, Any], value: Any)
         if problem is not None:
             raise r.fail(name, problem, value[:200])
         return value
-    raise TypeError(f"no reader for {hint!r}")  # a programming error in the VM spec
+    raise TypeError(f"no reader for {hint!r}")  # a programming error in the spec
