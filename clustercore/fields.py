@@ -35,8 +35,8 @@ def minimum(value: int) -> dict[str, Any]:
     return {"minimum": value}
 
 
-def bounded(low: int, high: int) -> dict[str, Any]:
-    """Field metadata: the value must lie in ``low..high`` (every integer of the spec has a bound)."""
+def bounded(low: float, high: float) -> dict[str, Any]:
+    """Field metadata: the value must lie in ``low..high`` (every number of a spec has a bound)."""
     return {"minimum": low, "maximum": high}
 
 
@@ -113,6 +113,14 @@ def _value(r: Reader, name: str, hint: Any, meta: Mapping[str, Any], value: Any)
         if "choices" in meta and str(value) not in meta["choices"]:
             raise r.fail(name, f"must be one of {', '.join(meta['choices'])}", value)
         return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise r.fail(name, "must be a number", value)
+        if "minimum" in meta and value < meta["minimum"]:
+            raise r.fail(name, f"must be >= {meta['minimum']}", value)
+        if "maximum" in meta and value > meta["maximum"]:
+            raise r.fail(name, f"must be <= {meta['maximum']}", value)
+        return float(value)
     if hint is str:
         if not isinstance(value, str):
             raise r.fail(name, "must be a string", value)

@@ -1,0 +1,110 @@
+"""The container spec and the flavor's pure decisions (no podman needed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from clustercore.errors import ValidationError
+from clustercore.model import Host, HostState
+from clustercore.resources import Resources
+from clustercore.scheduling import HostView
+from flavors.containers import ContainersFlavor, PodmanHostFilter, container_workload, host_facts, podman_uri
+from flavors.containers.spec import ContainerSpec
+
+BASE: dict[str, Any] = {"name": "web", "image": "localhost/clustercore-busybox:1", "memory": 64}
+
+
+def test_a_spec_reads_back_what_it_wrote_and_requests_whole_cpus() -> None:
+    spec = ContainerSpec.from_dict({**BASE, "command": ["/bin/sh", "-c", "echo hi"], "env": ["A=1", "B=x=y"],
+                                    "cpus": 0.5, "pids": 64, "network": "none", "move": "restart"})
+    assert ContainerSpec.from_dict(spec.to_dict()) == spec
+    assert spec.environment() == {"A": "1", "B": "x=y"}
+    assert spec.requests() == Resources(1, 64)
+    assert ContainerSpec.from_dict({**BASE, "cpus": 2}).requests() == Resources(2, 64)
+    assert ContainerSpec.from_dict(BASE).requests() == Resources(0, 64)
+
+
+@pytest.mark.parametrize(("change", "field", "problem"), [
+    ({"cpus": True}, "cpus", "must be a number"),
+    ({"cpus": 0}, "cpus", ">= 0.01"),
+    ({"cpus": float("nan")}, "cpus", "must be a number"),
+    ({"memory": 2}, "memory", ">= 4"),
+    ({"memory": "64"}, "memory", "must be an integer"),
+    ({"env": ["A=1", "A=2"]}, "env[1]", "set twice"),
+    ({"env": ["1A=x"]}, "env[0]", "must match"),
+    ({"command": ["a\x00b"]}, "command[0]", "NUL"),
+    ({"name": "Web"}, "name", "must match"),
+    ({"image": "../x"}, "image", "must match"),
+    ({"network": "bridge"}, "network", "must be one of host, none"),
+    ({"move": "live"}, "move", "must be one of checkpoint, restart"),
+    ({"volumes": []}, "volumes", "unknown field"),
+])
+def test_each_bad_field_is_named(change: dict[str, Any], field: str, problem: str) -> None:
+    with pytest.raises(ValidationError, match=problem) as failed:
+        ContainerSpec.from_dict({**BASE, **change})
+    assert failed.value.field == field
+
+
+def test_a_spec_without_a_required_field_names_it() -> None:
+    with pytest.raises(ValidationError, match="is required") as failed:
+        ContainerSpec.from_dict({"name": "web", "memory": 64})
+    assert failed.value.field == "image"
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                        max_size=3), max_leaves=8)
+
+
+@given(st.dictionaries(st.sampled_from(["name", "image", "memory", "command", "env", "cpus", "pids", "network",
+                                        "stop_timeout", "move", "other"]), json_values, max_size=8))
+def test_any_document_is_a_spec_or_a_validation_error(data: dict[str, Any]) -> None:
+    try:
+        spec = ContainerSpec.from_dict({**BASE, **data})
+    except ValidationError as exc:
+        assert exc.field
+    else:
+        assert ContainerSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_which_hosts_are_podman_hosts() -> None:
+    assert podman_uri(Host("a", address="tcp://127.0.0.1:17400")) == "tcp://127.0.0.1:17400"
+    assert podman_uri(Host("b", address="unix:///run/podman/podman.sock")) == "unix:///run/podman/podman.sock"
+    both = Host("c", address="qemu+tcp://127.0.0.1:16600/system", labels={"podman/uri": "tcp://127.0.0.1:17401"})
+    assert podman_uri(both) == "tcp://127.0.0.1:17401"
+    assert podman_uri(Host("d", address="qemu+tcp://127.0.0.1:16600/system")) is None
+    assert ContainersFlavor().clustercore_bootstrap_host(Host("d", address="/srv/x")) is None
+
+
+def test_containers_go_only_where_podman_answered() -> None:
+    spec = ContainerSpec.from_dict(BASE)
+    w = container_workload(spec)
+    podman = Host("a", state=HostState.UP, facts={"containers": host_facts({"host": {"cpus": 2}})})
+    other = Host("b", state=HostState.UP)
+    f = PodmanHostFilter()
+    assert f.check(w, HostView(podman, Resources())) is None
+    assert f.check(w, HostView(other, Resources())) == "no podman on this host"
+
+
+def test_host_facts_read_podman_info_and_survive_a_strange_answer() -> None:
+    info = {"host": {"ociRuntime": {"name": "runc"}, "cgroupVersion": "v1", "cpus": 2, "memTotal": 2**33},
+            "version": {"Version": "4.3.1"}}
+    assert host_facts(info) == {"runtime": "runc", "cgroup_version": "v1", "cpus": 2, "memory_mib": 8192,
+                                "podman": "4.3.1"}
+    assert host_facts({"host": "?"})["runtime"] == ""
+
+
+def test_a_host_without_criu_vetoes_maintenance_for_checkpointed_containers() -> None:
+    flavor = ContainersFlavor()
+    moved = container_workload(ContainerSpec.from_dict(BASE))
+    restarted = container_workload(ContainerSpec.from_dict({**BASE, "name": "job", "move": "restart"}))
+    bare = Host("a", address="tcp://127.0.0.1:1")
+    veto = flavor.clustercore_maintenance_veto(bare, [moved, restarted])
+    assert veto is not None and "web" in veto and "job" not in veto
+    assert flavor.clustercore_maintenance_veto(bare, [restarted]) is None
+    with_criu = Host("a", address="tcp://127.0.0.1:1", labels={"podman/criu": "true"})
+    assert flavor.clustercore_maintenance_veto(with_criu, [moved]) is None
