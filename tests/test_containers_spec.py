@@ -9,11 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from clustercore.errors import ValidationError
-from clustercore.model import Host, HostState
+from clustercore.model import Host, HostState, Placement, PlacementState
 from clustercore.resources import Resources
-from clustercore.scheduling import HostView
+from clustercore.scheduling import ForFlavor, HostView, Scheduler, Snapshot
 from flavors.containers import ContainersFlavor, PodmanHostFilter, container_workload, host_facts, podman_uri
-from flavors.containers.spec import ContainerSpec
+from flavors.containers.spec import KIND, ContainerSpec
+from flavors.virt import filters as virt_filters
+from flavors.virt.spec import VMSpec
+from flavors.virt.workload import vm_workload
 
 BASE: dict[str, Any] = {"name": "web", "image": "localhost/clustercore-busybox:1", "memory": 64}
 
@@ -83,11 +86,13 @@ def test_which_hosts_are_podman_hosts() -> None:
 def test_containers_go_only_where_podman_answered() -> None:
     spec = ContainerSpec.from_dict(BASE)
     w = container_workload(spec)
-    podman = Host("a", state=HostState.UP, facts={"containers": host_facts({"host": {"cpus": 2}})})
-    other = Host("b", state=HostState.UP)
+    podman = Host("a", address="tcp://127.0.0.1:17400", state=HostState.UP)
+    both = Host("b", address="qemu+tcp://127.0.0.1:16600/system", labels={"podman/uri": "tcp://127.0.0.1:17401"})
+    vms_only = Host("c", address="qemu+tcp://127.0.0.1:16600/system", state=HostState.UP)
     f = PodmanHostFilter()
     assert f.check(w, HostView(podman, Resources())) is None
-    assert f.check(w, HostView(other, Resources())) == "no podman on this host"
+    assert f.check(w, HostView(both, Resources())) is None
+    assert f.check(w, HostView(vms_only, Resources())) == "no podman API on this host"
 
 
 def test_host_facts_read_podman_info_and_survive_a_strange_answer() -> None:
@@ -108,3 +113,24 @@ def test_a_host_without_criu_vetoes_maintenance_for_checkpointed_containers() ->
     assert flavor.clustercore_maintenance_veto(bare, [restarted]) is None
     with_criu = Host("a", address="tcp://127.0.0.1:1", labels={"podman/criu": "true"})
     assert flavor.clustercore_maintenance_veto(with_criu, [moved]) is None
+
+
+def test_one_scheduler_keeps_each_flavor_on_its_own_hosts_with_one_accounting() -> None:
+    """A mixed cluster: a podman-only host, a libvirt-only host and one running both (a
+    libvirt address and a ``podman/uri`` label). VMs never land on the podman-only host,
+    containers never on the libvirt-only one, and both count against the shared host."""
+    def up(name: str, address: str, **labels: str) -> Host:
+        return Host(name, address=address, labels=labels, capacity=Resources(4, 4096), state=HostState.UP)
+
+    hosts = [up("pod", "tcp://127.0.0.1:17400"), up("vms", "qemu+tcp://127.0.0.1:16600/system"),
+             up("both", "qemu+tcp://127.0.0.1:16601/system", **{"podman/uri": "tcp://127.0.0.1:17401"})]
+    rules = [*virt_filters.filters(host_reserve=0), ForFlavor(KIND, PodmanHostFilter())]
+    vm = vm_workload(VMSpec.new("vm1", 3072, vcpus=2))
+    box = container_workload(ContainerSpec.from_dict({**BASE, "memory": 2048}))
+    for workload, allowed in ((vm, {"vms", "both"}), (box, {"pod", "both"})):
+        rows = Scheduler(Snapshot.build(hosts), filters=rules).explain(workload)
+        assert {r.host for r in rows if r.reason is None} == allowed, rows
+    # The VM on the shared host leaves 1024 MiB there: the container (2048) fits only on "pod".
+    placed = Snapshot.build(hosts, {"vm1": vm}, [Placement("vm1", "both", PlacementState.RUNNING)])
+    rows = Scheduler(placed, filters=rules).explain(box)
+    assert {r.host for r in rows if r.reason is None} == {"pod"}

@@ -49,12 +49,13 @@ __all__ = ["KIND", "ContainerError", "ContainerSpec", "ContainersFlavor", "NotCh
 
 @attrs.frozen
 class PodmanHostFilter:
-    """Containers run only where podman answered at join (the host's ``containers`` facts)."""
+    """Containers run only on hosts with a podman API (their address or ``podman/uri``
+    label): never on a host that only runs VMs in a mixed cluster."""
 
     name: str = "container-podman-host"
 
     def check(self, workload: Workload, view: HostView) -> str | None:
-        return None if isinstance(view.host.facts.get(FACTS), Mapping) else "no podman on this host"
+        return None if podman_uri(view.host) is not None else "no podman API on this host"
 
 
 def host_facts(info: Mapping[str, Any]) -> dict[str, Any]:

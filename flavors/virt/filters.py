@@ -23,6 +23,7 @@ import attrs
 from clustercore.model import Workload
 from clustercore.scheduling import ForFlavor, ForFlavorWeigher, HostView
 from flavors.virt.spec import KIND, VMSpec, cpuset
+from flavors.virt.uri import claims
 
 FACTS = "virt"
 
@@ -44,6 +45,17 @@ def _others(view: HostView, workload: Workload) -> Iterator[VMSpec]:
     for other in view.workloads:
         if other.name != workload.name and (spec := _spec(other)) is not None:
             yield spec
+
+
+@attrs.frozen
+class LibvirtHostFilter:
+    """VMs run only on hosts whose address is the virt flavor's (a libvirt URI, or empty as
+    in tests): never on another flavor's host (a podman API) in a mixed cluster."""
+
+    name: str = "vm-libvirt-host"
+
+    def check(self, workload: Workload, view: HostView) -> str | None:
+        return None if claims(view.host.address) else "not a libvirt host"
 
 
 @attrs.frozen
@@ -210,8 +222,8 @@ class VcpuLoadWeigher:
 
 def filters(vcpu_ratio: float = 4.0, host_reserve: int = 1024) -> list[ForFlavor]:
     """The flavor's filters, each skipped at no cost for workloads that are not VMs."""
-    rules = (VcpuRatioFilter(vcpu_ratio), GuaranteedMemoryFilter(host_reserve), NumaFilter(), CpuModelFilter(),
-             MachineTypeFilter(), DeviceAddressFilter())
+    rules = (LibvirtHostFilter(), VcpuRatioFilter(vcpu_ratio), GuaranteedMemoryFilter(host_reserve), NumaFilter(),
+             CpuModelFilter(), MachineTypeFilter(), DeviceAddressFilter())
     return [ForFlavor(KIND, f) for f in rules]
 
 
