@@ -1,19 +1,37 @@
-"""The IPMI BMCs of a lab (:mod:`flavors.virt.lab`): one pyghmi BMC server per lab host on
-127.0.0.1:``bmc_port`` (UDP, lanplus), whose power off is the host's power cut, so real
-fence agents (``fence_ipmilan``, ``ipmitool``, pyghmi) fence lab hosts for real. pyghmi is
-imported only when a lab has BMCs.
+"""The IPMI BMCs of a lab: one pyghmi BMC server per lab host on 127.0.0.1:``bmc_port``
+(UDP, lanplus), whose power off is the host's power cut, so real fence agents
+(``fence_ipmilan``, ``ipmitool``, pyghmi) fence lab hosts for real. A BMC powers any
+:class:`PowerControlled` host: a libvirt lab host (:mod:`flavors.virt.lab`) or a podman
+lab host (:mod:`flavors.containers.lab`) alike. pyghmi is imported only when a lab has BMCs.
 """
 
 from __future__ import annotations
 
 import threading
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from flavors.virt.lab import LabHost
+__all__ = ["LabBmcs", "PowerControlled"]
 
-__all__ = ["LabBmcs"]
+
+class PowerControlled(Protocol):
+    """What a lab BMC powers: a host with a name, a BMC port, and a power switch
+    (``power_off`` is a power cut that returns once every process of the host is gone;
+    ``power_on`` boots it and returns once it answers)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def bmc_port(self) -> int: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    def power_on(self) -> None: ...
+
+    def power_off(self) -> None: ...
 
 
 def _bmc_class() -> type[Any]:
@@ -51,7 +69,7 @@ class LabBmcs:
     (UDP, lanplus), all served by one thread. Power off is the host's power cut; power on
     boots it (in the background, as a real BMC answers before the host is up)."""
 
-    def __init__(self, hosts: list[LabHost], username: str = "admin", password: str = "") -> None:
+    def __init__(self, hosts: Sequence[PowerControlled], username: str = "admin", password: str = "") -> None:
         from pyghmi.ipmi.private import session
 
         self.username = username
@@ -61,7 +79,7 @@ class LabBmcs:
         base = _bmc_class()
 
         class LabBmc(base):  # type: ignore[misc,valid-type]
-            def __init__(self, host: LabHost, authdata: dict[str, str]) -> None:
+            def __init__(self, host: PowerControlled, authdata: dict[str, str]) -> None:
                 super().__init__(authdata, port=host.bmc_port, address="127.0.0.1")
                 self.host = host
                 self.silent = False
@@ -99,7 +117,8 @@ class LabBmcs:
         """Make a host's BMC stop answering (as an unplugged BMC does)."""
         self.bmcs[host].silent = silent
 
-    def device(self, host: LabHost, agent: str = "fence_ipmilan", password: str | None = None) -> dict[str, Any]:
+    def device(self, host: PowerControlled, agent: str = "fence_ipmilan",
+               password: str | None = None) -> dict[str, Any]:
         """The fence device of ``host`` (a ``Host.fence_devices`` entry)."""
         return {"agent": agent, "address": "127.0.0.1", "port": host.bmc_port, "username": self.username,
                 "password": self.password if password is None else password,
