@@ -1,16 +1,18 @@
 """clustercore-iallocator against Ganeti's hail, side by side, on synthetic clusters.
 
 For 100, 1,000 and 5,000 nodes: a single ``allocate`` (plain, one node; and DRBD, two
-nodes, at 100 nodes only: hail needs minutes for it there) and a ``multi-allocate`` of 100 instances. Timed: hail as a
-process (as Ganeti runs it), ours both in process (``answer``, JSON parsing included) and
-as a process (``clustercore-iallocator``, Python start-up included).
+nodes, at 100 nodes only) and a ``multi-allocate`` of 100 instances. Like for like: ours
+performs no global N+1 capacity checks, so hail runs with ``--no-capacity-checks`` (its
+default checks simulate every node's failure for every candidate: other work, minutes at
+100 nodes). Timed: hail as a process (as Ganeti runs it) against ours as a process
+(``clustercore-iallocator``, Python start-up included): the ratio; ours in process
+(``answer``, JSON parsing included) is shown beside it.
 
 Quality is judged by Ganeti itself: the cluster after each side's allocations is written
 in htools' text format (hail's own ``-S`` pre-allocation state plus the new instances,
 with the nodes' free memory and disk reduced) and scored by ``hbal -t`` ("Initial score",
 lower is better). The same writer serves both sides. hail gets :data:`HAIL_BUDGET` seconds
-per request; it grows much faster than linearly with the node count, so at 1,000 nodes and
-beyond it is stopped, and the rows say so.
+per request; a row says when it was stopped.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import random
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +35,8 @@ TITLE = "Ganeti IAllocator: clustercore-iallocator vs hail"
 HAIL = "/usr/lib/ganeti/3.0/usr/lib/ganeti/iallocators/hail"
 HBAL = "/usr/lib/ganeti/3.0/usr/bin/hbal"
 HAIL_BUDGET = 300.0  # seconds per request; hail is stopped after that and the row says so
+RUNS = 3  # process timings per side and request: min / median / max
+REPEAT_BELOW = 20.0  # s: a hail run longer than this is not repeated (the row says "1 run")
 SPEC = {"memory-size": 2048, "cpu-count": 2, "disk-count": 1, "disk-size": 20480, "nic-count": 1,
         "spindle-use": 1}
 IPOLICY = {"std": SPEC, "minmax": [{"min": {k: 1 for k in SPEC} | {"memory-size": 128, "disk-size": 128},
@@ -51,7 +56,8 @@ def cluster(nodes: int, seed: int) -> dict[str, Any]:
         primary = rng.choice(names)
         drbd = rng.random() < 0.3
         secondary = rng.choice([n for n in names[:64] if n != primary]) if drbd and nodes > 1 else None
-        if free_mem[primary] < memory + 4096 or free_dsk[primary] < disk:
+        if free_mem[primary] < memory + 4096 or free_dsk[primary] < disk or \
+                (secondary and free_dsk[secondary] < disk):
             continue
         free_mem[primary] -= memory
         free_dsk[primary] -= disk
@@ -121,23 +127,26 @@ def compare(nodes: int, kind: str, template: str = "plain", count: int = 100, ru
         request = work / "request.json"
         request.write_text(json.dumps(data))
         hail: dict[str, Any] | None = None
-        hail_s = HAIL_BUDGET
-        if run_hail:
+        hail_times: list[float] = []
+        ours_cli: list[float] = []
+        for _ in range(RUNS):  # alternating, so both sides meet the same machine
+            if (run_hail and not hail_times) or (hail is not None and max(hail_times) < REPEAT_BELOW):
+                t0 = time.perf_counter()
+                try:
+                    hail = json.loads(subprocess.run(
+                        [HAIL, "--no-capacity-checks", "-S", str(work / "state"), str(request)],
+                        capture_output=True, text=True, timeout=HAIL_BUDGET, check=True).stdout)
+                    hail_times.append(time.perf_counter() - t0)
+                except subprocess.TimeoutExpired:
+                    hail, hail_times = None, [HAIL_BUDGET]
             t0 = time.perf_counter()
-            try:
-                hail = json.loads(subprocess.run([HAIL, "-S", str(work / "state"), str(request)], capture_output=True,
-                                                 text=True, timeout=HAIL_BUDGET, check=True).stdout)
-                hail_s = time.perf_counter() - t0
-            except subprocess.TimeoutExpired:
-                hail = None
+            subprocess.run([sys.executable, "-m", "clustercore.adapters.ganeti", str(request)], capture_output=True,
+                           timeout=1800, check=True)
+            ours_cli.append(time.perf_counter() - t0)
         pre = (work / "state.pre-ialloc").read_text() if (work / "state.pre-ialloc").exists() else ""
         t0 = time.perf_counter()
         ours = answer(json.loads(request.read_text()))
         ours_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "clustercore.adapters.ganeti", str(request)], capture_output=True,
-                       timeout=1800, check=True)
-        ours_cli_s = time.perf_counter() - t0
         assert ours["success"], ours["info"]
         assert hail is None or hail["success"], hail["info"]
         req = json.loads(request.read_text())["request"]
@@ -152,7 +161,8 @@ def compare(nodes: int, kind: str, template: str = "plain", count: int = 100, ru
             model.allocate(Spec.parse(spec, "instance"), where)
         status = "ran" if hail else "stopped" if run_hail else "not run"
         return {"nodes": nodes, "kind": kind if kind != "allocate" else f"allocate ({template})", "hail": status,
-                "hail_s": hail_s if hail else None, "ours_s": ours_s, "ours_cli_s": ours_cli_s,
+                "hail_s": statistics.median(hail_times) if hail else None, "hail_t": hail_times,
+                "ours_s": ours_s, "ours_cli_s": statistics.median(ours_cli), "ours_t": ours_cli,
                 "placed": (len(placed_hail) if hail else None, len(placed_ours)),
                 "hail_score": hbal_score(pre, placed_hail, work, "hail") if hail and pre else None,
                 "ours_score": hbal_score(pre, placed_ours, work, "ours") if pre else model.score(group),
@@ -170,26 +180,37 @@ def run() -> str:
         if nodes <= 100:
             rows.append(compare(nodes, "allocate", "drbd", run_hail=hail_ok))
         rows.append(compare(nodes, "multi-allocate", run_hail=hail_ok))
-    lines = ["| nodes | request | hail (s) | ours in process (s) | ours as a process (s) | hail / ours "
+    lines = [f"| nodes | request | hail --no-capacity-checks, s (min / median / max of {RUNS}) "
+             "| ours as a process, s (min / median / max) | ours / hail (medians) "
+             "| ours in process (s) "
              "| hbal score before | after hail | after ours | placed (hail/ours) |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
 
     def num(value: float | None, fmt: str, missing: str) -> str:
         return missing if value is None else format(value, fmt)
 
+    def spread(times: list[float]) -> str:
+        if len(times) == 1:
+            return f"**{times[0]:.3f}** (1 run)"
+        return f"{min(times):.3f} / **{statistics.median(times):.3f}** / {max(times):.3f}"
+
     for r in rows:
-        hail_time = {"ran": num(r["hail_s"], ".3f", "-"), "stopped": f"> {HAIL_BUDGET:.0f} (stopped)",
+        hail_time = {"ran": spread(r["hail_t"]), "stopped": f"> {HAIL_BUDGET:.0f} (stopped)",
                      "not run": "not run"}[r["hail"]]
-        ratio = f"{r['hail_s'] / r['ours_s']:,.0f}x" if r["hail_s"] else "-"
-        lines.append(f"| {r['nodes']:,} | {r['kind']} | {hail_time} | {r['ours_s']:.3f} | {r['ours_cli_s']:.3f} | "
-                     f"{ratio} | {r['before']:.5f} | {num(r['hail_score'], '.5f', '-')} | {r['ours_score']:.5f} | "
+        ratio = f"{r['ours_cli_s'] / r['hail_s']:.2f}" if r["hail_s"] else "-"
+        lines.append(f"| {r['nodes']:,} | {r['kind']} | {hail_time} | {spread(r['ours_t'])} | {ratio} | "
+                     f"{r['ours_s']:.3f} | {r['before']:.5f} | {num(r['hail_score'], '.5f', '-')} | "
+                     f"{r['ours_score']:.5f} | "
                      f"{num(r['placed'][0], 'd', '-')}/{r['placed'][1]} |")
     compared = [r for r in rows if r["hail_score"] is not None]
     better = sum(r["ours_score"] <= r["hail_score"] + 1e-6 for r in compared)
-    faster = sum(r["ours_s"] < r["hail_s"] for r in compared)
+    faster = sum(r["ours_cli_s"] < r["hail_s"] for r in compared)
     lines += ["", f"Where hail finished within {HAIL_BUDGET:.0f} s: score at least as good as hail's (lower is "
-              f"better, scored by hbal itself) on {better}/{len(compared)} requests, faster on {faster}/"
-              f"{len(compared)}. Where hail was stopped or not run (it already exceeded the budget on a smaller "
+              f"better, scored by hbal itself) on {better}/{len(compared)} requests; as a process, faster on "
+              f"{faster}/{len(compared)} (ours / hail above 1 means slower: Python and numpy start-up is about "
+              "0.3 s, issue 21). Neither side checks N+1 here; hail's default checks are not matched by ours "
+              "(issue 19), so no figure compares against them. "
+              "Where hail was stopped or not run (it already exceeded the budget on a smaller "
               "request), the score is ours alone; our allocation minimises that same score over every node, as "
               "hail does."]
     return "\n".join(lines)

@@ -14,6 +14,7 @@ module              concept
 ``spec``            the container: image, command, env, cgroup limits, how it moves
 ``driver``          start/stop/inspect/migrate (CRIU checkpoint/restore) over podman
 ``criu``            a CRIU that works on this kernel, built from source when needed
+``image``           one busybox image archive, loaded identically on every host
 ``lab``             real podman hosts (with IPMI BMCs) on one machine
 ==================  ===========================================================
 """

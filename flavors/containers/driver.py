@@ -143,7 +143,7 @@ class PodmanDriver:
     def _create(self, spec: ContainerSpec) -> dict[str, Any]:
         args: dict[str, Any] = {
             "name": spec.name, "environment": spec.environment(), "mem_limit": f"{spec.memory}m",
-            "network_mode": spec.network, "labels": {LABEL: spec.name}, "stop_signal": "SIGTERM",
+            "network_mode": spec.network, "labels": {LABEL: spec.name}, "stop_signal": 15,
             "ulimits": [{"Name": n, "Soft": v, "Hard": v} for n, v in self.ulimits]}
         if spec.cpus:
             args["cpu_period"], args["cpu_quota"] = 100_000, round(spec.cpus * 100_000)
