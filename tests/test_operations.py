@@ -5,7 +5,10 @@ leader. A simulated cluster (fake flavor, fake clock), so every path is quick an
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import attrs
 import hypothesis.strategies as st
@@ -16,8 +19,10 @@ from clustercore import Cluster, ClusterConfig, FakeClock, HostReport, HostState
 from clustercore.errors import ValidationError
 from clustercore.fencing import FencePolicy
 from clustercore.lifecycle import LivenessPolicy
-from clustercore.model import FenceDevice, PlacementState
+from clustercore.model import FenceDevice, PlacementState, Workload
 from clustercore.operations import TRANSITIONS, NotCancellable, OpState, UnknownOperation
+from clustercore.plugins import Registry, hookimpl
+from clustercore.scheduling import HostView
 from clustercore.store.memory import MemoryStore
 from clustercore.testing import FakeFlavor
 
@@ -236,3 +241,52 @@ def test_operations_only_take_declared_transitions_and_all_end(steps: list[tuple
             assert any((before, event) in TRANSITIONS and TRANSITIONS[(before, event)] is after
                        for event in {e for _, e in TRANSITIONS}), (before, after)
     assert PlacementState.FAILED not in {p.state for p in c.placements().values()}
+
+
+class Gate:
+    """A filter that holds the scheduling of workload ``slow`` until opened, counting its
+    calls (one per host and scheduling)."""
+
+    name = "gate"
+
+    def __init__(self) -> None:
+        self.entered, self.open, self.entries = threading.Event(), threading.Event(), 0
+
+    def check(self, workload: Workload, view: HostView) -> str | None:
+        if workload.name == "slow":
+            self.entries += 1
+            self.entered.set()
+            self.open.wait(10)
+        return None
+
+    @hookimpl
+    def clustercore_register(self, registry: Registry) -> None:
+        registry.add_filter(self)
+
+
+def test_a_leader_deposed_and_elected_again_mid_start_never_starts_twice() -> None:
+    """Deposed while its start job still schedules (a pass over the lease limit), then the
+    leader again at once: the operation waits for that job, launches no second start, and
+    ends Succeeded with the workload running once."""
+    gate, clock, flavor = Gate(), FakeClock(), FakeFlavor("fake")
+    with ThreadPoolExecutor(2) as pool:
+        c = Cluster(plugins=Plugins([flavor, gate], entry_points=False), clock=clock, executor=pool,
+                    monotonic=clock.now)
+        for name in NAMES:
+            c.register_host({"name": name, "capacity": {"cpu": 8, "memory": 8192}})
+        tick(c, clock, 3)
+        c.define({"name": "slow", "flavor": "fake", "requests": {"cpu": 1, "memory": 64}})
+        op = c.request("start", "slow")
+        tick(c, clock)
+        assert gate.entered.wait(5) and c.operation(op.id).state is OpState.RUNNING
+        c.controller.depose()
+        tick(c, clock, 2)  # leading again: the old job still schedules
+        gate.open.set()
+        for _ in range(50):
+            tick(c, clock)
+            if c.operation(op.id).state.done:
+                break
+            time.sleep(0.02)
+    done = c.operation(op.id)
+    assert (done.state, gate.entries) == (OpState.SUCCEEDED, len(NAMES)), (done, gate.entries)  # one scheduling
+    assert len(flavor.driver.where("slow")) == 1 and c.placements()["slow"].state is PlacementState.RUNNING

@@ -61,6 +61,7 @@ class OperationsRunner:
         self.state, self.operations, self.jobs, self.may_act = state, operations, jobs, may_act
         self.actions = actions
         self._jobs: dict[str, Job] = {}
+        self._deposed: dict[str, Job] = {}  # jobs of an earlier leadership of this manager, maybe still running
         self._upgrades: dict[str, RollingUpgrade] = {}
         self._informer = Informer(state.store, PREFIX)
         self._open: dict[str, Versioned[Operation]] = {}  # the operations not done, from the watch
@@ -83,6 +84,8 @@ class OperationsRunner:
 
     def sync(self, view: View, errors: list[str]) -> None:
         self._follow(errors)  # followers too: a new leader knows what is open at once
+        for op_id in [i for i, job in self._deposed.items() if job.future.done() and i not in self._open]:
+            del self._deposed[op_id]
         if not self.may_act():
             return
         self._record_fencing(view)
@@ -114,6 +117,11 @@ class OperationsRunner:
             else:
                 self._begin(current, view)
             return
+        old = self._deposed.get(op.id)
+        if old is not None:
+            if not old.future.done():
+                return  # its job from before this manager was deposed still runs here: never a second one
+            del self._deposed[op.id]  # ended (its writes perhaps refused): the store says what is left to do
         job = self._jobs.get(op.id)
         if op.kind == "maintenance":
             self._follow_maintenance(current, view)
@@ -313,9 +321,11 @@ class OperationsRunner:
 
     def depose(self) -> None:
         """No longer the leader: forget the jobs (their writes are refused meanwhile); the
-        next leader takes the operations over."""
-        for job in self._jobs.values():
+        next leader takes the operations over. Should that be this manager again while one
+        of them still runs, the operation waits for it to end before taking it over."""
+        for op_id, job in self._jobs.items():
             job.cancel.set()
+            self._deposed[op_id] = job
         self._jobs.clear()
         self._upgrades.clear()
 
