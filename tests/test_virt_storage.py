@@ -210,3 +210,39 @@ def test_the_driver_follows_the_cluster_s_storage_roots() -> None:
     assert "/srv/lab" in flavor.driver.storage_roots and "/var/lib/libvirt/images" in flavor.driver.storage_roots
     other = Cluster(store=c.store, plugins=Plugins([VirtFlavor()], entry_points=False), clock=FakeClock())
     assert "/srv/lab" in other.plugins.pm.get_plugin("virt").driver.storage_roots  # read at start
+
+
+def test_a_pool_busy_building_a_volume_is_still_reached(c: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """libvirt refuses to refresh a pool while it clones a volume in it: the host still
+    reaches the domain (it is not NonOperational for it); any other refusal is not reaching it."""
+    c.add_storage_domain({"name": "nfs", "path": ROOT})
+    flavor = c.plugins.pm.get_plugin("virt")
+    host, domain = c.host("h1"), c.storage_domains()["nfs"]
+    refusal = "internal error: pool 'nfs' has asynchronous jobs running."
+
+    class Pool:
+        def __init__(self, pool: libvirt.virStoragePool) -> None:
+            self.pool = pool
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.pool, name)
+
+        def refresh(self, flags: int) -> None:
+            raise libvirt.libvirtError(refusal)
+
+    class Conn:
+        def __init__(self, conn: libvirt.virConnect) -> None:
+            self.conn = conn
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.conn, name)
+
+        def storagePoolLookupByName(self, name: str) -> Pool:
+            return Pool(self.conn.storagePoolLookupByName(name))
+
+    connect = flavor.storage.connect
+    monkeypatch.setattr(flavor.storage, "connect", lambda h: Conn(connect(h)))
+    found = probe_storage(flavor.storage, host, [domain])
+    assert set(found) == {"nfs"} and found["nfs"] > 0
+    refusal = "internal error: cannot open directory"
+    assert probe_storage(flavor.storage, host, [domain]) == {}

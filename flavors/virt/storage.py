@@ -41,6 +41,20 @@ MARKER = "clustercore-domain.meta"
 CHUNK = 1 << 20
 
 
+
+BUSY = "asynchronous jobs running"  # libvirt refuses to refresh a pool while a volume is built in it
+
+
+def refresh(pool: libvirt.virStoragePool) -> None:
+    """Re-read ``pool``'s directory, unless libvirt is building a volume in it (a clone):
+    then the pool is active and in use, and its listing is the one of a moment ago."""
+    try:
+        pool.refresh(0)
+    except libvirt.libvirtError as exc:
+        if BUSY not in str(exc):
+            raise
+
+
 class StorageError(Exception):
     """A storage operation on a libvirt host failed: ``op`` on ``what`` at ``host``."""
 
@@ -95,7 +109,7 @@ class LibvirtStorage:
                 if build:
                     pool.build(0)  # a dir pool: makes the directory
                 pool.create(0)
-            pool.refresh(0)
+            refresh(pool)
             return pool
         except libvirt.libvirtError as exc:
             raise StorageError("pool", f"domain {domain.name}", host.name, str(exc)) from exc
@@ -154,7 +168,7 @@ class LibvirtStorage:
         """The template's file as ``host`` sees it (looked up in its pool there)."""
         try:
             pool = self.connect(host).storagePoolLookupByName(template.domain)
-            pool.refresh(0)
+            refresh(pool)
             return str(pool.storageVolLookupByName(f"{template.name}.{template.format}").path())
         except libvirt.libvirtError as exc:
             raise StorageError("clone", f"template {template.name}", host.name, str(exc)) from exc
@@ -205,7 +219,7 @@ class LibvirtStorage:
         conn = self.connect(host)
         try:
             pool = conn.storagePoolLookupByTargetPath(os.path.dirname(path))
-            pool.refresh(0)
+            refresh(pool)
             return pool.createXML(like.XMLDesc(0), 0)
         except libvirt.libvirtError as exc:
             raise StorageError("precreate", path, host.name, str(exc)) from exc
