@@ -1,7 +1,10 @@
-"""Three ``clustercore manager run`` processes over a real 3-member etcd drive three lab
-hosts (real libvirtd + QEMU guests, an IPMI BMC each, ClusterLabs' ``fence_ipmilan``).
-The leader is SIGKILLed (with its process group: its fence agent dies too) in the middle
-of a maintenance drain, then in the middle of a fencing action. Host agents keep each
+"""Three ``clustercore manager run --listen`` processes over a real 3-member etcd drive three
+lab hosts (real libvirtd + QEMU guests, an IPMI BMC each, ClusterLabs' ``fence_ipmilan``),
+each serving the HTTP API. The leader is SIGKILLed (with its process group: its fence agent
+dies too) in the middle of a maintenance drain an operator started through a follower's API
+with the ``clustercore`` command (the operation is finished by the next leader, and the
+``clustercore op wait`` begun before the kill returns its result), then in the middle of a
+fencing action. Host agents keep each
 host's heartbeat on an etcd lease, probing its libvirtd from outside as oVirt's engine
 polls VDSM. A watcher asks every host, many times a second, which guests run there (by
 libvirtd, or by QEMU processes when libvirtd is cut off): no guest ever runs on two.
@@ -19,6 +22,7 @@ so that host would never be fenced.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -33,8 +37,9 @@ from pathlib import Path
 import attrs
 import pytest
 
-from clustercore import ClusterConfig, HostState
+from clustercore import ClusterConfig, HostState, auth
 from clustercore.agent import HostAgent
+from clustercore.api.tls import fingerprint
 from clustercore.fencing import FencePolicy
 from clustercore.leadership import LEADER_KEY
 from clustercore.lifecycle import LivenessPolicy
@@ -56,6 +61,9 @@ CONFIG = ClusterConfig(
     orphan_after=3, drain_parallel=1,
     call_wait=0.2)  # a pass waits up to 3 x call_wait for hosts: below the managers' pass limit (TTL / 3)
 GUESTS = [f"g{i}" for i in range(4)]
+MANAGERS = ("m1", "m2", "m3")
+API_PORT = 23870  # m1's API; m2's the next port, m3's the one after
+CLI = [sys.executable, "-m", "clustercore.cli"]
 
 
 class Watcher:
@@ -119,8 +127,9 @@ class Fleet:
             thread.start()
             self.agents.append(thread)
         self.managers: dict[str, subprocess.Popen[bytes]] = {}
-        for name in ("m1", "m2", "m3"):
+        for name in MANAGERS:
             self.start_manager(name)
+        self.token = auth.create_token(self.cluster.store, "operator1", "operator")
 
     def _probe(self, name: str) -> Callable[[], bool]:
         host = self.lab.host(name)
@@ -129,9 +138,29 @@ class Fleet:
     def start_manager(self, name: str) -> None:
         log = (self.logs / f"{name}.log").open("ab")
         self.managers[name] = subprocess.Popen(
-            [sys.executable, "-m", "clustercore.cli", "-v", "manager", "run", "--store", self.url,
-             "--prefix", self.prefix, "--name", name, "--ttl", str(TTL), "--interval", "0.3"],
+            [*CLI, "-v", "manager", "run", "--store", self.url, "--prefix", self.prefix, "--name", name,
+             "--ttl", str(TTL), "--interval", "0.3", "--listen", f"127.0.0.1:{API_PORT + MANAGERS.index(name)}",
+             "--state-dir", str(self.logs / f"api-{name}")],
             stdout=log, stderr=log, start_new_session=True)
+
+    def cli_env(self, via: str) -> dict[str, str]:
+        """The environment of a ``clustercore`` command logged in (as an operator) to the API
+        of manager ``via``: the login pins the certificate that manager made."""
+        config = self.logs / f"cli-{via}.json"
+        env = {**os.environ, "CLUSTERCORE_CONFIG": str(config)}
+        if not config.exists():
+            cert, url = self.logs / f"api-{via}" / "api-cert.pem", f"https://127.0.0.1:{API_PORT + MANAGERS.index(via)}"
+            self.until(cert.exists, 30)
+            login = [*CLI, "login", "--api", url, "--token", self.token, "--fingerprint", fingerprint(cert)]
+            self.until(lambda: subprocess.run(login, env=env, capture_output=True, timeout=30).returncode == 0, 30, 0.5)
+        return env
+
+    def cli(self, via: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """``clustercore ARGS`` against manager ``via``'s API; it must succeed."""
+        done = subprocess.run([*CLI, *args], env=self.cli_env(via), capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL)
+        assert done.returncode == 0, f"clustercore {' '.join(args)}: {done.returncode} {done.stderr}"
+        return done
 
     def leader(self) -> str | None:
         kv = self.cluster.store.get(LEADER_KEY)
@@ -170,7 +199,7 @@ class Fleet:
         for name in GUESTS:
             for host in self.lab.hosts:
                 with contextlib.suppress(Exception):
-                    self.driver.stop(self.cluster.workload(name), self.cluster.host(host.name), force=True)
+                    self.driver.stop(self.cluster.workloads()[name], self.cluster.host(host.name), force=True)
         self.lc.close()
 
 
@@ -222,14 +251,28 @@ def test_the_leader_killed_mid_drain_then_mid_fencing(fleet: Fleet, image: Guest
     try:
         assert {g: h for g, hs in watcher.where().items() for h in hs} == dict.fromkeys(GUESTS, "lab1")
 
-        # 1. Drain lab1; kill the leader as soon as a guest is migrating.
-        c.start_maintenance("lab1")
+        # 1. An operator drains lab1 through a follower's API and waits for it there; the
+        #    leader is killed as soon as a guest is migrating.
+        via = next(name for name in MANAGERS if name != fleet.leader())
+        op = json.loads(fleet.cli(via, "host", "maintenance", "lab1", "-o", "json").stdout)
+        assert op["kind"] == "maintenance" and op["target"] == "lab1", op
+        waiter = subprocess.Popen([*CLI, "op", "wait", op["id"], "-o", "json"], env=fleet.cli_env(via), text=True,
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         fleet.until(lambda: any(p.state is PlacementState.MIGRATING for p in c.placements().values()), 30, 0.02)
         killed = fleet.kill_leader()
+        assert killed != via and str(c.operation(op["id"]).state) == "Running"  # the dead leader's, unfinished
         in_flight = [n for n, p in c.placements().items() if p.state is PlacementState.MIGRATING]
         took = fleet.until(lambda: fleet.leader() not in (None, killed), 3 * TTL)
         assert took < TTL + 2, f"new leader after {took:.1f} s"
         fleet.until(lambda: c.host("lab1").state is S.MAINTENANCE, 90)
+        try:  # the wait begun before the kill returns the operation the next leader finished
+            out, err = waiter.communicate(timeout=60)
+        finally:
+            waiter.kill()
+        assert waiter.returncode == 0, err
+        final = json.loads(out)
+        assert (final["id"], final["state"], final["progress"]) == (op["id"], "Succeeded", 100), final
+        assert json.loads(fleet.cli(via, "op", "show", op["id"], "-o", "json").stdout)["state"] == "Succeeded"
         fleet.start_manager(killed)  # as systemd would: three managers again
         placements = c.placements()
         where = watcher.where()
