@@ -239,3 +239,24 @@ def test_no_criu_and_no_build_says_why(tmp_path: Path, monkeypatch: pytest.Monke
     found = locate_criu(tmp_path, build=False)
     assert found.path is None
     assert found.reason == f"system criu: no criu on PATH; no working build in {tmp_path / VERSION}"
+
+
+def test_the_containers_flavor_keeps_the_flavor_contract(lab: PodmanLab) -> None:
+    """check_flavor on two real podman hosts: hooks, filters, start/inspect/stop, and a
+    move by checkpoint (where the lab has CRIU)."""
+    from clustercore.model import Host
+    from clustercore.resources import Resources
+    from clustercore.testing import check_flavor
+    from flavors.containers import ContainersFlavor, ContainerSpec, PodmanDriver, container_workload
+
+    hosts = [Host(h.name, address=h.uri, labels=h.labels, capacity=Resources(cpu=2, memory=1024))
+             for h in lab.hosts[:2]]
+    spec = ContainerSpec(name="conform", image=IMAGE, memory=64, command=tuple(COUNTER), stop_timeout=0)
+    flavor = ContainersFlavor(PodmanDriver(cgroup_parent=lab.cgroup_parent))
+    moves = lab.criu.path is not None
+    report = check_flavor(flavor, hosts[0], container_workload(spec), hosts[1] if moves else None)
+    assert report.flavor == "containers"
+    wanted = {"loading", "registers a driver", "clustercore_describe_host", "start then inspect", "stop is idempotent"}
+    assert wanted | ({"migrate: runs on target", "migrate: gone from source"} if moves else set()) \
+        <= set(report.passed), report.passed
+    assert all("conform" not in {c.name for c in client(h).containers.list(all=True)} for h in lab.hosts[:2])
