@@ -20,8 +20,9 @@ from podman import PodmanClient
 
 from clustercore import Cluster, HostReport, HostState, Plugins
 from clustercore.model import PlacementState
-from flavors.containers import ContainersFlavor, ContainerSpec, PodmanDriver, container_workload
-from flavors.containers.lab import IMAGE, PodmanLab
+from flavors.containers import ContainersFlavor, PodmanDriver
+from flavors.containers.lab import PodmanLab
+from flavors.containers.labcluster import counter
 from flavors.virt import VirtFlavor
 from flavors.virt.driver import LibvirtDriver
 from flavors.virt.lab import Lab, domain_type
@@ -29,7 +30,6 @@ from flavors.virt.spec import Memory, VMSpec
 from flavors.virt.workload import vm_workload
 
 pytestmark = pytest.mark.slow
-COUNTER = ("sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done")
 HOSTS = ("mix1", "mix2", "mix3")
 VMS = [f"vm{i}" for i in range(3)]
 CONTAINERS = [f"ct{i}" for i in range(6)]
@@ -124,8 +124,7 @@ def test_one_scheduler_places_vms_and_containers_and_a_drain_moves_both(mixed: M
                       domain_type=domain_type())
         c.submit(vm_workload(spec))
     for name in CONTAINERS:
-        c.submit(container_workload(ContainerSpec(name=name, image=IMAGE, memory=32, cpus=0.5, command=COUNTER,
-                                                  stop_timeout=0)))
+        c.submit(counter(name))
     assert set(mixed.consistent().values()) == {"mix1"} and len(mixed.consistent()) == 9
     for other in ("mix2", "mix3"):
         c.activate_host(other)
