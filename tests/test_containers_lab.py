@@ -100,7 +100,12 @@ def test_a_power_cut_host_is_fenced_and_its_ha_containers_run_elsewhere_once(lab
         assert restarted == Counter(f"workload/{n}" for n in names)  # each exactly once
         assert not lab.hosts[1].running
         assert watcher.interval < 0.25 and not watcher.twice, (watcher.interval, watcher.twice[:2])  # looks often
+        lab.power_on(1)  # back with the stopped copies podman kept: a move there replaces its copy
+        lc.until(lambda: lc.cluster.host("pod2").state is S.UP, 60)
+        assert lc.cluster.migrate(names[0], "pod2").host == "pod2" and lc.running()[names[0]] == ["pod2"]
+        assert not [e for e in lc.cluster.query_events() if e.kind == "migration-failed"]
     finally:
         lc.close()
-        lab.power_on(1)
+        if not lab.hosts[1].running:
+            lab.power_on(1)
     assert lab.bmcs.bmcs["pod2"].offs == offs  # the power cut was the lab's: the BMC found it off

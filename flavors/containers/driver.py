@@ -185,6 +185,11 @@ class PodmanDriver:
         for host in (source, target):
             if not self.criu(host):
                 raise NotCheckpointable("migrate", spec.name, host.name, "CRIU is not available there")
+        left = self._find(spec.name, target)
+        if left is not None:  # a stopped copy its host kept through a power cut: the restore makes it anew
+            if left.status == "running":
+                raise ContainerError("migrate", spec.name, target.name, "a container of that name runs there")
+            self._remove(spec.name, target)
         with tempfile.SpooledTemporaryFile(max_size=64 * CHUNK) as archive:
             self._checkpoint(spec.name, source, archive)
             try:
