@@ -1,16 +1,19 @@
-"""``python -m flavors.virt.demo`` (``./dev demo``): a cluster of real libvirt hosts
-running real Linux guests.
+"""``python -m flavors.virt.demo`` (``./dev demo``): a cluster of real hosts running real
+Linux guests and containers side by side.
 
-The embedded defaults (memory store, the virt flavor) on a lab of three libvirtd hosts
-with IPMI BMCs on this machine (:mod:`flavors.virt.lab`), driven through
-:class:`~flavors.virt.labcluster.LabCluster`: hosts join; the cluster gets a shared
-storage domain, local disks, a logical network and the project's guest as a template;
-three VMs are cloned from it and boot (their console lines shown); one is live-migrated
-while it writes its counter and dirties its memory; the host of an HA VM loses power, is
-fenced through its BMC and the VM comes back on another host with its counter whole; a
-host is drained for maintenance and activated again. After each phase the demo prints
-what the cluster recorded and what libvirt runs on every host, and checks they agree.
-Everything is torn down at the end.
+The embedded defaults (memory store, the virt and containers flavors) on a lab of three
+libvirtd hosts with IPMI BMCs on this machine (:mod:`flavors.virt.lab`), each paired with a
+podman service (:mod:`flavors.containers.lab`, named by the host's ``podman/uri`` label),
+driven through :class:`~flavors.virt.labcluster.LabCluster`: hosts join; the cluster gets a
+shared storage domain, local disks, a logical network and the project's guest as a
+template; three VMs are cloned from it and boot (their console lines shown); three
+counting containers start beside them, placed by the same scheduler; one VM is
+live-migrated while it writes its counter and dirties its memory; a host loses power (its
+VMs' and containers' alike), is fenced through its BMC, and its HA VM and containers come
+back on other hosts; a host is drained for maintenance, VMs by live migration and
+containers by CRIU checkpoint/restore (their counts going on), and activated again. After
+each phase the demo prints what the cluster recorded and what libvirt and podman run on
+every host, and checks they agree with the store. Everything is torn down at the end.
 """
 
 from __future__ import annotations
@@ -23,18 +26,24 @@ from pathlib import Path
 from typing import TextIO
 
 from clustercore import HostState
+from flavors.containers import ContainersFlavor, PodmanDriver
+from flavors.containers.lab import PodmanLab
+from flavors.containers.labcluster import counter
 from flavors.virt.guest import GuestImage, build_guest
 from flavors.virt.lab import Lab, linux_domain_type
 from flavors.virt.labcluster import LabCluster
 
 S = HostState
 VMS = ("vm-1", "vm-2", "vm-3")
+CONTAINERS = ("ct-1", "ct-2", "ct-3")
+PODMAN_PORT = 17040  # the demo's podman hosts: 17040..17042 (the tests' podman labs start at 17050)
 
 
 class VirtDemo:
-    def __init__(self, lab: Lab, image: GuestImage, out: TextIO) -> None:
-        self.lab, self.image, self.out = lab, image, out
-        self.lc = LabCluster(lab)
+    def __init__(self, lab: Lab, pods: PodmanLab, image: GuestImage, out: TextIO) -> None:
+        self.lab, self.pods, self.image, self.out = lab, pods, image, out
+        self.podman = PodmanDriver(cgroup_parent=pods.cgroup_parent)
+        self.lc = LabCluster(lab, plugins=[ContainersFlavor(self.podman)])
         self.cluster = self.lc.cluster
         self.seen = 0
         self.started = time.time()
@@ -50,28 +59,38 @@ class VirtDemo:
                 self.say(f"    t+{event.time - self.started:5.1f}s  {event}")
         self.seen = len(events)
 
+    def containers(self, i: int) -> list[str]:
+        pod = self.pods.hosts[i]
+        if not pod.running:
+            return []
+        return sorted(c.name for c in self.podman.client(self.cluster.host(self.lab.hosts[i].name)).containers.list())
+
     def libvirt_view(self) -> None:
-        """Each host's state, what libvirt runs there and whether the store agrees."""
+        """Each host's state, what libvirt and podman run there and whether the store agrees."""
         placements = self.cluster.placements()
         runs = self.lc.libvirt_runs()
-        for host in self.lab.hosts:
-            running = runs.get(host.name, [])
+        for i, host in enumerate(self.lab.hosts):
+            vms, containers = runs.get(host.name, []), self.containers(i)
             stored = sorted(p.workload for p in placements.values() if p.host == host.name and p.state.value ==
                             "Running") if host.running else []
             state = self.cluster.host(host.name).state.value
+            running = sorted(vms + containers)
             check = "" if stored == running else f"   MISMATCH: store says {stored}"
             if check:
-                self.problems.append(f"{host.name}: libvirt runs {running}, store says {stored}")
-            self.say(f"    {host.name:<5} {state:<24} libvirt runs {', '.join(running) or '-'}{check}")
+                self.problems.append(f"{host.name}: libvirt and podman run {running}, store says {stored}")
+            self.say(f"    {host.name:<5} {state:<24} libvirt runs {', '.join(vms) or '-'}; "
+                     f"podman runs {', '.join(containers) or '-'}{check}")
 
     def run(self) -> int:
         phases: list[tuple[str, Callable[[], None]]] = [
             ("three libvirt hosts join", self.join),
             ("storage: a shared domain, local disks, a network, the guest as a template", self.storage),
             ("three VMs are cloned from the template and boot", self.boot),
+            ("three containers start beside them: one scheduler, one resource count", self.start_containers),
             ("vm-1 is live-migrated while it writes and dirties its memory", self.migrate),
-            ("the host of vm-2 (HA) loses power: fenced, vm-2 restarted elsewhere", self.power_cut),
-            ("a host enters maintenance: its VMs live-migrate away", self.maintenance),
+            ("the host of vm-2 (HA) loses power: fenced, its VMs and containers restarted elsewhere",
+             self.power_cut),
+            ("a host enters maintenance: VMs live-migrate, containers move by checkpoint", self.maintenance),
             ("it is activated again", self.activate),
         ]
         for i, (title, phase) in enumerate(phases, 1):
@@ -83,11 +102,13 @@ class VirtDemo:
             self.libvirt_view()
             self.say(f"    ({time.monotonic() - started:.1f} s)")
         running = sum(1 for p in self.cluster.placements().values() if p.state.value == "Running")
-        self.say(f"done: {len(self.cluster.query_events())} events recorded, {running} VMs running, "
+        self.say(f"done: {len(self.cluster.query_events())} events recorded, {running} VMs and containers running, "
                  f"{len(self.problems)} mismatches")
         return 1 if self.problems else 0
 
     def join(self) -> None:
+        for host, pod in zip(self.lab.hosts, self.pods.hosts, strict=True):  # each also runs containers
+            self.cluster.update_host(host.name, {"labels": {"podman/uri": pod.uri, **pod.labels}})
         self.lc.up()
         facts = self.cluster.host("lab1").facts["virt"]
         self.say(f"    libvirt says: {facts['arch']} {facts['cpu_model']}, domain types "
@@ -106,6 +127,20 @@ class VirtDemo:
             self.lc.wait_ticks(name, 2)
             self.say(f"    {name} console: {' | '.join(self.lc.lines(name)[:4])}")
 
+    def start_containers(self) -> None:
+        move = "checkpoint" if self.pods.criu.path is not None else "restart"
+        if move == "restart":
+            self.say(f"    no working CRIU ({self.pods.criu.reason}): containers move by restart")
+        for name in CONTAINERS:
+            self.cluster.submit(counter(name, ha=True, move=move))
+        time.sleep(1)
+        self.say("    counted so far: " + ", ".join(f"{n} {self.count(n)}" for n in CONTAINERS))
+
+    def count(self, name: str) -> int:
+        host = self.cluster.host(self.cluster.placements()[name].host)
+        code, (out, _) = self.podman.client(host).containers.get(name).exec_run(["cat", "/tmp/count"], demux=True)
+        return int(out) if code == 0 and isinstance(out, bytes) else -1
+
     def migrate(self) -> None:
         before = self.lc.ticks("vm-1")[-1]
         target = self.cluster.migrate("vm-1").host
@@ -119,7 +154,9 @@ class VirtDemo:
     def power_cut(self) -> None:
         host = self.cluster.placements()["vm-2"].host
         said = self.lc.ticks("vm-2")[-1]
+        i = self.lab.hosts.index(self.lab.host(host))
         self.lab.host(host).power_off()
+        self.pods.power_cut(i)  # one machine: its containers lose power with its VMs
         self.say(f"    {host} powered off (vm-2 had said counter {said})")
         took = self.lc.until(lambda: self.cluster.placements()["vm-2"].state.value == "Running"
                              and self.cluster.placements()["vm-2"].host != host, 120, "vm-2 back")
@@ -127,16 +164,23 @@ class VirtDemo:
         self.say(f"    vm-2 running on {self.cluster.placements()['vm-2'].host} {took:.1f} s after the cut, "
                  f"counting again from {self.lc.ticks('vm-2')[-1]}")
         self.check_counter("vm-2")
+        self.lc.until(lambda: all(self.cluster.placements()[n].host != host for n in CONTAINERS), 60, "containers back")
         self.lab.host(host).power_on()  # the operator repairs it; it rejoins by its heartbeats
+        self.pods.power_on(i)
         self.lc.up()
 
     def maintenance(self) -> None:
         busiest = max(self.cluster.hosts(), key=lambda h: sum(p.host == h for p in self.cluster.placements().values()))
         self.say(f"    draining {busiest}")
+        before = {n: self.count(n) for n in CONTAINERS}
         self.cluster.start_maintenance(busiest)
         self.lc.until(lambda: self.cluster.host(busiest).state is S.MAINTENANCE, 120, f"{busiest} drained")
         for name in VMS:
             self.check_counter(name)
+        after = {n: self.count(n) for n in CONTAINERS}
+        self.say("    containers counted: " + ", ".join(f"{n} {before[n]} -> {after[n]}" for n in CONTAINERS))
+        if self.pods.criu.path is not None and any(after[n] < before[n] for n in CONTAINERS):
+            self.problems.append(f"a container restarted instead of moving: {before} -> {after}")
 
     def activate(self) -> None:
         host = next(n for n in self.cluster.hosts() if self.cluster.host(n).state is S.MAINTENANCE)
@@ -153,8 +197,8 @@ class VirtDemo:
 
 def main(out: TextIO = sys.stdout, cache: Path | None = None) -> int:
     image = build_guest(cache or Path(tempfile.gettempdir()) / "clustercore-guest-cache")
-    with Lab(3, bmc=True) as lab:
-        demo = VirtDemo(lab, image, out)
+    with Lab(3, bmc=True) as lab, PodmanLab(3, base_port=PODMAN_PORT) as pods:
+        demo = VirtDemo(lab, pods, image, out)
         try:
             return demo.run()
         finally:
