@@ -24,6 +24,7 @@ from podman.domain.containers import Container  # noqa: E402
 
 from flavors.containers.criu import VERSION, ensure_criu, locate_criu  # noqa: E402
 from flavors.containers.lab import IMAGE, PodmanHost, PodmanLab  # noqa: E402
+from flavors.containers.labcluster import COUNT  # noqa: E402
 from flavors.virt.labnet import PortInUse  # noqa: E402
 from flavors.virt.labprocs import alive  # noqa: E402
 
@@ -31,7 +32,7 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(subprocess.run(["which", "podman"], capture_output=True).returncode != 0,
                                  reason="podman is not installed (./dev test installs it)")]
 REPO = Path(__file__).resolve().parents[1]
-COUNTER = ["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"]
+COUNTER = ["sh", "-c", COUNT]
 
 
 @pytest.fixture(scope="module")

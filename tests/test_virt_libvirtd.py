@@ -145,8 +145,9 @@ def test_cluster_cpu_baseline_is_usable_and_starts(cluster: Cluster) -> None:
 
 
 def test_the_readme_demo_runs_on_real_libvirt_hosts(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """``./dev demo``: real guests cloned from a template boot, one moves while writing,
-    an HA one survives its host's power cut, a host is drained: store = libvirt throughout."""
+    """``./dev demo``: real guests cloned from a template boot, containers start beside
+    them, a VM moves while writing, an HA VM and container survive their host's power cut,
+    a host is drained of both kinds: store = libvirt + podman throughout."""
     import io
 
     from flavors.virt.demo import main
@@ -157,7 +158,8 @@ def test_the_readme_demo_runs_on_real_libvirt_hosts(tmp_path_factory: pytest.Tem
     assert "MISMATCH" not in text and "BROKEN" not in text
     assert "disk mounted" in text and "pages lost by the move: 0" in text
     assert "Fencing -> Down" in text and "restarted" in text
-    assert "PreparingForMaintenance -> Maintenance" in text and "3 VMs running, 0 mismatches" in text
+    assert "PreparingForMaintenance -> Maintenance" in text and "6 VMs and containers running, 0 mismatches" in text
+    assert "podman runs ct-" in text and "containers counted: ct-1" in text
     assert text.count("no gap, no duplicate") >= 5
 
 

@@ -23,7 +23,8 @@ from clustercore.model import Workload
 from flavors.containers import ContainersFlavor, ContainerSpec, PodmanDriver, container_workload
 from flavors.containers.lab import IMAGE, PodmanLab
 
-COUNT = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"
+# written aside and renamed: a reader never finds the file empty (truncated, not yet written)
+COUNT = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.05; done"
 S = HostState
 
 
@@ -117,7 +118,7 @@ class PodLabCluster:
         """What container ``name`` has counted so far, where the store places it."""
         host = self.cluster.placements()[name].host
         code, (out, err) = self._clients[host].containers.get(name).exec_run(["cat", "/tmp/count"], demux=True)
-        assert code == 0 and isinstance(out, bytes), err
+        assert code == 0 and isinstance(out, bytes), (code, out, err)
         return int(out)
 
     def close(self) -> None:
