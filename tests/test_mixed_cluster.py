@@ -2,9 +2,9 @@
 containers (a real podman service, named by the host's ``podman/uri`` label). One scheduler
 places 3 OS-less VMs and 6 counter containers with one resource accounting (CPU is the
 bound: a host of 5 CPUs takes at most 5 of them, whatever their kind); a maintenance drains
-one host of both kinds, VMs by live migration and containers by CRIU checkpoint/restore (by
-the test is skipped, saying why, where no CRIU could be built); the store agrees with libvirt and podman after each
-step, every workload runs exactly once, and a moved container counts on."""
+one host of both kinds, VMs by live migration and containers by CRIU checkpoint/restore
+(skipped, saying why, where no CRIU could be built); the store agrees with libvirt and
+podman after each step, every workload runs exactly once, and a moved container counts on."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from clustercore import Cluster, HostReport, HostState, Plugins
 from clustercore.model import PlacementState
 from flavors.containers import ContainersFlavor, PodmanDriver
 from flavors.containers.lab import PodmanLab
-from flavors.containers.labcluster import counter
+from flavors.containers.labcluster import counter, read_count
 from flavors.virt import VirtFlavor
 from flavors.virt.driver import LibvirtDriver
 from flavors.virt.lab import Lab, domain_type
@@ -87,10 +87,9 @@ class Mixed:
 
     def count(self, name: str) -> int:
         host = self.pods.hosts[HOSTS.index(self.cluster.placements()[name].host)]
-        found = PodmanClient(base_url=host.uri, timeout=10).containers.get(name)
-        code, (out, err) = found.exec_run(["cat", "/tmp/count"], demux=True)
-        assert code == 0, err
-        return int(out)
+        found = read_count(PodmanClient(base_url=host.uri, timeout=10), name)
+        assert found is not None, f"{name} did not say its count"
+        return found
 
     def close(self) -> None:
         for name in list(self.cluster.placements()):
@@ -125,7 +124,8 @@ def test_one_scheduler_places_vms_and_containers_and_a_drain_moves_both(mixed: M
         c.submit(vm_workload(spec))
     for name in CONTAINERS:
         c.submit(counter(name))
-    assert set(mixed.consistent().values()) == {"mix1"} and len(mixed.consistent()) == 9
+    placed = mixed.consistent()
+    assert set(placed.values()) == {"mix1"} and len(placed) == 9
     for other in ("mix2", "mix3"):
         c.activate_host(other)
     mixed.until(lambda: mixed.states(*HOSTS) == {HostState.UP})

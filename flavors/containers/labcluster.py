@@ -35,6 +35,13 @@ def counter(name: str, *, move: str = "checkpoint", ha: bool = False, priority: 
     return container_workload(spec, ha=ha, priority=priority)
 
 
+def read_count(client: PodmanClient, name: str) -> int | None:
+    """What the counter container ``name`` (:func:`counter`) has counted, or None when
+    podman could not say."""
+    code, (out, _) = client.containers.get(name).exec_run(["cat", "/tmp/count"], demux=True)
+    return int(out) if code == 0 and isinstance(out, bytes) else None
+
+
 def clear(lab: PodmanLab) -> None:
     """Remove every container of every powered host of ``lab`` at once."""
     for host in lab.hosts:
@@ -117,9 +124,9 @@ class PodLabCluster:
     def count(self, name: str) -> int:
         """What container ``name`` has counted so far, where the store places it."""
         host = self.cluster.placements()[name].host
-        code, (out, err) = self._clients[host].containers.get(name).exec_run(["cat", "/tmp/count"], demux=True)
-        assert code == 0 and isinstance(out, bytes), (code, out, err)
-        return int(out)
+        found = read_count(self._clients[host], name)
+        assert found is not None, f"container {name} on {host} did not say its count"
+        return found
 
     def close(self) -> None:
         clear(self.lab)

@@ -28,7 +28,7 @@ from typing import TextIO
 from clustercore import HostState
 from flavors.containers import ContainersFlavor, PodmanDriver
 from flavors.containers.lab import PodmanLab
-from flavors.containers.labcluster import counter
+from flavors.containers.labcluster import counter, read_count
 from flavors.virt.guest import GuestImage, build_guest
 from flavors.virt.lab import Lab, linux_domain_type
 from flavors.virt.labcluster import LabCluster
@@ -137,9 +137,8 @@ class VirtDemo:
         self.say("    counted so far: " + ", ".join(f"{n} {self.count(n)}" for n in CONTAINERS))
 
     def count(self, name: str) -> int:
-        host = self.cluster.host(self.cluster.placements()[name].host)
-        code, (out, _) = self.podman.client(host).containers.get(name).exec_run(["cat", "/tmp/count"], demux=True)
-        return int(out) if code == 0 and isinstance(out, bytes) else -1
+        found = read_count(self.podman.client(self.cluster.host(self.cluster.placements()[name].host)), name)
+        return -1 if found is None else found
 
     def migrate(self) -> None:
         before = self.lc.ticks("vm-1")[-1]
