@@ -22,6 +22,7 @@ from flavors.virt.guest import GuestImage, build_guest
 from flavors.virt.lab import Lab
 from flavors.virt.labcluster import LabCluster
 from flavors.virt.migration import (
+    PRE_SWITCH_MIB,
     Act,
     Limits,
     MigrationFailed,
@@ -171,6 +172,12 @@ def test_flags_and_params_for_storage_migration() -> None:
         libvirt.VIR_MIGRATE_PARAM_URI: "tcp://127.0.0.1", libvirt.VIR_MIGRATE_PARAM_BANDWIDTH: 64,
         libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: ["vda", "vdb"]}
     assert libvirt.VIR_MIGRATE_PARAM_BANDWIDTH not in params(MigrationPolicy(bandwidth=None), None)
+    at_once = params(MigrationPolicy(post_copy=True), None, post_copy_at_once=True)
+    assert at_once == {libvirt.VIR_MIGRATE_PARAM_BANDWIDTH: PRE_SWITCH_MIB,
+                       libvirt.VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY: 64}
+    assert params(MigrationPolicy(post_copy=True, bandwidth=None), None, post_copy_at_once=True) == {
+        libvirt.VIR_MIGRATE_PARAM_BANDWIDTH: PRE_SWITCH_MIB}
+    assert params(policy, None, ("vda",), post_copy_at_once=True)[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] == 64
     for bad in (("vda", "vda"), ("",), ("../x",), ("VDA",)):
         with pytest.raises(ValueError):
             flags(policy, True, bad)

@@ -43,11 +43,13 @@ a migration aborted at its deadline (the source keeps it)    -          0, alway
 A cap alone does not help: the loss comes with every dirty-bitmap sync while the guest
 runs (likely QEMU's TCG keeping a page's fast-path TLB entry after the sync cleared its
 dirty bit, so later writes to it go unlogged; KVM logs dirty pages in the kernel). A pass
-that ends with the guest paused, or post-copy before the first pass has ended, copies
-nothing that can go stale. So by default (``tcg_pre_copy`` False) a TCG guest is never pre-copied: with post-copy
-allowed :func:`decide` switches at the first memory sample (nothing copied yet can be
-stale), else the Migrator migrates it paused (not live: about memory / bandwidth of
-pause). KVM guests keep the schedule above.
+that ends with the guest paused copies nothing that can go stale; post-copy early in the
+first pass leaves only the pages sent before the switch at risk (a clean-clone CI run
+once found a guest's virtio ring corrupt after it). So by default (``tcg_pre_copy``
+False) a TCG guest is never pre-copied: with post-copy allowed :func:`decide` switches at
+the first memory sample and the Migrator holds the stream before the switch at 1 MiB/s
+(a few dozen pages), else the Migrator migrates it paused (not live: about memory /
+bandwidth of pause). KVM guests keep the schedule above.
 """
 
 from __future__ import annotations
