@@ -5,8 +5,12 @@ A move by checkpoint: the source checkpoints the container with ``export`` (its 
 files and state in one archive; ``keep`` leaves the checkpoint on the source) and stops;
 the target restores it with ``import``; only once the target runs it is the source's
 stopped copy removed. If the restore fails the source restores its own kept checkpoint,
-so the container runs on its source again (its memory intact). Never two copies running:
-the source is stopped before the target starts. A container whose spec says ``move:
+so the container runs on its source again (its memory intact), once the target is known
+to hold no copy: the target answered and its copy is removed, or it refused the
+connection (a dead host: the restore never reached it). A target that took the restore
+and then stopped answering may run the container, so the source keeps its checkpoint,
+stopped, and the error says so. Never two copies running: the source is stopped before
+the target starts. A container whose spec says ``move:
 restart`` is stopped on the source and started fresh on the target instead (its memory
 is lost). Where CRIU is missing on either host a ``checkpoint``
 container is not moved (:class:`NotCheckpointable`), and stays where it runs.
@@ -28,6 +32,8 @@ from podman import PodmanClient
 from podman.domain.containers import Container
 from podman.errors import APIError, NotFound, PodmanError
 from requests import RequestException
+from requests.exceptions import ConnectionError as ConnectFailed
+from urllib3.exceptions import NewConnectionError
 
 from clustercore.driver import WorkloadState
 from clustercore.model import Host, Workload
@@ -196,7 +202,7 @@ class PodmanDriver:
                 archive.seek(0)
                 self._restore(spec.name, target, archive)
             except ContainerError as exc:
-                self._undo(spec.name, source, target)
+                self._undo(spec.name, source, target, refused=_refused(exc.__cause__))
                 raise ContainerError("migrate", spec.name, target.name,
                                      f"restore failed ({exc.detail}); running on {source.name} again") from exc
         self._remove(spec.name, source)
@@ -223,9 +229,18 @@ class PodmanDriver:
         if self.inspect_state(name, host) != "running":
             raise ContainerError("restore", name, host.name, "not running after the restore")
 
-    def _undo(self, name: str, source: Host, target: Host) -> None:
-        """After a failed restore: no copy on the target, the source's own checkpoint restored."""
-        self._remove(name, target)
+    def _undo(self, name: str, source: Host, target: Host, refused: bool) -> None:
+        """After a failed restore: no copy on the target (none when it ``refused`` the
+        connection; else removed, or ContainerError with the source left stopped), the
+        source's own checkpoint restored."""
+        if refused:
+            log.warning("move of %s: %s refused the restore; restoring on %s", name, target.name, source.name)
+        else:
+            try:
+                self._remove(name, target)
+            except ContainerError as exc:
+                raise ContainerError("restore", name, source.name, f"not restored on the source: {target.name} "
+                                     f"may run it and does not answer ({exc.detail})") from exc
         try:
             self.client(source).api.post(f"/containers/{name}/restore", params={"keep": True}).raise_for_status()
         except (PodmanError, RequestException) as exc:
@@ -246,6 +261,16 @@ class PodmanDriver:
         """podman's own word for the container's state on ``host`` (``absent`` when none)."""
         found = self._find(name, host)
         return "absent" if found is None else str(found.status)
+
+
+def _refused(exc: BaseException | None) -> bool:
+    """Whether a podman call failed at connecting (nothing listening: the request never
+    reached the service), through podman-py's wrapping (APIError from requests' error)."""
+    while exc is not None:
+        if isinstance(exc, ConnectFailed) and exc.args:
+            return isinstance(getattr(exc.args[0], "reason", None), NewConnectionError)
+        exc = exc.__cause__
+    return False
 
 
 def _detail(exc: Exception) -> str:

@@ -55,7 +55,7 @@ import attrs
 from flavors.containers.criu import Criu, cache_root, locate_criu
 from flavors.containers.image import IMAGE, image_archive, load_image
 from flavors.virt.labbmc import LabBmcs
-from flavors.virt.labnet import LabError, check_free, check_free_udp, check_ports, host_ports
+from flavors.virt.labnet import LabError, check_free, check_ports, host_ports
 from flavors.virt.labprocs import alive, tree
 from flavors.virt.labsignals import guard
 
@@ -256,9 +256,7 @@ class PodmanLab:
             if image:
                 self.load_image()
             if bmc:
-                for host in self.hosts:
-                    check_free_udp(f"{host.name} BMC", host.bmc_port)
-                self.bmcs = LabBmcs(self.hosts)
+                self.bmcs = LabBmcs(self.hosts)  # each port checked free, unless this process serves it
         except BaseException:
             self.stop()
             raise

@@ -53,10 +53,11 @@ def clear(lab: PodmanLab) -> None:
 
 class PodLabCluster:
     """Every lab host powered on, emptied and registered (``labels`` say whether it has
-    CRIU; ``criu=False`` registers them without, so containers cannot be checkpointed)."""
+    CRIU; ``criu=False`` registers them without, so containers cannot be checkpointed);
+    ``driver`` a test's own (made with the lab's ``cgroup_parent``)."""
 
     def __init__(self, lab: PodmanLab, config: ClusterConfig | None = None, *, cpu: int = 16,
-                 criu: bool = True, plugins: Sequence[object] = ()) -> None:
+                 criu: bool = True, plugins: Sequence[object] = (), driver: PodmanDriver | None = None) -> None:
         assert lab.bmcs is not None, "a PodmanLab(bmc=True): its BMCs are the hosts' fence devices"
         self.lab, config = lab, config or ClusterConfig()
         for i, host in enumerate(lab.hosts):
@@ -64,7 +65,7 @@ class PodLabCluster:
                 lab.power_on(i)
         clear(lab)  # what a powered-off host still held
         self.pool = ThreadPoolExecutor(4)
-        self.driver = PodmanDriver(call_timeout=5, cgroup_parent=lab.cgroup_parent)
+        self.driver = driver or PodmanDriver(call_timeout=5, cgroup_parent=lab.cgroup_parent)
         self.cluster = Cluster(plugins=Plugins([ContainersFlavor(self.driver), *plugins], entry_points=False),
                                config=config, executor=self.pool)
         self.cluster.controller.started -= config.fencing.startup_grace  # the manager has run for a while
@@ -121,11 +122,20 @@ class PodLabCluster:
                     out.setdefault(container.name, []).append(host.name)
         return out
 
+    def counted(self, name: str) -> int | None:
+        """What container ``name`` has counted so far, where the store places it; None
+        while it is not placed or not running there."""
+        placement = self.cluster.placements().get(name)
+        if placement is None:
+            return None
+        with contextlib.suppress(Exception):  # not (yet, or no longer) running there
+            return read_count(self._clients[placement.host], name)
+        return None
+
     def count(self, name: str) -> int:
-        """What container ``name`` has counted so far, where the store places it."""
-        host = self.cluster.placements()[name].host
-        found = read_count(self._clients[host], name)
-        assert found is not None, f"container {name} on {host} did not say its count"
+        """:meth:`counted`, which must say."""
+        found = self.counted(name)
+        assert found is not None, f"container {name} did not say its count"
         return found
 
     def close(self) -> None:

@@ -7,10 +7,13 @@ lab host (:mod:`flavors.containers.lab`) alike. pyghmi is imported only when a l
 
 from __future__ import annotations
 
+import functools
 import threading
 import uuid
 from collections.abc import Sequence
 from typing import Any, Protocol
+
+from flavors.virt.labnet import check_free_udp
 
 __all__ = ["LabBmcs", "PowerControlled"]
 
@@ -64,10 +67,52 @@ def _bmc_class() -> type[Any]:
     return Base
 
 
+@functools.cache
+def _lab_bmc_class() -> type[Any]:
+    """The BMC of one lab host (built on first use, as :func:`_bmc_class`)."""
+
+    class LabBmc(_bmc_class()):  # type: ignore[misc]
+        def __init__(self, host: PowerControlled, authdata: dict[str, str]) -> None:
+            super().__init__(authdata, port=host.bmc_port, address="127.0.0.1")
+            self.serve(host, authdata)
+
+        def serve(self, host: PowerControlled, authdata: dict[str, str]) -> None:
+            self.host, self.authdata = host, authdata
+            self.silent = False
+            self.offs = 0  # power-off commands obeyed (a fencing must not cut twice)
+
+        def get_power_state(self) -> str:
+            return "on" if self.host.running else "off"
+
+        def power_off(self) -> None:
+            self.offs += 1
+            self.host.power_off()
+
+        def power_on(self) -> None:
+            threading.Thread(target=self.host.power_on, daemon=True).start()
+
+        def power_reset(self) -> None:
+            self.host.power_off()
+            self.power_on()
+
+        def power_cycle(self) -> None:
+            self.power_reset()
+
+        def power_shutdown(self) -> None:
+            self.host.power_off()
+
+    return LabBmc
+
+
+_SERVED: dict[int, Any] = {}  # UDP port -> its BMC: pyghmi never lets a server socket go (see close)
+
+
 class LabBmcs:
     """The IPMI BMCs of a lab: one pyghmi BMC server per host on 127.0.0.1:``bmc_port``
     (UDP, lanplus), all served by one thread. Power off is the host's power cut; power on
-    boots it (in the background, as a real BMC answers before the host is up)."""
+    boots it (in the background, as a real BMC answers before the host is up). A port
+    whose BMC an earlier lab of this process closed gets that BMC back, serving the new
+    host (a fresh lab per test on the same ports)."""
 
     def __init__(self, hosts: Sequence[PowerControlled], username: str = "admin", password: str = "") -> None:
         from pyghmi.ipmi.private import session
@@ -76,36 +121,17 @@ class LabBmcs:
         self.password = password or uuid.uuid4().hex[:16]
         self._session = session
         self._stop = threading.Event()
-        base = _bmc_class()
-
-        class LabBmc(base):  # type: ignore[misc,valid-type]
-            def __init__(self, host: PowerControlled, authdata: dict[str, str]) -> None:
-                super().__init__(authdata, port=host.bmc_port, address="127.0.0.1")
-                self.host = host
-                self.silent = False
-                self.offs = 0  # power-off commands obeyed (a fencing must not cut twice)
-
-            def get_power_state(self) -> str:
-                return "on" if self.host.running else "off"
-
-            def power_off(self) -> None:
-                self.offs += 1
-                self.host.power_off()
-
-            def power_on(self) -> None:
-                threading.Thread(target=self.host.power_on, daemon=True).start()
-
-            def power_reset(self) -> None:
-                self.host.power_off()
-                self.power_on()
-
-            def power_cycle(self) -> None:
-                self.power_reset()
-
-            def power_shutdown(self) -> None:
-                self.host.power_off()
-
-        self.bmcs = {h.name: LabBmc(h, {username: self.password}) for h in hosts}
+        self.bmcs: dict[str, Any] = {}
+        for host in hosts:
+            authdata = {username: self.password}
+            found = _SERVED.get(host.bmc_port)
+            if found is None:
+                check_free_udp(f"{host.name} BMC", host.bmc_port)
+                found = _SERVED[host.bmc_port] = _lab_bmc_class()(host, authdata)
+            else:
+                assert found.silent, f"BMC port {host.bmc_port} serves a lab that is still open"
+                found.serve(host, authdata)
+            self.bmcs[host.name] = found
         self._thread = threading.Thread(target=self._serve, name="lab-bmcs", daemon=True)
         self._thread.start()
 
