@@ -27,8 +27,8 @@ PREFIX = "events/"
 
 @attrs.frozen
 class Event:
-    """One thing that happened. ``subject`` is ``host/NAME``, ``workload/NAME`` or
-    ``cluster``; ``kind`` says what (a host event such as ``heartbeat-missed``, or
+    """One thing that happened. ``subject`` is ``host/NAME``, ``workload/NAME``,
+    ``volume/NAME`` or ``cluster``; ``kind`` says what (a host event such as ``heartbeat-missed``, or
     ``placed``, ``migrated``, ``conflict``...); ``old``/``new`` are states when it is a
     change of state. ``revision`` is the store revision it was written at (0 before)."""
 

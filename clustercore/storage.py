@@ -10,7 +10,8 @@ local domain; 0: not tracked).
 A **volume** (a disk image, a container volume) lives on one domain, and on one ``host``
 when the domain is local; it has a size, a format, usually an owner workload (which names
 it in its ``volumes``), and may be a clone of a ``template`` volume. Its data is the file
-``<domain.path>/<volume.name>.<format>`` (:func:`volume_path`). A flavor realizes domains
+``<domain.path>/<volume.name>.<format>`` (:func:`volume_path`): a disk image (``raw``,
+``qcow2``) or, of format ``dir``, a directory (what containers mount). A flavor realizes domains
 and volumes on its hosts (:class:`clustercore.volumes.VolumeDriver`; the virt flavor:
 libvirt storage pools and qcow2 clones) and probes them (``clustercore_probe_host``): a
 host that cannot reach a shared domain attached to it goes NonOperational until it can.
@@ -32,7 +33,7 @@ from clustercore.errors import ValidationError
 from clustercore.network import LogicalNetwork
 from clustercore.values import NAME_RE, Reader
 
-FORMATS = ("raw", "qcow2")
+FORMATS = ("raw", "qcow2", "dir")  # disk images; a directory (a container's volume)
 PATH_RE = re.compile(r"\A(/[^\x00-\x1f\x7f/]+)+/?\Z|\A\Z")
 """A domain's path: absolute, no control characters (``.`` and ``..`` parts refused apart)."""
 

@@ -29,6 +29,7 @@ import attrs
 from clustercore.clock import Clock
 from clustercore.driver import VolumeDriver, migrates_storage
 from clustercore.errors import ClusterError, Conflict, FlavorError, InUse, ValidationError
+from clustercore.events import Event
 from clustercore.lifecycle import MONITORED
 from clustercore.model import Host, HostState, Placement, Workload
 from clustercore.network import LogicalNetwork
@@ -180,8 +181,10 @@ class StorageOps:
         self.writer.delete_object(VOLUMES, "volume", volume.name, revision, self.clock.now())
 
     def drop_owned_volumes(self, workload: Workload) -> None:
-        """The volumes ``workload`` owned, deleted with it unless kept (a volume another
-        workload's clone depends on stays, with a warning)."""
+        """The volumes ``workload`` owned, deleted with it unless kept. A volume another
+        workload's clone depends on stays, with a warning; one whose deletion fails (no
+        host reaches it, the flavor refuses: a ``dir`` volume libvirt removes only empty)
+        stays too, recorded as a ``volume-kept`` event with the reason, and the others go."""
         for name in sorted(workload.volumes):
             found = self.state.volumes().get(name)
             if found is None or found.value.workload != workload.name or found.value.keep:
@@ -190,7 +193,12 @@ class StorageOps:
             if clones:
                 log.warning("volume %s of %s kept: clones %s depend on it", name, workload.name, clones)
                 continue
-            self._drop(found.value, found.revision)
+            try:
+                self._drop(found.value, found.revision)
+            except ClusterError as exc:
+                log.warning("volume %s of %s kept: %s", name, workload.name, exc)
+                self.writer.record(Event(self.clock.now(), f"volume/{name}", "volume-kept",
+                                         f"not deleted with {workload.name}: {exc}"))
 
     def add_network(self, network: LogicalNetwork | Mapping[str, Any]) -> LogicalNetwork:
         """A logical network (``required`` ones every working host must reach)."""

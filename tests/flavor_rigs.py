@@ -1,8 +1,9 @@
 """What the flavor-generic end-to-end suite (tests/test_flavor_e2e.py) needs from each
-flavor, and nothing else: a :class:`Rig` per flavor makes a cluster on that flavor's lab,
-places real workloads that remember something in memory, says where they run by asking
-the hosts themselves, checks that a moved workload kept its memory (moved, not restarted),
-and makes the first move's destination die mid-move.
+flavor, and nothing else: a :class:`Rig` per flavor makes a cluster on that flavor's lab
+(or, on a store of its own, a passive one that manager processes and host agents run),
+prepares it, places real workloads that remember something in memory, says where they run
+by asking the hosts themselves, checks that a moved workload kept its memory (moved, not
+restarted), and makes the first move's destination die mid-move.
 
 ``vm``: a libvirt :class:`~flavors.virt.lab.Lab` with BMCs, the project's real guest
 (memory dirtier, disk counter) checked by :meth:`~flavors.virt.labcluster.LabCluster.check_guest`.
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 import attrs
 
 from clustercore import Cluster, ClusterConfig, Host, hookimpl
+from clustercore.store.base import Store
 from flavors.containers import PodmanDriver
 from flavors.containers.lab import PodmanLab
 from flavors.containers.labcluster import PodLabCluster, counter
@@ -53,8 +55,10 @@ class Rig(Protocol):
     batch: int  # workloads a drain that is cancelled halfway starts with
     victim: str | None  # the destination killed mid-move, once killed
 
-    def cluster(self, config: ClusterConfig, *, plugins: Sequence[object] = (),
-                kill_first_target: bool = False) -> contextlib.AbstractContextManager[Harness]: ...
+    def cluster(self, config: ClusterConfig, *, plugins: Sequence[object] = (), kill_first_target: bool = False,
+                store: Store | None = None) -> contextlib.AbstractContextManager[Harness]: ...
+    def prepare(self, lc: Harness) -> None: ...
+    def answers(self, lc: Harness, host: str) -> bool: ...
     def place(self, lc: Harness, n: int, host: str | None = None, ha: bool = False) -> list[str]: ...
     def where(self, lc: Harness, reverse: bool = False) -> Mapping[str, list[str]]: ...
     def check(self, lc: Harness, names: Sequence[str]) -> None: ...
@@ -115,20 +119,33 @@ class VmRig:
         return self.lab.hosts
 
     @contextlib.contextmanager
-    def cluster(self, config: ClusterConfig, *, plugins: Sequence[object] = (),
-                kill_first_target: bool = False) -> Iterator[Harness]:
+    def cluster(self, config: ClusterConfig, *, plugins: Sequence[object] = (), kill_first_target: bool = False,
+                store: Store | None = None) -> Iterator[Harness]:
+        """A cluster of the lab with its storage; on ``store``, passive: run elsewhere."""
         for host in self.lab.hosts:
             if not host.running:
                 host.power_on()
         migrator = KillingMigrator(self) if kill_first_target else None
-        lc = LabCluster(self.lab, config, migrator=migrator, plugins=plugins)
+        lc = LabCluster(self.lab, config, migrator=migrator, plugins=plugins, store=store, passive=store is not None)
         try:
-            lc.up()
-            lc.storage(self.image)
+            if store is None:
+                self.prepare(lc)
             yield lc
         finally:
             lc.cluster.controller.drainer.wait(60)
             lc.close()
+
+    def prepare(self, lc: Harness) -> None:
+        """Every host Up, the cluster's storage on the lab."""
+        assert isinstance(lc, LabCluster)
+        lc.up()
+        lc.storage(self.image)
+
+    def answers(self, lc: Harness, host: str) -> bool:
+        """What a host agent probes: the host's libvirtd, from outside."""
+        assert isinstance(lc, LabCluster)
+        found = self.lab.host(host)
+        return found.running and found.reachable and lc.driver.answers(lc.cluster.host(host), timeout=1)
 
     def place(self, lc: Harness, n: int, host: str | None = None, ha: bool = False) -> list[str]:
         assert isinstance(lc, LabCluster)
@@ -186,12 +203,14 @@ class ContainerRig:
         return self.lab.hosts
 
     @contextlib.contextmanager
-    def cluster(self, config: ClusterConfig, *, plugins: Sequence[object] = (),
-                kill_first_target: bool = False) -> Iterator[Harness]:
+    def cluster(self, config: ClusterConfig, *, plugins: Sequence[object] = (), kill_first_target: bool = False,
+                store: Store | None = None) -> Iterator[Harness]:
+        """A cluster of the lab; on ``store``, passive: run elsewhere."""
         driver = KillingDriver(self) if kill_first_target else None
-        lc = PodLabCluster(self.lab, config, plugins=plugins, driver=driver)
+        lc = PodLabCluster(self.lab, config, plugins=plugins, driver=driver, store=store, passive=store is not None)
         try:
-            lc.up()
+            if store is None:
+                self.prepare(lc)
             yield lc
         finally:
             lc.cluster.controller.drainer.wait(60)
@@ -199,6 +218,15 @@ class ContainerRig:
                 if not host.running:
                     host.power_on()
             lc.close()
+
+    def prepare(self, lc: Harness) -> None:
+        """Every host Up."""
+        assert isinstance(lc, PodLabCluster)
+        lc.up()
+
+    def answers(self, lc: Harness, host: str) -> bool:
+        """What a host agent probes: the host's podman API."""
+        return self.lab.host(host).answers(0.5)
 
     def place(self, lc: Harness, n: int, host: str | None = None, ha: bool = False) -> list[str]:
         assert isinstance(lc, PodLabCluster)

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from clustercore.config import ClusterConfig
 from clustercore.errors import ValidationError
 from clustercore.model import Host, HostState, Placement, PlacementState
 from clustercore.resources import Resources
 from clustercore.scheduling import ForFlavor, HostView, Scheduler, Snapshot
-from flavors.containers import ContainersFlavor, PodmanHostFilter, container_workload, host_facts, podman_uri
+from clustercore.storage import StorageDomain, StorageView, Volume
+from flavors.containers import (
+    ContainersFlavor,
+    PodmanHostFilter,
+    container_spec,
+    container_workload,
+    host_facts,
+    podman_uri,
+)
 from flavors.containers.spec import KIND, ContainerSpec
 from flavors.virt import filters as virt_filters
 from flavors.virt.spec import VMSpec
@@ -23,7 +33,8 @@ BASE: dict[str, Any] = {"name": "web", "image": "localhost/clustercore-busybox:1
 
 def test_a_spec_reads_back_what_it_wrote_and_requests_whole_cpus() -> None:
     spec = ContainerSpec.from_dict({**BASE, "command": ["/bin/sh", "-c", "echo hi"], "env": ["A=1", "B=x=y"],
-                                    "cpus": 0.5, "pids": 64, "network": "none", "move": "restart"})
+                                    "cpus": 0.5, "pids": 64, "network": "none", "move": "restart",
+                                    "mounts": [{"volume": "web-data", "target": "/data", "read_only": True}]})
     assert ContainerSpec.from_dict(spec.to_dict()) == spec
     assert spec.environment() == {"A": "1", "B": "x=y"}
     assert spec.requests() == Resources(1, 64)
@@ -45,6 +56,13 @@ def test_a_spec_reads_back_what_it_wrote_and_requests_whole_cpus() -> None:
     ({"network": "bridge"}, "network", "must be one of host, none"),
     ({"move": "live"}, "move", "must be one of checkpoint, restart"),
     ({"volumes": []}, "volumes", "unknown field"),
+    ({"mounts": [{"volume": "d", "target": "data"}]}, "mounts[0].target", "must match"),
+    ({"mounts": [{"volume": "d", "target": "/a/../etc"}]}, "mounts[0].target", "no . or .. parts"),
+    ({"mounts": [{"volume": "d", "target": "/a"}, {"volume": "e", "target": "/a"}]}, "mounts[1].target",
+     "mounted twice"),
+    ({"mounts": [{"volume": "D", "target": "/a"}]}, "mounts[0].volume", "must match"),
+    ({"mounts": [{"volume": "d", "target": "/a", "source": "rel"}]}, "mounts[0].source", "must match"),
+    ({"mounts": [{"volume": "d"}]}, "mounts[0].target", "is required"),
 ])
 def test_each_bad_field_is_named(change: dict[str, Any], field: str, problem: str) -> None:
     with pytest.raises(ValidationError, match=problem) as failed:
@@ -64,7 +82,7 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
 
 
 @given(st.dictionaries(st.sampled_from(["name", "image", "memory", "command", "env", "cpus", "pids", "network",
-                                        "stop_timeout", "move", "other"]), json_values, max_size=8))
+                                        "stop_timeout", "move", "mounts", "other"]), json_values, max_size=8))
 def test_any_document_is_a_spec_or_a_validation_error(data: dict[str, Any]) -> None:
     try:
         spec = ContainerSpec.from_dict({**BASE, **data})
@@ -134,3 +152,31 @@ def test_one_scheduler_keeps_each_flavor_on_its_own_hosts_with_one_accounting() 
     placed = Snapshot.build(hosts, {"vm1": vm}, [Placement("vm1", "both", PlacementState.RUNNING)])
     rows = Scheduler(placed, filters=rules).explain(box)
     assert {r.host for r in rows if r.reason is None} == {"pod"}
+
+
+def test_mounts_get_their_volumes_directory_and_the_workload_names_the_volumes() -> None:
+    flavor = ContainersFlavor()
+    domains = {"shared": StorageDomain("shared", path="/srv/domain"),
+               "local": StorageDomain("local", path="/var/lib/c", shared=False, hosts=frozenset({"a"}))}
+    volumes = {"data": Volume("data", "shared", 16, format="dir"),
+               "logs": Volume("logs", "local", 8, format="dir", host="a"),
+               "disk": Volume("disk", "shared", 16, format="qcow2")}
+    view = StorageView(domains, volumes)
+    box = container_workload(ContainerSpec.from_dict({**BASE, "name": "web", "mounts": [
+        {"volume": "data", "target": "/data"}, {"volume": "logs", "target": "/logs", "read_only": True}]}))
+    done = flavor.clustercore_complete_workload(box, {}, view)
+    assert done is not None and done.volumes == {"data", "logs"}
+    mounts = container_spec(done).mounts
+    assert [(m.source, m.read_only) for m in mounts] == [("/srv/domain/data.dir", False),
+                                                         ("/var/lib/c/logs.dir", True)]
+    assert flavor.clustercore_validate_workload(done, {}, ClusterConfig(), view) is None
+    tampered = attrs.evolve(container_spec(done), mounts=(attrs.evolve(mounts[0], source="/etc"), mounts[1]))
+    with pytest.raises(ValidationError, match=r"is /srv/domain/data\.dir") as failed:  # not the volume's directory
+        flavor.clustercore_validate_workload(attrs.evolve(done, spec=tampered.to_dict()), {}, ClusterConfig(), view)
+    assert failed.value.field == "spec.mounts[0].source"
+    with pytest.raises(ValidationError, match="must name volume data"):
+        flavor.clustercore_validate_workload(attrs.evolve(done, volumes=frozenset({"logs"})), {}, ClusterConfig(), view)
+    for volume, why in (("disk", "is qcow2"), ("gone", "no such volume")):
+        wrong = container_workload(ContainerSpec.from_dict({**BASE, "mounts": [{"volume": volume, "target": "/x"}]}))
+        with pytest.raises(ValidationError, match=why):
+            flavor.clustercore_complete_workload(wrong, {}, view)

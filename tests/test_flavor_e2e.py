@@ -6,27 +6,44 @@ workload, where the hosts say it runs, and what "moved, not restarted" means for
 Hosts join and workloads are placed; a maintenance drains a host; a maintenance
 cancelled halfway; the destination dies mid-move; a power cut is fenced through the
 host's BMC and its HA workloads run elsewhere exactly once; a rolling upgrade keeps every
-workload running. After each, the store agrees with the hosts and every workload runs
+workload running; the leader of three manager processes on etcd is killed mid-drain and
+the next one finishes it. After each, the store agrees with the hosts and every workload runs
 exactly once; every moved workload kept its memory. The VM lab uses ports 16740..16742
-(a fresh lab per test: each puts its storage on it), the podman lab 17140..17142."""
+(a fresh lab per test: each puts its storage on it), the podman lab 17140..17142, etcd
+23900..23905."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
 import shutil
+import signal
+import subprocess
+import threading
+import time
+import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("podman", reason="the containers extra (podman-py) is not installed")
 
 from clustercore import ClusterConfig, HostState
+from clustercore.agent import HostAgent
+from clustercore.leadership import LEADER_KEY
+from clustercore.model import HostReport, PlacementState
+from clustercore.store.etcd import EtcdStore
+from clustercore.testing import EtcdCluster
 from clustercore.watcher import Watcher
 from flavors.containers.lab import PodmanLab
 from flavors.virt.guest import GuestImage, build_guest
 from flavors.virt.lab import Lab
 from flavors.virt.labcluster import FAST
 from tests.flavor_rigs import ContainerRig, Harness, NoopUpgrade, Rig, VmRig
+from tests.test_manager_failover import CLI, CONFIG, MANAGERS, TTL
 
 pytestmark = pytest.mark.slow
 S = HostState
@@ -188,3 +205,90 @@ def test_a_rolling_upgrade_keeps_every_workload_running(rig: Rig) -> None:
         assert percents == sorted(percents) and percents[-1] == 100.0
         consistent(rig, lc)
         assert all(h.state is S.UP for h in lc.cluster.hosts().values())
+
+
+class Managers:
+    """Three ``clustercore manager run`` processes on etcd running the passive cluster
+    ``lc`` (with whatever flavors their entry points load), and a host agent per lab host
+    keeping its heartbeat on an etcd lease, probing it from outside (:meth:`Rig.answers`)."""
+
+    def __init__(self, rig: Rig, lc: Harness, url: str, prefix: str, logs: Path) -> None:
+        self.store, self.logs, self.stop_agents = lc.cluster.store, logs, threading.Event()
+        self.agents = [threading.Thread(target=HostAgent(
+            EtcdStore(url, prefix=prefix), h.name, interval=0.5, ttl=2, report=HostReport,
+            probe=functools.partial(rig.answers, lc, h.name), credential=lc.cluster.credentials[h.name]).run,
+            args=(self.stop_agents,), daemon=True) for h in rig.hosts]
+        for agent in self.agents:
+            agent.start()
+        self.procs = {name: subprocess.Popen(
+            [*CLI, "-v", "manager", "run", "--store", url, "--prefix", prefix, "--name", name, "--ttl", str(TTL),
+             "--interval", "0.3"], stdout=(logs / f"{name}.log").open("ab"), stderr=subprocess.STDOUT,
+            start_new_session=True) for name in MANAGERS}
+
+    def leader(self) -> str | None:
+        kv = self.store.get(LEADER_KEY)
+        return kv.value.decode() if kv is not None else None
+
+    def kill_leader(self) -> str:
+        """SIGKILL the leader's process group: the manager and whatever it runs."""
+        name = self.leader()
+        assert name is not None
+        os.killpg(self.procs[name].pid, signal.SIGKILL)
+        self.procs[name].wait()
+        return name
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        self.stop_agents.set()
+        for agent in self.agents:
+            agent.join(5)
+        for log in sorted(self.logs.glob("m*.log")):
+            print(f"--- {log.name} (tail)\n{log.read_text(errors='replace')[-2000:]}")
+
+
+def poll(done: Callable[[], bool], limit: float, every: float = 0.02) -> float:
+    """Seconds until ``done()``, looking every ``every`` s (a passive cluster is run elsewhere)."""
+    start = time.monotonic()
+    while not done():
+        assert time.monotonic() - start < limit, f"not reached in {limit} s"
+        time.sleep(every)
+    return time.monotonic() - start
+
+
+@pytest.fixture(scope="module")
+def etcd() -> Iterator[EtcdCluster]:
+    with EtcdCluster(3, base_port=23900) as cluster:
+        yield cluster
+
+
+def test_the_leader_killed_mid_drain_the_next_one_finishes_it(rig: Rig, etcd: EtcdCluster, tmp_path: Path) -> None:
+    first = names(rig)[0]
+    prefix = f"/e2e/{uuid.uuid4().hex[:8]}/"
+    with rig.cluster(CONFIG, store=EtcdStore(etcd.url, prefix=prefix)) as lc:
+        managers = Managers(rig, lc, etcd.url, prefix, tmp_path)
+        try:
+            rig.prepare(lc)
+            work = rig.place(lc, 4, host=first)
+            watcher = Watcher(lambda reverse: rig.where(lc, reverse), work)
+            lc.cluster.start_maintenance(first)
+            poll(lambda: any(p.state is PlacementState.MIGRATING for p in lc.cluster.placements().values()), 60)
+            killed = managers.kill_leader()
+            in_flight = sorted(n for n, p in lc.cluster.placements().items() if p.state is PlacementState.MIGRATING)
+            took = poll(lambda: managers.leader() not in (None, killed), 3 * TTL, 0.1)
+            assert took < TTL + 2, f"new leader after {took:.1f} s"
+            lc.until(lambda: lc.cluster.host(first).state is S.MAINTENANCE, 120)
+            watcher.stop()
+            runs = consistent(rig, lc)
+            assert runs[first] == [] and sum(len(v) for v in runs.values()) == len(work)
+            moved = Counter(migrated(lc))
+            assert set(moved) == set(work) and max(moved.values()) == 1, moved  # nothing moved twice
+            # what the dead leader was moving, the next one settled (finished or rolled back)
+            settled = [e for e in lc.cluster.query_events() if "manager that began it was lost" in e.reason]
+            assert sorted(e.subject.removeprefix("workload/") for e in settled) == in_flight
+            rig.check(lc, work)  # moved (or rolled back), not restarted
+            assert watcher.looks > 10 and not watcher.twice, (watcher.looks, watcher.twice[:2])
+        finally:
+            managers.close()

@@ -31,7 +31,7 @@ from clustercore.errors import ValidationError
 from clustercore.model import Host, Workload
 from clustercore.plugins import HostDescription, Registry, hookimpl
 from clustercore.scheduling import ForFlavor, HostView
-from clustercore.storage import StorageView
+from clustercore.storage import StorageView, volume_path
 from flavors.containers.driver import (
     ContainerError,
     NotCheckpointable,
@@ -40,12 +40,13 @@ from flavors.containers.driver import (
     container_workload,
     podman_uri,
 )
-from flavors.containers.spec import KIND, ContainerSpec
+from flavors.containers.spec import KIND, ContainerSpec, Mount
 
 FACTS = "containers"
 
-__all__ = ["KIND", "ContainerError", "ContainerSpec", "ContainersFlavor", "NotCheckpointable", "PodmanDriver",
-           "PodmanHostFilter", "container_spec", "container_workload", "flavor", "host_facts", "podman_uri"]
+__all__ = ["KIND", "ContainerError", "ContainerSpec", "ContainersFlavor", "Mount", "NotCheckpointable",
+           "PodmanDriver", "PodmanHostFilter", "complete_mounts", "container_spec", "container_workload", "flavor",
+           "host_facts", "podman_uri"]
 
 
 @attrs.frozen
@@ -67,6 +68,22 @@ def host_facts(info: Mapping[str, Any]) -> dict[str, Any]:
     return {"runtime": str(runtime.get("name", "")), "cgroup_version": str(host.get("cgroupVersion", "")),
             "cpus": int(host.get("cpus", 0) or 0), "memory_mib": int(host.get("memTotal", 0) or 0) // 2**20,
             "podman": str(version.get("Version", ""))}
+
+
+def complete_mounts(mounts: tuple[Mount, ...], view: StorageView) -> tuple[Mount, ...]:
+    """Each mount with its volume's directory as ``source``. ValidationError naming the
+    mount for an unknown volume or one that is not a directory (format ``dir``)."""
+    out = []
+    for i, mount in enumerate(mounts):
+        volume = view.volumes.get(mount.volume)
+        domain = view.domains.get(volume.domain) if volume is not None else None
+        if volume is None or domain is None:
+            raise ValidationError("workload", f"spec.mounts[{i}].volume", "no such volume", mount.volume)
+        if volume.format != "dir":
+            raise ValidationError("workload", f"spec.mounts[{i}].volume", f"volume {volume.name} is "
+                                  f"{volume.format}: a container mounts dir volumes", mount.volume)
+        out.append(attrs.evolve(mount, source=volume_path(domain, volume)))
+    return tuple(out)
 
 
 class ContainersFlavor:
@@ -97,16 +114,36 @@ class ContainersFlavor:
         return HostDescription(facts=host_facts(self.driver.info(host)))
 
     @hookimpl
+    def clustercore_complete_workload(self, workload: Workload, workloads: Mapping[str, Workload],
+                                      storage: StorageView) -> Workload | None:
+        """Mounts naming cluster volumes get their directories; the workload names those
+        volumes (placement, HA and probes follow them)."""
+        if workload.flavor != KIND:
+            return None
+        spec = container_spec(workload)
+        mounts = complete_mounts(spec.mounts, storage)
+        return attrs.evolve(workload, spec=attrs.evolve(spec, mounts=mounts).to_dict(),
+                            volumes=workload.volumes | {m.volume for m in mounts})
+
+    @hookimpl
     def clustercore_validate_workload(self, workload: Workload, workloads: Mapping[str, Workload],
                                       config: ClusterConfig, storage: StorageView) -> str | None:
         """A container workload's spec whole, named as its workload (the container's name on
-        every host is the workload's)."""
+        every host is the workload's), each mount the directory of the volume it names,
+        which the workload names too."""
         if workload.flavor != KIND:
             return None
         spec = container_spec(workload)
         if spec.name != workload.name:
             raise ValidationError("workload", "spec.name", f"must be the workload's name {workload.name!r}",
                                   spec.name)
+        for i, (mount, expected) in enumerate(zip(spec.mounts, complete_mounts(spec.mounts, storage), strict=True)):
+            if mount.source != expected.source:
+                raise ValidationError("workload", f"spec.mounts[{i}].source",
+                                      f"volume {mount.volume} is {expected.source}", mount.source)
+            if mount.volume not in workload.volumes:
+                raise ValidationError("workload", "volumes", f"must name volume {mount.volume} (mounted)",
+                                      sorted(workload.volumes))
         return None
 
     @hookimpl

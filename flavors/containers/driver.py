@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 URI_LABEL = "podman/uri"
 """A host label naming its podman API, for hosts whose address is another flavor's (a
 libvirt URI on a host that runs both VMs and containers)."""
+CGROUP_LABEL = "podman/cgroup-parent"
 SCHEMES = ("tcp", "unix", "http+unix")
 LABEL = "clustercore/workload"
 CHUNK = 1 << 20
@@ -84,8 +85,10 @@ def container_workload(spec: ContainerSpec, *, ha: bool = False, priority: int =
 
 class PodmanDriver:
     """``cgroup_parent``: one parent cgroup for every container of the cluster (a restored
-    container keeps its source's); ``criu``: whether a host can checkpoint (default: its
-    ``podman/criu`` label, which the lab and the host's agent set from ``criu check``)."""
+    container keeps its source's), unless the host's ``podman/cgroup-parent`` label names
+    another (a manager process configures no driver: the hosts' records do); ``criu``:
+    whether a host can checkpoint (default: its ``podman/criu`` label, which the lab and the
+    host's agent set from ``criu check``)."""
 
     flavor = KIND
     live_migration = True
@@ -138,7 +141,8 @@ class PodmanDriver:
         try:
             if found is not None:  # a stopped copy (after a power cut podman shows it Created): made anew
                 found.remove(force=True)
-            made = self.client(host).containers.create(spec.image, list(spec.command) or None, **self._create(spec))
+            made = self.client(host).containers.create(spec.image, list(spec.command) or None,
+                                                       **self._create(spec, host))
             made.start()
             made.reload()
         except (PodmanError, RequestException) as exc:
@@ -146,7 +150,7 @@ class PodmanDriver:
         if made.status != "running":
             raise ContainerError("start", spec.name, host.name, f"{made.status} after start: {_tail(made)}")
 
-    def _create(self, spec: ContainerSpec) -> dict[str, Any]:
+    def _create(self, spec: ContainerSpec, host: Host) -> dict[str, Any]:
         args: dict[str, Any] = {
             "name": spec.name, "environment": spec.environment(), "mem_limit": f"{spec.memory}m",
             "network_mode": spec.network, "labels": {LABEL: spec.name}, "stop_signal": 15,
@@ -155,8 +159,12 @@ class PodmanDriver:
             args["cpu_period"], args["cpu_quota"] = 100_000, round(spec.cpus * 100_000)
         if spec.pids:
             args["pids_limit"] = spec.pids
-        if self.cgroup_parent:
-            args["cgroup_parent"] = self.cgroup_parent
+        if spec.mounts:
+            args["mounts"] = [{"type": "bind", "source": m.source, "target": m.target, "read_only": m.read_only}
+                              for m in spec.mounts]
+        parent = host.labels.get(CGROUP_LABEL, self.cgroup_parent)
+        if parent:
+            args["cgroup_parent"] = parent
         return args
 
     def stop(self, workload: Workload, host: Host, force: bool = False) -> None:
@@ -241,10 +249,37 @@ class PodmanDriver:
             except ContainerError as exc:
                 raise ContainerError("restore", name, source.name, f"not restored on the source: {target.name} "
                                      f"may run it and does not answer ({exc.detail})") from exc
+        self._restore_kept(name, source)
+
+    def _restore_kept(self, name: str, host: Host) -> None:
+        """Restore on ``host`` the checkpoint its stopped container kept (``keep``)."""
         try:
-            self.client(source).api.post(f"/containers/{name}/restore", params={"keep": True}).raise_for_status()
+            self.client(host).api.post(f"/containers/{name}/restore", params={"keep": True}).raise_for_status()
         except (PodmanError, RequestException) as exc:
-            raise ContainerError("restore", name, source.name, f"back on the source: {_detail(exc)}") from exc
+            raise ContainerError("restore", name, host.name, f"back on the source: {_detail(exc)}") from exc
+
+    def settle(self, workload: Workload, source: Host, target: Host) -> None:
+        """End a move whose manager died mid-way (the core's SettlingDriver): running on
+        the target, the source's stopped copy is removed; else a copy on the target that
+        does not run (a restore cut short) is removed, and a container stopped on the
+        source (checkpointed, the archive lost with its manager) runs there again: its kept
+        checkpoint restored (its memory intact), or, moving by restart, started anew."""
+        spec = container_spec(workload)
+        on_source, on_target = self.inspect_state(spec.name, source), self.inspect_state(spec.name, target)
+        if on_target == "running":
+            if on_source != "running":
+                self._remove(spec.name, source)
+            return
+        if on_target != "absent":
+            self._remove(spec.name, target)
+        if on_source in ("running", "absent"):
+            return
+        log.warning("move of %s from %s to %s cut short (%s there): running it on %s again", spec.name,
+                    source.name, target.name, on_source, source.name)
+        if spec.move == "restart":
+            self.start(workload, source)
+        else:
+            self._restore_kept(spec.name, source)
 
     def _remove(self, name: str, host: Host) -> None:
         found = self._find(name, host)

@@ -110,6 +110,7 @@ class PodmanHost:
     port: int
     criu: Path | None = None  # the criu binary put first on the service's PATH
     process: subprocess.Popen[bytes] | None = None
+    cgroup_parent: str = ""  # the lab's (``podman/cgroup-parent``)
 
     @property
     def uri(self) -> str:
@@ -121,8 +122,10 @@ class PodmanHost:
 
     @property
     def labels(self) -> dict[str, str]:
-        """The labels of this host's cluster record: ``podman/criu`` when it can checkpoint."""
-        return {"podman/criu": "true" if self.criu is not None else "false"}
+        """The labels of this host's cluster record: ``podman/criu`` whether it can
+        checkpoint, ``podman/cgroup-parent`` the lab's parent cgroup for its containers."""
+        return {"podman/criu": "true" if self.criu is not None else "false",
+                **({"podman/cgroup-parent": self.cgroup_parent} if self.cgroup_parent else {})}
 
     @property
     def running(self) -> bool:
@@ -235,7 +238,8 @@ class PodmanLab:
         self.shared.mkdir(parents=True, exist_ok=True)
         self.cache_dir = cache_dir  # None: criu's default cache, images in ~/.cache/clustercore/images
         self.cgroup_parent = f"/clustercore-lab{base_port}"
-        self.hosts = [PodmanHost(f"pod{i + 1}", i, self.root / f"pod{i + 1}", base_port + i) for i in range(n)]
+        self.hosts = [PodmanHost(f"pod{i + 1}", i, self.root / f"pod{i + 1}", base_port + i,
+                                 cgroup_parent=self.cgroup_parent) for i in range(n)]
         self._want = (bmc, criu, image)
         self.criu = Criu(None, "not looked for (criu=False)")
         self.image_id = ""

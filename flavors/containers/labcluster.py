@@ -20,6 +20,7 @@ from podman import PodmanClient
 
 from clustercore import Cluster, ClusterConfig, HostReport, HostState, Plugins
 from clustercore.model import Workload
+from clustercore.store.base import Store
 from flavors.containers import ContainersFlavor, ContainerSpec, PodmanDriver, container_workload
 from flavors.containers.lab import IMAGE, PodmanLab
 
@@ -54,12 +55,16 @@ def clear(lab: PodmanLab) -> None:
 class PodLabCluster:
     """Every lab host powered on, emptied and registered (``labels`` say whether it has
     CRIU; ``criu=False`` registers them without, so containers cannot be checkpointed);
-    ``driver`` a test's own (made with the lab's ``cgroup_parent``)."""
+    ``driver`` a test's own. ``passive``: the cluster on ``store`` is run elsewhere
+    (managers reconcile, host agents send the heartbeats); this process only registers,
+    submits and checks, and :meth:`tick` only waits."""
 
     def __init__(self, lab: PodmanLab, config: ClusterConfig | None = None, *, cpu: int = 16,
-                 criu: bool = True, plugins: Sequence[object] = (), driver: PodmanDriver | None = None) -> None:
+                 criu: bool = True, plugins: Sequence[object] = (), driver: PodmanDriver | None = None,
+                 store: Store | None = None, passive: bool = False) -> None:
         assert lab.bmcs is not None, "a PodmanLab(bmc=True): its BMCs are the hosts' fence devices"
-        self.lab, config = lab, config or ClusterConfig()
+        assert store is not None or not passive, "a passive cluster is run elsewhere, on a store of its own"
+        self.lab, self.passive, config = lab, passive, config or ClusterConfig()
         for i, host in enumerate(lab.hosts):
             if not host.running:
                 lab.power_on(i)
@@ -67,7 +72,7 @@ class PodLabCluster:
         self.pool = ThreadPoolExecutor(4)
         self.driver = driver or PodmanDriver(call_timeout=5, cgroup_parent=lab.cgroup_parent)
         self.cluster = Cluster(plugins=Plugins([ContainersFlavor(self.driver), *plugins], entry_points=False),
-                               config=config, executor=self.pool)
+                               config=config, executor=self.pool, store=store)
         self.cluster.controller.started -= config.fencing.startup_grace  # the manager has run for a while
         self._clients = {h.name: PodmanClient(base_url=h.uri, timeout=2) for h in lab.hosts}
         for host in lab.hosts:
@@ -77,7 +82,11 @@ class PodLabCluster:
                                         "fence_devices": [lab.bmcs.device(host)]})
 
     def tick(self) -> None:
-        """A heartbeat for every host whose podman answers, then one reconcile pass."""
+        """A heartbeat for every host whose podman answers, then one reconcile pass
+        (passive: only a wait, the cluster is run elsewhere)."""
+        if self.passive:
+            time.sleep(0.2)
+            return
         for host in self.lab.hosts:
             if host.answers(0.5):
                 self.cluster.heartbeat(host.name, HostReport())

@@ -14,6 +14,8 @@ unknown fields refused, each error naming its dotted field)::
     network: host    # or none
     stop_timeout: 10 # s between SIGTERM and SIGKILL
     move: checkpoint # moved by CRIU checkpoint/restore (memory kept); or restart: stopped, started anew
+    mounts:          # cluster volumes of format dir, bind-mounted (the cluster fills in source)
+      - {volume: web-data, target: /data, read_only: false}
 
 Units: memory in MiB, times in seconds.
 """
@@ -35,11 +37,26 @@ KIND = "container"
 NAME_RE = re.compile(r"\A[a-z0-9][a-z0-9_.-]{0,62}\Z")  # podman's container names, kept short
 IMAGE_RE = re.compile(r"\A[a-z0-9][a-z0-9._/:@-]{0,254}\Z")
 ENV_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,127}=[^\x00]{0,4096}\Z")
-MAX_ARGS, MAX_ENV = 256, 256
+VOLUME_RE = re.compile(r"\A[a-z0-9][a-z0-9_.-]{0,62}\Z")
+PATH_RE = re.compile(r"\A(/[^\x00-\x1f\x7f/]+)+\Z")  # absolute, no empty parts
+SOURCE_RE = re.compile(r"\A(/[^\x00-\x1f\x7f/]+)+\Z|\A\Z")
+MAX_ARGS, MAX_ENV, MAX_MOUNTS = 256, 256, 64
 
 
 def _arg_problem(value: str) -> str | None:
     return "must not contain NUL" if "\x00" in value else ("is longer than 4096" if len(value) > 4096 else None)
+
+
+@attrs.frozen
+class Mount:
+    """A cluster volume (format ``dir``) bind-mounted at ``target``; ``source`` is the
+    volume's directory on the hosts, filled in by the cluster (the flavor's
+    ``clustercore_complete_workload``) and checked against it."""
+
+    volume: str = attrs.field(metadata=pattern(VOLUME_RE))
+    target: str = attrs.field(metadata=pattern(PATH_RE))
+    read_only: bool = False
+    source: str = attrs.field(default="", metadata=pattern(SOURCE_RE))
 
 
 @attrs.frozen
@@ -54,6 +71,7 @@ class ContainerSpec:
     network: str = attrs.field(default="host", metadata=choices("host", "none"))
     stop_timeout: int = attrs.field(default=10, metadata=bounded(0, 3600))
     move: str = attrs.field(default="checkpoint", metadata=choices("checkpoint", "restart"))
+    mounts: tuple[Mount, ...] = ()
 
     def requests(self) -> Resources:
         """What the scheduler counts: whole CPUs (the quota rounded up; none without one)
@@ -77,6 +95,13 @@ class ContainerSpec:
         for i, name in enumerate(names):
             if name in names[:i]:
                 raise ValidationError(KIND, f"env[{i}]", "set twice", name)
+        if len(self.mounts) > MAX_MOUNTS:
+            raise ValidationError(KIND, "mounts", f"at most {MAX_MOUNTS} entries", len(self.mounts))
+        for i, mount in enumerate(self.mounts):
+            if any(part in (".", "..") for part in mount.target.split("/")):
+                raise ValidationError(KIND, f"mounts[{i}].target", "no . or .. parts", mount.target)
+            if mount.target in [m.target for m in self.mounts[:i]]:
+                raise ValidationError(KIND, f"mounts[{i}].target", "mounted twice", mount.target)
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -70,9 +70,10 @@ def pool_xml(domain: StorageDomain) -> str:
 
 def volume_xml(volume: Volume, backing: str | None = None) -> str:
     """A pool volume of ``volume``'s size and format; a qcow2 overlay of ``backing``."""
+    mode = "<permissions><mode>0755</mode></permissions>" if volume.format == "dir" else ""  # libvirt: 0600
     xml = (f"<volume><name>{escape(volume.name)}.{volume.format}</name>"
            f"<capacity unit='MiB'>{volume.size}</capacity>"
-           f"<target><format type='{volume.format}'/></target>")
+           f"<target><format type='{volume.format}'/>{mode}</target>")
     if backing is not None:
         xml += f"<backingStore><path>{escape(backing)}</path><format type='qcow2'/></backingStore>"
     return xml + "</volume>"
@@ -150,6 +151,8 @@ class LibvirtStorage:
         if name in pool.listVolumes():
             raise StorageError("create", f"volume {volume.name}", host.name, f"{name} exists already in {domain.name}")
         backing = None
+        if volume.format == "dir" and (template is not None or upload is not None):
+            raise StorageError("create", f"volume {volume.name}", host.name, "a dir volume is made empty")
         if template is not None:
             if volume.format != "qcow2":
                 raise StorageError("create", f"volume {volume.name}", host.name, "a clone is a qcow2 volume")
@@ -203,6 +206,8 @@ class LibvirtStorage:
     def resize_volume(self, host: Host, domain: StorageDomain, volume: Volume, size: int) -> bool:
         if not is_libvirt_uri(host.address):
             return False
+        if volume.format == "dir":  # a directory has no size of its own: the record's is its share
+            return True
         pool = self.pool(host, domain)
         try:
             pool.storageVolLookupByName(f"{volume.name}.{volume.format}").resize(size * 2**20, 0)
