@@ -19,6 +19,7 @@ One base class; catch ``ClusterError`` to catch them all::
     │   ├── UnknownFlavor        no loaded flavor provides a driver of that name
     │   └── ConformanceError     check_flavor() found the flavor breaks the contract
     └── StoreError
+        ├── StoreAccessError     the store refused us: TLS, authentication, permission (not an outage)
         ├── Conflict             compare-and-swap lost: expected revision != actual revision
         ├── KeyNotFound          get/delete of a missing key
         ├── CorruptEntry         a stored value cannot be decoded: names the key and what is wrong
@@ -183,6 +184,12 @@ class ConformanceError(FlavorError):
 
 class StoreError(ClusterError):
     """Base of the state store's errors."""
+
+
+class StoreAccessError(StoreError):
+    """The store refused this process: TLS (a CA that does not verify it, a client
+    certificate it does not accept), authentication or permission. A matter of
+    configuration, not an outage: waiting does not mend it."""
 
 
 class Conflict(StoreError):

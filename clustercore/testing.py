@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
-import subprocess
 from collections.abc import Sequence
 
 import attrs
@@ -22,6 +20,7 @@ from clustercore import hookspecs
 from clustercore.clock import FakeClock
 from clustercore.driver import CAPABILITIES, MovabilityDriver, WorkloadDriver, WorkloadState
 from clustercore.errors import ConformanceError
+from clustercore.etcdcluster import EtcdCluster
 from clustercore.model import Host, HostState, Workload
 from clustercore.plugins import HostDescription, Plugins, Registry, flavor_name, hookimpl
 from clustercore.scheduling.engine import Filter, HostFilter, HostWeigher, Weigher, as_filter, as_weigher
@@ -292,77 +291,3 @@ def _check_driver(c: _Checker, driver: WorkloadDriver, host: Host, workload: Wor
                     driver.stop(workload, h, force=True)
             except Exception:  # cleanup is best effort; failures were reported above
                 pass
-
-
-class EtcdCluster:
-    """``n`` real etcd members on loopback (Debian's ``etcd-server``), for tests and
-    benchmarks: client ports ``base_port + 2i``, peer ports ``base_port + 2i + 1``; data
-    under a temporary directory; always stopped. ``kill(i)`` is a SIGKILL of member i."""
-
-    def __init__(self, n: int = 3, base_port: int = 23790) -> None:
-        import tempfile
-
-        self.n = n
-        self.base_port = base_port
-        self._tmp = tempfile.TemporaryDirectory(prefix="clustercore-etcd-")
-        self.processes: list[subprocess.Popen[bytes] | None] = [None] * n
-
-    def client_url(self, i: int) -> str:
-        return f"http://127.0.0.1:{self.base_port + 2 * i}"
-
-    @property
-    def url(self) -> str:
-        """The ``etcd://`` URL of every member, for :class:`~clustercore.store.etcd.EtcdStore`."""
-        return "etcd://" + ",".join(f"127.0.0.1:{self.base_port + 2 * i}" for i in range(self.n))
-
-    def start(self, i: int | None = None, timeout: float = 20.0) -> EtcdCluster:
-        import time
-        import urllib.request
-
-        members = range(self.n) if i is None else [i]
-        initial = ",".join(f"e{k}=http://127.0.0.1:{self.base_port + 2 * k + 1}" for k in range(self.n))
-        for k in members:
-            if self.processes[k] is not None:
-                continue
-            data = f"{self._tmp.name}/e{k}"
-            state = "existing" if os.path.exists(data) else "new"
-            self.processes[k] = subprocess.Popen(
-                ["etcd", "--name", f"e{k}", "--data-dir", data,
-                 "--listen-client-urls", self.client_url(k), "--advertise-client-urls", self.client_url(k),
-                 "--listen-peer-urls", f"http://127.0.0.1:{self.base_port + 2 * k + 1}",
-                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.base_port + 2 * k + 1}",
-                 "--initial-cluster", initial, "--initial-cluster-state", state,
-                 "--initial-cluster-token", f"clustercore-{self.base_port}", "--log-level", "error"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        for k in members:
-            while True:
-                try:
-                    with urllib.request.urlopen(self.client_url(k) + "/health", timeout=1) as answer:
-                        if b'"true"' in answer.read():
-                            break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"etcd member e{k} not healthy after {timeout} s")
-                time.sleep(0.1)
-        return self
-
-    def kill(self, i: int) -> None:
-        process = self.processes[i]
-        if process is not None:
-            process.kill()
-            process.wait()
-            self.processes[i] = None
-
-    def stop(self) -> None:
-        for i in range(self.n):
-            self.kill(i)
-
-    def __enter__(self) -> EtcdCluster:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        self._tmp.cleanup()

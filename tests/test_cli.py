@@ -46,7 +46,7 @@ def free_port() -> int:
 
 def test_a_bad_store_url_is_one_line() -> None:
     line = one_error(run("manager", "status", "--store", "bogus://x"))
-    assert line.startswith("clustercore: error: invalid store URL") and "memory:// or etcd://" in line
+    assert line.startswith("clustercore: error: invalid store URL") and "memory://, etcd://" in line
     line = one_error(run("manager", "status", "--store", "etcd://h:notaport"))
     assert "invalid etcd URL" in line and "'h:notaport'" in line
     assert "no etcd endpoint in" in one_error(run("manager", "status", "--store", "etcd://"))

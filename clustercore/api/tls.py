@@ -9,17 +9,15 @@ prints at start (``clustercore login --fingerprint``) rather than by a CA.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
-import ipaddress
 import os
 import socket
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
+
+from clustercore.certs import certificate
 
 CERT = "api-cert.pem"
 KEY = "api-key.pem"
@@ -38,25 +36,7 @@ def names_for(host: str) -> list[str]:
 
 def self_signed(names: list[str]) -> tuple[bytes, bytes]:
     """A new self-signed certificate naming ``names`` (IP addresses as such): (cert, key) PEM."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[-1][:64]),
-                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "clustercore")])
-    alt: list[x509.GeneralName] = []
-    for name in dict.fromkeys(names):
-        try:
-            alt.append(x509.IPAddress(ipaddress.ip_address(name)))
-        except ValueError:
-            alt.append(x509.DNSName(name))
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=365 * YEARS))
-            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(key, hashes.SHA256()))
-    return (cert.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()))
+    return certificate(names[-1], names, server=True, days=365 * YEARS)
 
 
 def ensure_certificate(state_dir: Path, host: str) -> tuple[Path, Path]:

@@ -33,9 +33,11 @@ from clustercore.cli.base import (
     SignalStop,
     Subparsers,
     code_for_status,
+    etcd_options,
     exit_code,
     key_value,
     need,
+    open_store_of,
     seconds,
     stop_on_signals,
 )
@@ -55,8 +57,9 @@ def add(sub: Subparsers[Parser]) -> dict[str, Parser]:
     agent.add_argument("--credential-file", default=None,
                        help="file holding the host's heartbeat credential (issued at registration or join)")
     store = agent.add_argument_group("into the store")
-    store.add_argument("--store", default=None, help="etcd://host[:port],host[:port]")
+    store.add_argument("--store", default=None, help="etcd://host[:port],host[:port] or etcds://... (TLS)")
     store.add_argument("--prefix", default="/clustercore/", help="the cluster's key prefix in etcd")
+    etcd_options(agent)
     store.add_argument("--ttl", type=seconds, default=None, help="heartbeat lease TTL, above the interval "
                                                                "(default 4 intervals)")
     api = agent.add_argument_group("through the API")
@@ -92,7 +95,6 @@ def run(args: argparse.Namespace) -> int:
 
 def into_store(args: argparse.Namespace) -> int:
     from clustercore.agent import HostAgent
-    from clustercore.store.url import open_store
 
     credential = ""
     if args.credential_file:
@@ -100,7 +102,7 @@ def into_store(args: argparse.Namespace) -> int:
             credential = Path(args.credential_file).read_text().strip()
         except OSError as exc:
             raise ClusterError(f"cannot read the credential file: {exc}") from None
-    agent = HostAgent(open_store(args.store, args.prefix), args.host, args.interval, args.ttl,
+    agent = HostAgent(open_store_of(args), args.host, args.interval, args.ttl,
                       credential=credential)
     with stop_on_signals() as stop:
         agent.run(stop)

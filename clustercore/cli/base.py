@@ -108,6 +108,27 @@ def api_options(parser: argparse.ArgumentParser, top: bool = False) -> None:
                        help="table for people, json for scripts")
 
 
+ETCD_OPTIONS = ("ca", "cert", "key", "user", "password_file")
+
+
+def etcd_options(parser: argparse.ArgumentParser) -> None:
+    """How a command that opens the store reaches a secured etcd (etcds:// URLs)."""
+    group = parser.add_argument_group("a secured etcd (else CLUSTERCORE_ETCD_CA, _CERT, _KEY, _USER, _PASSWORD_FILE)")
+    group.add_argument("--etcd-ca", metavar="FILE", default=None, help="the CA etcd's certificate is signed by")
+    group.add_argument("--etcd-cert", metavar="FILE", default=None, help="this client's certificate")
+    group.add_argument("--etcd-key", metavar="FILE", default=None, help="this client's key")
+    group.add_argument("--etcd-user", default=None, help="the etcd user")
+    group.add_argument("--etcd-password-file", metavar="FILE", default=None,
+                       help="file holding that user's password (never on the command line)")
+
+
+def open_store_of(args: argparse.Namespace) -> Any:
+    """The store of ``--store``/``--prefix`` and the etcd options (:func:`etcd_options`)."""
+    from clustercore.store.url import open_store
+
+    return open_store(args.store, args.prefix, **{name: getattr(args, f"etcd_{name}", None) for name in ETCD_OPTIONS})
+
+
 def read_document(path: str) -> Any:
     """The data in a JSON or YAML file (``-``: standard input). JSON when the name ends in
     ``.json`` or the text starts with ``{`` or ``[``; YAML otherwise (it needs the extra)."""

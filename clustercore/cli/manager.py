@@ -11,13 +11,26 @@ prints an admin token for the run.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clustercore.cli.base import Parser, Subparsers, exit_code, need, seconds, stop_on_signals
+from clustercore.cli.base import (
+    Parser,
+    Subparsers,
+    etcd_options,
+    exit_code,
+    need,
+    open_store_of,
+    seconds,
+    stop_on_signals,
+)
+from clustercore.errors import StoreAccessError, StoreError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from clustercore.api.server import ApiServer
@@ -29,8 +42,10 @@ def add(sub: Subparsers[Parser]) -> dict[str, Parser]:
     demo.set_defaults(run=run_demo)
     manager: Parser = sub.add_parser("manager", help="run a manager against a store, or show the cluster's status")
     manager.add_argument("action", choices=["run", "status", "clear-leader"])
-    manager.add_argument("--store", default="memory://", help="memory:// or etcd://host[:port],host[:port]")
+    manager.add_argument("--store", default="memory://", help="memory://, etcd://host[:port],host[:port] or "
+                         "etcds://... (TLS)")
     manager.add_argument("--prefix", default="/clustercore/", help="the cluster's key prefix in etcd")
+    etcd_options(manager)
     manager.add_argument("--name", default=None, help="this manager's name (default: host name and pid)")
     manager.add_argument("--ttl", type=seconds, default=10.0, help="leader lease TTL in seconds")
     manager.add_argument("--interval", type=seconds, default=1.0, help="seconds between reconcile passes")
@@ -64,9 +79,15 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def run_manager(args: argparse.Namespace) -> int:
     from clustercore.manager import Manager, status
-    from clustercore.store.url import open_store
 
-    store = open_store(args.store, args.prefix)
+    store = open_store_of(args)
+    if args.action == "run":  # a store that refuses us (TLS, credentials) ends here in one line
+        try:
+            _ = store.revision
+        except StoreAccessError:
+            raise
+        except StoreError as exc:  # down: waited for, as the manager waits for it whenever it is
+            log.warning("the store does not answer yet: %s", exc)
     if args.action == "status":
         return status(store, sys.stdout)
     if args.action == "clear-leader":

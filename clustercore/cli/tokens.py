@@ -12,7 +12,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from clustercore.cli import output
-from clustercore.cli.base import USAGE, CliError, Parser, Subparsers, api_options
+from clustercore.cli.base import USAGE, CliError, Parser, Subparsers, api_options, etcd_options, open_store_of
 from clustercore.cli.login import api
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ def add(sub: Subparsers[Parser]) -> None:
     create.add_argument("--store", default=None,
                         help="write it into this store directly, no API (bootstrapping the first admin token)")
     create.add_argument("--prefix", default="/clustercore/", help="the cluster's key prefix in etcd (with --store)")
+    etcd_options(create)
     create.set_defaults(run=token_create)
     listing: Parser = actions.add_parser("list", help="every API token (never their secrets)")
     api_options(listing)
@@ -63,9 +64,8 @@ def bootstrap(args: argparse.Namespace) -> int:
     if args.store.startswith("memory://"):
         raise CliError("a memory:// store lives inside one process: give the etcd store the managers use", USAGE)
     from clustercore.auth import create_token
-    from clustercore.store.url import open_store
 
-    secret = create_token(open_store(args.store, args.prefix), args.name, args.role)
+    secret = create_token(open_store_of(args), args.name, args.role)
     output.done(args, secret, {"name": args.name, "role": args.role, "secret": secret})
     return 0
 

@@ -11,6 +11,13 @@ compacted history raises :class:`~clustercore.errors.Compacted`. Leases are etcd
 (whole seconds, on etcd's clock).
 
     store = EtcdStore("etcd://127.0.0.1:2379,127.0.0.1:2381")
+    secure = EtcdStore("etcds://10.0.0.1:2379", access=EtcdAccess(ca="ca.pem", cert="m1.pem", key="m1-key.pem",
+                                                                   user="manager", password="..."))
+
+Over TLS with authentication (:mod:`clustercore.store.etcd_access`): a token from
+``/v3/auth/authenticate`` rides on every request and is renewed once when etcd says it is
+no longer valid; the answers that mean a wrong CA, a refused client certificate, a wrong
+password or a plain request to a TLS etcd each raise a StoreError saying so.
 """
 
 from __future__ import annotations
@@ -29,8 +36,17 @@ from urllib.parse import urlsplit
 
 import requests
 
-from clustercore.errors import Compacted, Conflict, KeyNotFound, LeaseNotFound, StoreError, ValidationError
+from clustercore.errors import (
+    Compacted,
+    Conflict,
+    KeyNotFound,
+    LeaseNotFound,
+    StoreAccessError,
+    StoreError,
+    ValidationError,
+)
 from clustercore.store.base import Check, Delete, EventType, KeyValue, Put, StoreEvent
+from clustercore.store.etcd_access import PLAIN_SCHEMES, TLS_SCHEMES, EtcdAccess, explain, is_access, refused
 
 DEFAULT_PORT = 2379  # etcd's client port
 
@@ -55,10 +71,19 @@ def _range_end(prefix: str) -> str:
 
 
 def parse_url(url: str) -> list[str]:
-    """``etcd://h1:p1,h2:p2`` (or ``http://...``) to the endpoints' base URLs; an endpoint
-    without a port gets etcd's client port, ``DEFAULT_PORT`` (``etcd://h`` is
-    ``http://h:2379``). A malformed endpoint raises ValidationError naming it."""
+    """``etcd://h1:p1,h2:p2`` (or ``http://...``) to the endpoints' base URLs, over TLS for
+    ``etcds://`` (``https://``, ``etcd+https://``); an endpoint without a port gets etcd's
+    client port, ``DEFAULT_PORT`` (``etcd://h`` is ``http://h:2379``). A malformed
+    endpoint, user information in the URL (a password there would be in every process
+    listing) or another scheme raise ValidationError naming it."""
+    scheme = "https" if url.startswith(TLS_SCHEMES) else "http"
+    if "://" in url and not url.startswith(TLS_SCHEMES + PLAIN_SCHEMES):
+        raise ValidationError("etcd URL", "scheme", "must be etcd://, etcds:// (TLS), http:// or https://",
+                              url.split("://", 1)[0])
     rest = url.split("://", 1)[1] if "://" in url else url
+    if "@" in rest:
+        raise ValidationError("etcd URL", "user", "no user or password in the URL: give a user and a password "
+                              "file (--etcd-user, --etcd-password-file)", "...@")
     endpoints = []
     for i, raw in enumerate(rest.split(",")):
         endpoint = raw.strip().rstrip("/")
@@ -73,7 +98,7 @@ def parse_url(url: str) -> list[str]:
             raise ValidationError("etcd URL", f"endpoint {i + 1}", "must be host or host:port (port 1-65535)",
                                   endpoint)
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-        endpoints.append(f"http://{host}:{port or DEFAULT_PORT}")
+        endpoints.append(f"{scheme}://{host}:{port or DEFAULT_PORT}")
     return endpoints
 
 
@@ -86,6 +111,8 @@ class EtcdWatch:
         request: dict[str, Any] = {"key": _b64(store.prefix + prefix), "range_end": _range_end(store.prefix + prefix)}
         if start_revision is not None:
             request["start_revision"] = str(start_revision)
+        if store.access.user and "Authorization" not in store._session.headers:
+            store._authenticate()
         self._response = store._session_post("/watch", {"create_request": request}, stream=True, timeout=None)
         self._lines = self._response.iter_lines(chunk_size=None)  # type: ignore[call-overload]  # whatever arrived
         result = self._next_result()  # "created"
@@ -167,13 +194,19 @@ class EtcdWatch:
 
 
 class EtcdStore:
-    def __init__(self, url: str = "etcd://127.0.0.1:2379", prefix: str = "/clustercore/", timeout: float = 5.0) -> None:
+    """``access``: TLS files and etcd credentials (:mod:`clustercore.store.etcd_access`)."""
+
+    def __init__(self, url: str = "etcd://127.0.0.1:2379", prefix: str = "/clustercore/", timeout: float = 5.0,
+                 access: EtcdAccess | None = None) -> None:
         self.endpoints = parse_url(url)
         if not self.endpoints:
             raise StoreError(f"no etcd endpoint in {url!r}")
+        self.access = (access or EtcdAccess()).check(self.endpoints[0].startswith("https://"))
         self.prefix = prefix
         self.timeout = timeout
         self._session = requests.Session()
+        self._tls = self.access.tls()
+        self._token_lock = threading.Lock()
         self._current = 0  # index of the endpoint that answered last
         self._watches: list[EtcdWatch] = []
         self._lock = threading.Lock()
@@ -187,24 +220,49 @@ class EtcdStore:
                       timeout: float | None = -1.0) -> requests.Response:
         """POST to the first endpoint that answers, starting with the last good one."""
         errors = []
-        n = len(self.endpoints)
+        n, refusals = len(self.endpoints), 0
         for i in range(n):
             index = (self._current + i) % n
             try:
                 response = self._session.post(f"{self.endpoints[index]}/v3{path}", json=body, stream=stream,
-                                              timeout=self.timeout if timeout == -1.0 else timeout)
+                                              timeout=self.timeout if timeout == -1.0 else timeout, **self._tls)
             except requests.RequestException as exc:
-                errors.append(f"{self.endpoints[index]}: {type(exc).__name__}")
+                errors.append(explain(exc, self.access, self.endpoints[index]))
+                refusals += is_access(exc, self.endpoints[index])
                 continue
             self._current = index
             return response
+        if refusals == n:  # every member refused us: configuration, not an outage
+            raise StoreAccessError(f"etcd refused this client: {'; '.join(errors)}")
         raise StoreError(f"no etcd endpoint answered: {'; '.join(errors)}")
 
-    def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _authenticate(self, stale: str | None = None) -> None:
+        """A token for the user (unless another thread replaced ``stale`` meanwhile)."""
+        with self._token_lock:
+            if self._session.headers.get("Authorization") not in (None, stale):
+                return
+            self._session.headers.pop("Authorization", None)
+            data = self._call("/auth/authenticate", {"name": self.access.user, "password": self.access.password},
+                              authenticate=False)
+            self._session.headers["Authorization"] = str(data["token"])
+
+    def _call(self, path: str, body: dict[str, Any], authenticate: bool = True) -> dict[str, Any]:
+        token = self._session.headers.get("Authorization")
+        if authenticate and self.access.user and token is None:
+            self._authenticate()
         response = self._session_post(path, body)
-        data: dict[str, Any] = response.json() if response.content else {}
+        try:
+            data: dict[str, Any] = response.json() if response.content else {}
+        except ValueError:  # not etcd's JSON: a plain request to a TLS etcd
+            data = {}
         if response.status_code != 200:
             message = str(data.get("message") or data.get("error") or response.text)
+            if authenticate and self.access.user and "invalid auth token" in message:  # expired: once more
+                self._authenticate(stale=token if isinstance(token, str) else None)
+                return self._call(path, body, authenticate=False)
+            problem = refused(response.status_code, message, response.url.split("/v3")[0], self.access)
+            if problem is not None:
+                raise problem
             if "lease not found" in message:
                 raise LeaseNotFound(int(body.get("lease") or body.get("ID") or 0))
             if "compacted" in message:
