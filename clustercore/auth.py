@@ -33,7 +33,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -281,12 +281,13 @@ def issue_join_token(store: Store, host: str, now: float, ttl: float = JOIN_TTL,
 
 
 def join_host(store: Store, events: EventLog, presented: str, definition: Mapping[str, Any],
-              now: float) -> tuple[Host, str]:
+              now: float, seal: Callable[[Host], Host] = lambda host: host) -> tuple[Host, str]:
     """Register the host ``definition`` describes with the join token ``presented``: the
     host (Installing: approved) and its heartbeat credential. The token is spent in the
     same transaction (compare-and-swap on it): Unauthorized when it is unknown, wrong,
     expired or spent; ValidationError when the definition is malformed or names another
-    host than the token's; HostExists when the name is taken (the token is not spent)."""
+    host than the token's; HostExists when the name is taken (the token is not spent).
+    ``seal`` seals its fence passwords (the cluster's :class:`~clustercore.secrets.Secrets`)."""
     parsed = _parse(presented, "ccj")
     kv = store.get(JOIN + parsed[0]) if parsed is not None else None
     token = None
@@ -306,7 +307,7 @@ def join_host(store: Store, events: EventLog, presented: str, definition: Mappin
         raise ValidationError("host", "name", f"this join token is for host {token.host!r}", host.name)
     for i, device in enumerate(host.fence_devices):
         fencing.check_device(device, f"fence_devices[{i}]")
-    host = join.registered(host, approval_required=False, now=now)
+    host = seal(join.registered(host, approval_required=False, now=now))  # its fence passwords sealed
     credential = credentials.issue()
     event = Event(now, f"host/{host.name}", "registered", f"joined with join token {token.id} (made by "
                   f"{token.by or 'unknown'})", "", str(host.state))

@@ -39,6 +39,7 @@ from clustercore.operations import OperationRequests
 from clustercore.placements import PlacementEvent
 from clustercore.plugins import Plugins
 from clustercore.reconcile.writer import Decision, Writer
+from clustercore.secrets import Secrets, new_key
 from clustercore.state import ClusterState
 from clustercore.store.base import Store
 from clustercore.store.memory import MemoryStore
@@ -59,15 +60,22 @@ class Cluster(WorkloadOps, StorageOps, OperationRequests):
 
     def __init__(self, store: Store | None = None, plugins: Plugins | None = None, clock: Clock | None = None,
                  config: ClusterConfig | None = None, executor: Executor | None = None,
-                 may_act: Callable[[], bool] | None = None, monotonic: Callable[[], float] | None = None) -> None:
+                 may_act: Callable[[], bool] | None = None, monotonic: Callable[[], float] | None = None,
+                 secrets: Secrets | None = None) -> None:
         """``may_act`` says whether this process may act now (a manager: it leads);
-        ``monotonic`` times the deadlines of calls into hosts (real seconds by default)."""
+        ``monotonic`` times the deadlines of calls into hosts (real seconds by default);
+        ``secrets`` the cluster keys that seal fence passwords (default: the environment's,
+        or a key of this process's own on the memory store: :mod:`clustercore.secrets`)."""
         self.clock = clock or SystemClock()
         self.store = store if store is not None else MemoryStore(clock=self.clock)
         self.plugins = plugins if plugins is not None else Plugins()
         self.state = ClusterState(self.store)
         self.events = EventLog(self.store, retain=ClusterConfig().events_retained)
-        self.writer = Writer(self.store, self.state, self.events)
+        if secrets is None:
+            secrets = Secrets.from_env()
+            if not secrets.keys and isinstance(self.store, MemoryStore):  # the store dies with the process
+                secrets = Secrets((new_key(),))
+        self.writer = Writer(self.store, self.state, self.events, secrets)
         #: Heartbeat credentials this Cluster issued, by host (hand them to the hosts' agents).
         self.credentials: dict[str, str] = {}
         if config is not None:

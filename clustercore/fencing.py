@@ -60,6 +60,7 @@ from clustercore.fence_agents import (
     validate_device,
 )
 from clustercore.model import FenceDevice, Host, HostState, Reader
+from clustercore.secrets import Secrets, SecretsError
 
 __all__ = [
     "AGENT_OPTIONS", "COUNTED", "UNREACHABLE", "AgentError", "Episode", "FenceAgent", "FenceDecision", "FencePolicy",
@@ -213,6 +214,20 @@ def _confirm_off(device: FenceDevice, n: int, policy: FencePolicy, agent_for: Ca
         sleep(min(1.0, policy.confirm_timeout / 10 or 1.0))
 
 
+class Unsealing:
+    """A fence agent handed each device with its password opened (:mod:`clustercore.secrets`)."""
+
+    def __init__(self, agent: FenceAgent, secrets: Secrets) -> None:
+        self.agent, self.secrets = agent, secrets
+
+    def power(self, device: FenceDevice, action: str, timeout: float) -> str:
+        try:
+            opened = self.secrets.open_device(device)
+        except SecretsError as exc:
+            raise AgentError(f"{device.agent}@{device.address}: its password: {exc}") from None
+        return self.agent.power(opened, action, timeout)
+
+
 @attrs.define
 class Episode:
     """One host's fencing since it became NonResponsive."""
@@ -228,8 +243,11 @@ class Fencer:
     """The controller's memory of fencing per host (episodes, running jobs)."""
 
     def __init__(self, agent_for: Callable[[str], FenceAgent] = default_agent,
-                 sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.agent_for = agent_for
+                 sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic,
+                 secrets: Secrets | None = None) -> None:
+        """``secrets`` open each device's sealed password for its agent, and only there."""
+        self.secrets = secrets or Secrets()
+        self.agent_for: Callable[[str], FenceAgent] = lambda name: Unsealing(agent_for(name), self.secrets)
         self.sleep = sleep
         self.monotonic = monotonic
         self.episodes: dict[str, Episode] = {}

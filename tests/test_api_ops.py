@@ -209,10 +209,12 @@ def test_secrets_are_never_shown_logged_or_recorded(caplog: pytest.LogCaptureFix
     renamed = e.as_role("admin", "PATCH", "/api/v1/hosts/h1", json={"fence_devices": [
         {"agent": "ipmi", "address": "bmc-h1", "username": "admin"}]})
     assert renamed.status_code == 200 and renamed.json()["fence_devices"][0]["password_set"] is True
-    assert e.cluster.host("h1").fence_devices[0].password == "s3cret-h1"  # kept: not sent again
+    opened = e.cluster.writer.secrets.open  # the store holds them sealed (clustercore.secrets)
+    assert opened(e.cluster.host("h1").fence_devices[0].password) == "s3cret-h1"  # kept: not sent again
     rotated = e.as_role("admin", "PATCH", "/api/v1/hosts/h1", json={"fence_devices": [
         {"agent": "ipmi", "address": "bmc-h1", "username": "admin", "password": "n3w-s3cret"}]})
-    assert e.cluster.host("h1").fence_devices[0].password == "n3w-s3cret"
+    assert opened(e.cluster.host("h1").fence_devices[0].password) == "n3w-s3cret"
+    assert e.cluster.host("h1").fence_devices[0].password.startswith("sealed:")
     secrets.append("n3w-s3cret")
     added = e.as_role("admin", "POST", "/api/v1/hosts", json={"name": "h9", "fence_devices": [
         {"agent": "ipmi", "address": "bmc-h9", "password": "h9-s3cret"}]})
@@ -226,6 +228,11 @@ def test_secrets_are_never_shown_logged_or_recorded(caplog: pytest.LogCaptureFix
         for text in shown:
             assert secret not in text
     assert made["secret"].startswith("cc_") and added.json()["credential"]
+    stored = b"".join(kv.value for kv in e.cluster.store.list("")).decode(errors="replace")
+    for secret in ("s3cret-h1", "n3w-s3cret", "h9-s3cret"):
+        assert secret not in stored  # fence passwords sealed at rest
+    for token in (secrets[1], secrets[-1]):  # API tokens: only their digests
+        assert token not in stored
 
 
 def test_the_openapi_document_lists_every_route_and_who_may_call_it() -> None:

@@ -128,7 +128,7 @@ def test_an_agent_joins_through_the_api_and_beats_its_host_up(config: Path, stat
 def test_the_first_admin_token_straight_into_the_store(api: Served, monkeypatch: pytest.MonkeyPatch) -> None:
     import clustercore.store.url
 
-    monkeypatch.setattr(clustercore.store.url, "open_store", lambda url, prefix: api.cluster.store)
+    monkeypatch.setattr(clustercore.store.url, "open_store", lambda url, prefix, **access: api.cluster.store)
     made = run("token", "create", "--store", "etcd://10.0.0.1:2379", "root", "--role", "admin")
     assert made.code == 0 and made.out.startswith("cc_")
     assert run("whoami", "--token", made.out.strip()).out.startswith("root (admin)")

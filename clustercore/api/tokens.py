@@ -65,7 +65,8 @@ def create_join_token(new: NewJoinToken, request: Request, api: ApiDep, caller: 
              summary="A host registers itself with a join token (spent by this call): the host, approved, and "
                      "its heartbeat credential")
 def join(definition: HostDocument, request: Request, api: ApiDep, caller: Joiner) -> dict[str, Any]:
-    host, credential = auth.join_host(api.store, api.cluster.events, caller.secret, definition, api.now())
+    host, credential = auth.join_host(api.store, api.cluster.events, caller.secret, definition, api.now(),
+                                      seal=api.cluster.writer.secrets.seal_host)
     request.state.subject = f"host/{host.name}"
     return {"host": host_view(host, (), full=True), "credential": credential}
 

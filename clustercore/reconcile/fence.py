@@ -43,7 +43,7 @@ class Fence:
         self.writer = writer
         self.jobs = jobs
         self.may_act = may_act
-        self.fencer = Fencer()
+        self.fencer = Fencer(secrets=writer.secrets)
         self.started = started  # no fencing in the first minutes after the manager starts
         self._skip_reason: dict[str, str] = {}
         self._answers: dict[tuple[str, str], tuple[float, object]] = {}  # this pass's answers

@@ -23,6 +23,7 @@ from clustercore.lifecycle import HostEvent, transition
 from clustercore.model import Host, HostReport, HostState, NonOperationalReason, Placement, Workload
 from clustercore.network import LogicalNetwork
 from clustercore.placements import PlacementEvent
+from clustercore.secrets import Secrets
 from clustercore.state import (
     CONFIG_KEY,
     HEARTBEATS,
@@ -61,15 +62,20 @@ class Committed:
 
 
 class Writer:
-    def __init__(self, store: Store, state: ClusterState, events: EventLog) -> None:
+    """``secrets`` seal the fence device passwords of every host it writes
+    (:mod:`clustercore.secrets`)."""
+
+    def __init__(self, store: Store, state: ClusterState, events: EventLog, secrets: Secrets | None = None) -> None:
         self.store = store
         self.state = state
         self.events = events
+        self.secrets = secrets or Secrets()
 
     # ------------------------------------------------------------------ hosts
 
     def register(self, host: Host, now: float, credential: str = "") -> Host:
         """A new host, with the digest of its heartbeat credential (if one was issued)."""
+        host = self.secrets.seal_host(host)
         event = Event(now, f"host/{host.name}", "registered", "", "", str(host.state))
         key = HOSTS + host.name
         ops: list[Put | Delete] = [Put(key, encode(host)), self.events.put_op(event)]
@@ -84,6 +90,7 @@ class Writer:
 
     def update_host(self, current: Versioned[Host], new: Host, now: float, reason: str) -> None:
         """A host's new definition (same state), compare-and-swap, with its event."""
+        new = self.secrets.seal_host(new)
         event = Event(now, f"host/{new.name}", "updated", reason)
         self.store.txn([Check(HOSTS + new.name, current.revision)], [Put(HOSTS + new.name, encode(new)),
                                                                       self.events.put_op(event)])
