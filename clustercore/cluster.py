@@ -160,9 +160,8 @@ class Cluster(WorkloadOps, StorageOps, OperationRequests):
             for i, device in enumerate(new.fence_devices):
                 fencing.check_device(device, f"fence_devices[{i}]")
             try:
-                self.writer.update_host(current, new, self.clock.now(),
-                                        f"{', '.join(sorted(changes))} updated" + (f" by {by}" if by else ""))
-                return new
+                return self.writer.update_host(current, new, self.clock.now(),
+                                               f"{', '.join(sorted(changes))} updated" + (f" by {by}" if by else ""))
             except Conflict:
                 if attempt == ATTEMPTS - 1:
                     raise

@@ -77,6 +77,22 @@ class NoopUpgrade:
         self.upgraded.append(host.name)
 
 
+@contextlib.contextmanager
+def running(rig: Rig, lc: Harness, prepared: bool) -> Iterator[None]:
+    """``lc`` prepared (unless run elsewhere), then, whatever happened: the moves under way
+    ended, every lab host powered on again, the cluster closed."""
+    try:
+        if prepared:
+            rig.prepare(lc)
+        yield
+    finally:
+        lc.cluster.controller.drainer.wait(60)
+        for host in rig.hosts:
+            if not host.running:
+                host.power_on()
+        lc.close()
+
+
 # ---------------------------------------------------------------------- vm
 
 
@@ -127,13 +143,8 @@ class VmRig:
                 host.power_on()
         migrator = KillingMigrator(self) if kill_first_target else None
         lc = LabCluster(self.lab, config, migrator=migrator, plugins=plugins, store=store, passive=store is not None)
-        try:
-            if store is None:
-                self.prepare(lc)
+        with running(self, lc, prepared=store is None):
             yield lc
-        finally:
-            lc.cluster.controller.drainer.wait(60)
-            lc.close()
 
     def prepare(self, lc: Harness) -> None:
         """Every host Up, the cluster's storage on the lab."""
@@ -208,16 +219,8 @@ class ContainerRig:
         """A cluster of the lab; on ``store``, passive: run elsewhere."""
         driver = KillingDriver(self) if kill_first_target else None
         lc = PodLabCluster(self.lab, config, plugins=plugins, driver=driver, store=store, passive=store is not None)
-        try:
-            if store is None:
-                self.prepare(lc)
+        with running(self, lc, prepared=store is None):
             yield lc
-        finally:
-            lc.cluster.controller.drainer.wait(60)
-            for host in self.lab.hosts:
-                if not host.running:
-                    host.power_on()
-            lc.close()
 
     def prepare(self, lc: Harness) -> None:
         """Every host Up."""

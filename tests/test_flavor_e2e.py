@@ -85,7 +85,8 @@ def consistent(rig: Rig, lc: Harness) -> dict[str, list[str]]:
     where = rig.where(lc)
     assert all(len(hosts) == 1 for hosts in where.values()), where
     placed = {n: p.host for n, p in lc.cluster.placements().items()}
-    assert {n: hosts[0] for n, hosts in where.items()} == placed
+    assert {n: hosts[0] for n, hosts in where.items()} == placed, (lc.cluster.placements(), [
+        (e.subject, e.kind, e.old, e.new, e.reason) for e in lc.cluster.query_events()[-12:]])
     return {h.name: sorted(n for n, hs in where.items() if hs == [h.name]) for h in rig.hosts if h.running}
 
 

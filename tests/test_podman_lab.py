@@ -262,3 +262,27 @@ def test_the_containers_flavor_keeps_the_flavor_contract(lab: PodmanLab) -> None
     assert wanted | ({"migrate: runs on target", "migrate: gone from source"} if moves else set()) \
         <= set(report.passed), report.passed
     assert all("conform" not in {c.name for c in client(h).containers.list(all=True)} for h in lab.hosts[:2])
+
+
+def test_a_name_that_is_another_containers_id_prefix_is_no_find(lab: PodmanLab) -> None:
+    """podman looks a name up as an id prefix too; the driver must not take a stranger whose
+    id begins with the name for the container of that name (a moved ``c5`` found as ``c1``
+    whose id began with c5: a CI run once saw store and podman disagree after a drain)."""
+    from clustercore.driver import WorkloadState
+    from clustercore.model import Host
+    from flavors.containers import ContainerSpec, PodmanDriver, container_workload
+
+    host = lab.hosts[0]
+    made = run(lab, host, "stranger")
+    try:
+        prefix = made.id[:4]
+        assert client(host).containers.get(prefix).name == "stranger"  # what podman does
+        driver = PodmanDriver(cgroup_parent=lab.cgroup_parent)
+        spec = ContainerSpec(name=prefix, image=IMAGE, memory=32, command=tuple(COUNTER), stop_timeout=0)
+        target = Host(host.name, address=host.uri, labels=host.labels)
+        assert driver.inspect_state(prefix, target) == "absent"
+        assert driver.inspect(container_workload(spec), target) is WorkloadState.ABSENT
+        driver.stop(container_workload(spec), target, force=True)  # stops nothing of the stranger's
+        assert status(host, "stranger") == "running"
+    finally:
+        drop(host, "stranger")

@@ -424,7 +424,8 @@ def test_a_host_is_updated_in_place_checked_like_a_registration() -> None:
                                "fence_devices": [{"agent": "ipmi", "address": "h1", "password": "rotated"}]},
                         by="alice")
     assert new.state is before.state and new.capacity.cpu == 16 and new.allocatable.memory == 4096
-    assert c.host("h1").fence_devices[0].password == "rotated" and c.host("h1").labels["rack"] == "r2"
+    stored = c.host("h1").fence_devices[0].password  # sealed at rest (clustercore.secrets)
+    assert c.writer.secrets.open(stored) == "rotated" and c.host("h1").labels["rack"] == "r2"
     event = c.query_events(kind="updated", subject="host/h1")[-1]
     assert "by alice" in event.reason and "fence_devices" in event.reason
     with pytest.raises(ValidationError, match="cannot be updated"):

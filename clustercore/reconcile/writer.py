@@ -88,13 +88,15 @@ class Writer:
         log.info("%s", event)
         return host
 
-    def update_host(self, current: Versioned[Host], new: Host, now: float, reason: str) -> None:
-        """A host's new definition (same state), compare-and-swap, with its event."""
+    def update_host(self, current: Versioned[Host], new: Host, now: float, reason: str) -> Host:
+        """A host's new definition (same state), compare-and-swap, with its event; the host
+        as stored (its passwords sealed)."""
         new = self.secrets.seal_host(new)
         event = Event(now, f"host/{new.name}", "updated", reason)
         self.store.txn([Check(HOSTS + new.name, current.revision)], [Put(HOSTS + new.name, encode(new)),
                                                                       self.events.put_op(event)])
         log.info("%s", event)
+        return new
 
     def host_transition(self, current: Versioned[Host], decision: Decision, now: float,
                         remove: bool = False) -> Committed:

@@ -124,12 +124,16 @@ class PodmanDriver:
         return found
 
     def _find(self, name: str, host: Host) -> Container | None:
+        """The container named ``name`` on ``host``. podman looks a name up as an id prefix
+        too when no container has that name, so ``c5`` finds a container whose id begins
+        with c5 once ``c5`` itself has moved away: such a stranger is no find."""
         try:
-            return self.client(host).containers.get(name)
+            found = self.client(host).containers.get(name)
         except NotFound:
             return None
         except (PodmanError, RequestException) as exc:
             raise ContainerError("inspect", name, host.name, str(exc)) from exc
+        return found if str(found.name).lstrip("/") == name else None
 
     # ------------------------------------------------------------------ the driver
 

@@ -39,7 +39,10 @@ def counter(name: str, *, move: str = "checkpoint", ha: bool = False, priority: 
 def read_count(client: PodmanClient, name: str) -> int | None:
     """What the counter container ``name`` (:func:`counter`) has counted, or None when
     podman could not say."""
-    code, (out, _) = client.containers.get(name).exec_run(["cat", "/tmp/count"], demux=True)
+    found = client.containers.get(name)
+    if str(found.name).lstrip("/") != name:  # an id-prefix match (PodmanDriver._find), not this one
+        return None
+    code, (out, _) = found.exec_run(["cat", "/tmp/count"], demux=True)
     return int(out) if code == 0 and isinstance(out, bytes) else None
 
 
