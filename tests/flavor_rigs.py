@@ -138,9 +138,6 @@ class VmRig:
     def cluster(self, config: ClusterConfig, *, plugins: Sequence[object] = (), kill_first_target: bool = False,
                 store: Store | None = None) -> Iterator[Harness]:
         """A cluster of the lab with its storage; on ``store``, passive: run elsewhere."""
-        for host in self.lab.hosts:
-            if not host.running:
-                host.power_on()
         migrator = KillingMigrator(self) if kill_first_target else None
         lc = LabCluster(self.lab, config, migrator=migrator, plugins=plugins, store=store, passive=store is not None)
         with running(self, lc, prepared=store is None):

@@ -33,7 +33,7 @@ import yaml
 pytest.importorskip("libvirt")
 pytest.importorskip("fastapi")
 
-from flavors.virt.guest import GuestImage, build_guest, console_lines, counter_values
+from flavors.virt.guest import GuestImage, console_lines, counter_values
 from flavors.virt.guest.spec import guest_spec
 from flavors.virt.lab import Lab, domain_type
 
@@ -157,11 +157,6 @@ class Fleet:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-
-@pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> GuestImage:
-    return build_guest(tmp_path_factory.getbasetemp().parent / "clustercore-guest-cache")
 
 
 @pytest.fixture

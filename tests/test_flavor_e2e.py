@@ -39,7 +39,6 @@ from clustercore.store.etcd import EtcdStore
 from clustercore.testing import EtcdCluster
 from clustercore.watcher import Watcher
 from flavors.containers.lab import PodmanLab
-from flavors.virt.guest import GuestImage, build_guest
 from flavors.virt.lab import Lab
 from flavors.virt.labcluster import FAST
 from tests.flavor_rigs import ContainerRig, Harness, NoopUpgrade, Rig, VmRig
@@ -47,11 +46,6 @@ from tests.test_manager_failover import CLI, CONFIG, MANAGERS, TTL
 
 pytestmark = pytest.mark.slow
 S = HostState
-
-
-@pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> GuestImage:
-    return build_guest(tmp_path_factory.getbasetemp().parent / "clustercore-guest-cache")
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,6 @@ import pytest
 from flavors.virt import domxml
 from flavors.virt.guest import (
     GuestImage,
-    build_guest,
     clone,
     console_lines,
     counter_values,
@@ -42,11 +41,6 @@ from flavors.virt.spec import Nic, VMSpec
 
 pytestmark = pytest.mark.slow
 BASE_PORT = 16870  # hosts 16870..16872, UDP block 14320..14335
-
-
-@pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> GuestImage:
-    return build_guest(tmp_path_factory.getbasetemp().parent / "clustercore-guest-cache")
 
 
 @pytest.fixture(scope="module")

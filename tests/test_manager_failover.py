@@ -46,7 +46,7 @@ from clustercore.lifecycle import LivenessPolicy
 from clustercore.model import HostReport, PlacementState, Workload
 from clustercore.store.etcd import EtcdStore
 from clustercore.testing import EtcdCluster
-from flavors.virt.guest import GuestImage, build_guest
+from flavors.virt.guest import GuestImage
 from flavors.virt.lab import Lab, domain_type
 from flavors.virt.labcluster import LabCluster
 from flavors.virt.spec import Memory, VMSpec
@@ -207,11 +207,6 @@ class Fleet:
 def etcd() -> Iterator[EtcdCluster]:
     with EtcdCluster(3, base_port=23830) as cluster:
         yield cluster
-
-
-@pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> GuestImage:
-    return build_guest(tmp_path_factory.getbasetemp().parent / "clustercore-guest-cache")
 
 
 @pytest.fixture

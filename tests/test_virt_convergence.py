@@ -29,7 +29,6 @@ import pytest
 from flavors.virt.domxml import build
 from flavors.virt.guest import (
     GuestImage,
-    build_guest,
     clone,
     console_lines,
     counter_values,
@@ -81,11 +80,6 @@ def state(hosts: Lab, index: int, name: str) -> str:
     names = {libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_PAUSED: "paused",
              libvirt.VIR_DOMAIN_SHUTOFF: "shutoff"}
     return names.get(code, f"state {code}")
-
-
-@pytest.fixture(scope="session")
-def image(tmp_path_factory: pytest.TempPathFactory) -> GuestImage:
-    return build_guest(tmp_path_factory.getbasetemp().parent / "clustercore-guest-cache")
 
 
 @pytest.fixture(scope="module")

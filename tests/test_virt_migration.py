@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from clustercore import ClusterConfig, Host, HostState, Workload
 from clustercore.driver import WorkloadState
 from flavors.virt.driver import LibvirtDriver
-from flavors.virt.guest import GuestImage, build_guest
+from flavors.virt.guest import GuestImage
 from flavors.virt.lab import Lab
 from flavors.virt.labcluster import LabCluster
 from flavors.virt.migration import (
@@ -304,11 +304,6 @@ def test_limits_cap_per_host_and_in_total() -> None:
 # driver under test then moves it itself, behind the cluster's back (nothing the cluster
 # does here asks the hosts where its VMs run). After every migration, and every one that
 # failed, the guest's memory, disk and life are checked (LabCluster.check_guest).
-
-
-@pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> GuestImage:
-    return build_guest(tmp_path_factory.getbasetemp().parent / "clustercore-guest-cache")
 
 
 @pytest.fixture(scope="module")

@@ -14,17 +14,12 @@ import pytest
 
 from clustercore.model import HostState, NonOperationalReason, PlacementState
 from flavors.virt.driver import VirtError
-from flavors.virt.guest import GuestImage, build_guest
+from flavors.virt.guest import GuestImage
 from flavors.virt.lab import Lab
 from flavors.virt.labcluster import SHARED, LabCluster
 
 pytestmark = pytest.mark.slow
 S = HostState
-
-
-@pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> GuestImage:
-    return build_guest(tmp_path_factory.getbasetemp().parent / "clustercore-guest-cache")
 
 
 @pytest.fixture(scope="module")
