@@ -22,7 +22,7 @@ from flavors.virt.labnet import (
 )
 
 LAST = BASE_PORT + HOSTS - 1  # the highest host TCP port of the layout
-TCP_KINDS = ("TCP", "migration", "display", "websocket")
+TCP_KINDS = ("TCP", "migration", "display", "websocket", "TLS", "SSH", "Redfish")
 
 
 def spans(ports: range) -> list[tuple[int, int, int, str]]:
@@ -52,12 +52,16 @@ def test_the_layout_admits_at_least_the_first_1000_hosts() -> None:
 
 def test_no_two_hosts_share_a_tcp_port_and_all_are_valid() -> None:
     ranges = spans(range(BASE_PORT, LAST + 1))  # every k in [0, HOSTS)
-    assert len(ranges) == 4 * HOSTS
+    assert len(ranges) == len(TCP_KINDS) * HOSTS
     assert_disjoint(ranges)
     for low, high, _, kind in ranges:
-        if kind != "TCP":
+        if kind in ("migration", "display", "websocket"):
             assert high - low + 1 == 10
+        else:
+            assert low == high
             assert not (low <= 23899 and high >= 23790), "the tests' etcd clusters listen there"
+        if kind in ("TLS", "SSH", "Redfish"):
+            assert low > 60999, "above the kernel's ephemeral ports"
 
 
 def test_no_two_hosts_or_labs_share_a_udp_port_and_all_are_valid() -> None:

@@ -7,13 +7,17 @@ the lab waiting on a server that never speaks libvirt's protocol).
 Host k = its TCP port - :data:`BASE_PORT`, for k in 0..:data:`HOSTS`-1 (1200 hosts: base
 ports 16600..17799, a lab of 10 hosts from any base port up to 17790). Each kind of port
 has a region of its own and each host 10 ports of it, so no two hosts, and no two kinds,
-ever share a port (``tests/test_labnet.py`` checks every k)::
+ever share a port (``tests/test_labnet.py`` checks every k). TLS, SSH and Redfish ports are
+above the kernel's ephemeral range (32768..60999), so no client socket ever holds one::
 
     kind                 ports of host k         region (k < 1200)  protocol
     host (libvirtd)      16600 + k               16600..17799       TCP
     migration            24000 + 10k .. +9       24000..35999       TCP
     display (VNC/SPICE)  36000 + 10k .. +9       36000..47999       TCP
     websocket (VNC)      48000 + 10k .. +9       48000..59999       TCP
+    TLS (libvirtd)       61000 + k               61000..62199       TCP
+    SSH (sshd)           62200 + k               62200..63399       TCP
+    Redfish (https)      63400 + k               63400..64599       TCP
     BMC (IPMI)           6230 + k                6230..7429         UDP
     lab UDP block        10000 + 16k .. +15      10000..29199       UDP  (k of the lab's base port)
 
@@ -50,6 +54,9 @@ MIGRATION_BASE = 24000
 DISPLAY_BASE = 36000
 WEBSOCKET_BASE = 48000
 BMC_BASE = 6230
+TLS_BASE = 61000  # libvirtd's listen_tls port (qemu+tls://)
+SSH_BASE = 62200  # the host's sshd (qemu+ssh://)
+REDFISH_BASE = 63400  # the host's Redfish BMC (https)
 UDP_BASE = 10000
 UDP_BLOCK = 16  # per lab: SWITCHES switch ports, then NIC endpoints
 SWITCHES = 4
@@ -97,6 +104,9 @@ def host_ports(port: int) -> dict[str, tuple[int, int]]:
         "migration": span(MIGRATION_BASE),
         "display": span(DISPLAY_BASE),  # VNC/SPICE: the hosts share one network
         "websocket": span(WEBSOCKET_BASE),
+        "TLS": (TLS_BASE + k, TLS_BASE + k),
+        "SSH": (SSH_BASE + k, SSH_BASE + k),
+        "Redfish": (REDFISH_BASE + k, REDFISH_BASE + k),
         "BMC": (BMC_BASE + k, BMC_BASE + k),
     }
 
