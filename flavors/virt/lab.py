@@ -3,7 +3,9 @@
 Each :class:`LabHost` is one ``libvirtd`` (with ``virtlogd``, ``virtlockd``) in its own mount and PID
 namespace, with its own ``/run``, ``/var/lib/libvirt``, ``/var/log/libvirt`` and
 ``/etc/libvirt`` (a copy), its own host uuid, TCP port, migration and display port ranges, reachable
-at ``qemu+tcp://127.0.0.1:PORT/system``. The recipe is the one verified in the project's
+at ``qemu+tcp://127.0.0.1:PORT/system``, or with ``Lab(transport="tls")`` at ``qemu+tls://``
+(a lab CA's certificates, migration TLS too) or ``"ssh"`` at ``qemu+ssh://`` (an sshd per
+host): :mod:`flavors.virt.labtransport`. The recipe is the one verified in the project's
 LAB notes. Needs root and the Debian packages ``libvirt-daemon-system qemu-system-x86``.
 
 Powering a host off kills the namespace's first process with SIGKILL: every process of
@@ -57,6 +59,7 @@ from flavors.virt.labnet import BASE_PORT, LabError, check_free, check_ports, ho
 from flavors.virt.labprocs import alive, tree
 from flavors.virt.labsignals import guard
 from flavors.virt.labswitch import LabSwitch, LabSwitches
+from flavors.virt.labtransport import LabAccess, Transport
 
 __all__ = ["BASE_PORT", "Lab", "LabBmcs", "LabError", "LabHost", "LabSwitch", "domain_type", "linux_domain_type"]
 # Ports of host k = TCP port - BASE_PORT (k < 1200): migration 24000+10k.., display 36000+10k..,
@@ -70,7 +73,7 @@ mount --bind {dir}/log /var/log/libvirt
 mount --bind {dir}/etc /etc/libvirt
 virtlogd -d
 virtlockd -d
-# libvirtd restarted when it dies, as systemd does (a soft fence kills it)
+{sshd}# libvirtd restarted when it dies, as systemd does (a soft fence kills it)
 while true; do libvirtd --listen >>{dir}/libvirtd.out 2>&1 || true; sleep 0.2; done
 """
 
@@ -100,9 +103,17 @@ class LabHost:
     process: subprocess.Popen[bytes] | None = None
     reachable: bool = True
     lost_paths: set[str] = attrs.field(factory=set)  # the paths lose_path hid in its namespace
+    access: LabAccess | None = None  # how it is reached (flavors.virt.labtransport); None: plain TCP
+    sshd: str = attrs.field(default="", init=False, repr=False)  # the script's line that starts its sshd
 
     @property
     def uri(self) -> str:
+        """Its URI by the lab's transport: ``qemu+tcp://``, ``qemu+tls://`` or ``qemu+ssh://``."""
+        return self.access.uri(self.root, self.port) if self.access is not None else self.tcp_uri
+
+    @property
+    def tcp_uri(self) -> str:
+        """Its plain TCP URI, open whatever the lab's transport (a benchmark's unencrypted baseline)."""
         return f"qemu+tcp://127.0.0.1:{self.port}/system"
 
     @property
@@ -128,8 +139,10 @@ class LabHost:
             shutil.copytree("/etc/libvirt", etc, symlinks=True)
             for autostart in ("qemu/networks/autostart", "storage/autostart"):
                 shutil.rmtree(etc / autostart, ignore_errors=True)
+        libvirtd, qemu, self.sshd = (self.access.prepare(self.name, self.root, self.port) if self.access
+                                      else ("listen_tls = 0\n", "", ""))
         (etc / "libvirtd.conf").write_text(
-            f'listen_tcp = 1\nlisten_tls = 0\nlisten_addr = "127.0.0.1"\ntcp_port = "{self.port}"\n'
+            f'listen_tcp = 1\n{libvirtd}listen_addr = "127.0.0.1"\ntcp_port = "{self.port}"\n'
             f'auth_tcp = "none"\nhost_uuid = "{self.host_uuid}"\nlog_outputs = "3:stderr"\n')
         ports = host_ports(self.port)
         (low, high), (display, display_max), (websocket, websocket_max) = (
@@ -141,7 +154,7 @@ class LabHost:
             f'remote_display_port_min = {display}\nremote_display_port_max = {display_max}\n'
             f'remote_websocket_port_min = {websocket}\nremote_websocket_port_max = {websocket_max}\n'
             'security_driver = "none"\nnamespaces = [ ]\ncgroup_controllers = [ ]\n'
-            'user = "root"\ngroup = "root"\ndynamic_ownership = 0\nlock_manager = "lockd"\n')
+            'user = "root"\ngroup = "root"\ndynamic_ownership = 0\nlock_manager = "lockd"\n' + qemu)
         # Direct leases (no file_lockspace_dir): virtlockd locks each disk file itself, so a
         # local disk at the same path on two hosts (two files) never conflicts.
         (etc / "qemu-lockd.conf").write_text("auto_disk_leases = 1\nrequire_lease_for_disks = 0\n")
@@ -150,8 +163,9 @@ class LabHost:
         if self.running:
             return
         self.prepare()
-        check_free(self.name, self.port)
-        script = SCRIPT.format(dir=self.root)
+        for port in [self.port, *(self.access.ports(self.port) if self.access else [])]:
+            check_free(self.name, port)
+        script = SCRIPT.format(dir=self.root, sshd=self.sshd)
         self.process = subprocess.Popen(
             ["unshare", "-m", "-p", "--fork", "--mount-proc", "--propagation", "private", "--kill-child=SIGKILL",
              "sh", "-c", script],
@@ -303,9 +317,11 @@ class LabHost:
 
 class Lab:
     """``n`` lab hosts named ``lab1``.. ``labN`` under a temporary directory; with
-    ``bmc=True`` each has an IPMI BMC (``lab.bmcs``)."""
+    ``bmc=True`` each has an IPMI BMC (``lab.bmcs``); ``transport`` is how hosts are
+    reached (``tcp``, ``tls`` or ``ssh``: :mod:`flavors.virt.labtransport`)."""
 
-    def __init__(self, n: int = 3, root: Path | None = None, base_port: int = BASE_PORT, bmc: bool = False) -> None:
+    def __init__(self, n: int = 3, root: Path | None = None, base_port: int = BASE_PORT, bmc: bool = False,
+                 transport: Transport = "tcp") -> None:
         check_ports(base_port, n)
         self._tmp = None if root is not None else tempfile.TemporaryDirectory(prefix="clustercore-lab-")
         self.root = root or Path(self._tmp.name)  # type: ignore[union-attr]
@@ -313,7 +329,9 @@ class Lab:
         # QEMU and this process see the same files at this same path (an NFS domain).
         self.shared = self.root / "shared"
         self.shared.mkdir(parents=True, exist_ok=True)
-        self.hosts = [LabHost(f"lab{i + 1}", i, self.root / f"lab{i + 1}", base_port + i) for i in range(n)]
+        self.access = LabAccess(self.root, transport)
+        self.hosts = [LabHost(f"lab{i + 1}", i, self.root / f"lab{i + 1}", base_port + i, access=self.access)
+                      for i in range(n)]
         self._want_bmc = bmc
         self.bmcs: LabBmcs | None = None
         self.networks = LabSwitches(base_port)  # guest networks: switches and NIC endpoints
