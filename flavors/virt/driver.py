@@ -213,7 +213,8 @@ class LibvirtDriver:
                                   memory_mib=spec.memory.size, passthrough=spec.passthrough,
                                   uri=target.labels.get("virt/migration-uri"), progress=progress, cancel=cancel,
                                   copy_disks=tuple(d.target for d in local), incremental=bool(made),
-                                  shared_disks=bool(kept) and all(d.storage == "shared" for d in kept))
+                                  shared_disks=bool(kept) and all(d.storage == "shared" for d in kept),
+                                  addresses=(source.address, target.address))
         except BaseException:
             _resume_if_left_paused(dom, spec.name, source.name)
             for path in made:  # the VM stays on its source: take the destination's copies back

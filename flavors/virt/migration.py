@@ -40,10 +40,10 @@ import attrs
 import libvirt
 
 from clustercore.errors import ClusterError
-from flavors.virt.migration_policy import SHRINK, Act, Decision, MigrationPolicy, Sample, Seen, decide
+from flavors.virt.migration_policy import SHRINK, Act, Decision, MigrationPolicy, Sample, Seen, decide, encrypted
 
 __all__ = ["SHRINK", "Act", "Decision", "Limits", "MigrationFailed", "MigrationPolicy", "Migrator", "Progress",
-           "Sample", "Seen", "check_disks", "decide", "flags", "params"]
+           "Sample", "Seen", "check_disks", "decide", "encrypted", "flags", "params"]
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +120,14 @@ def check_disks(copy_disks: tuple[str, ...], incremental: bool) -> None:
 
 
 def flags(policy: MigrationPolicy, may_post_copy: bool, copy_disks: tuple[str, ...] = (), incremental: bool = False,
-          shared_disks: bool = False, live: bool = True) -> int:
+          shared_disks: bool = False, live: bool = True, tls: bool = False) -> int:
     """libvirt's migration flags. Not ``live``: the guest is paused for the copy.
     ``copy_disks`` adds NON_SHARED_INC (``incremental``: the destination holds an overlay
     with the same backing, only the top is copied) or NON_SHARED_DISK (the whole chain,
     into a file the destination has or its storage pool creates); ``shared_disks`` (every
     disk not copied is on storage both hosts share, as the cluster knows) adds UNSAFE,
-    which libvirt needs for a shared directory it cannot detect as shared."""
+    which libvirt needs for a shared directory it cannot detect as shared. ``tls``
+    (:func:`encrypted`) adds TLS: the stream, disks' mirrors included, is encrypted."""
     check_disks(copy_disks, incremental)
     f: int = libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE | libvirt.VIR_MIGRATE_ABORT_ON_ERROR
     if live:
@@ -143,6 +144,8 @@ def flags(policy: MigrationPolicy, may_post_copy: bool, copy_disks: tuple[str, .
         f |= libvirt.VIR_MIGRATE_NON_SHARED_INC if incremental else libvirt.VIR_MIGRATE_NON_SHARED_DISK
     if shared_disks:
         f |= libvirt.VIR_MIGRATE_UNSAFE
+    if tls:
+        f |= libvirt.VIR_MIGRATE_TLS
     return f
 
 
@@ -192,9 +195,11 @@ class Migrator:
                 memory_mib: int, passthrough: bool, uri: str | None = None,
                 progress: Callable[[Progress], None] | None = None, cancel: threading.Event | None = None,
                 slot_timeout: float | None = None, copy_disks: tuple[str, ...] = (), incremental: bool = False,
-                shared_disks: bool = False) -> list[Sample]:
+                shared_disks: bool = False, addresses: tuple[str, str] = ("", "")) -> list[Sample]:
         """Migrate ``dom`` to ``dest``, copying the disks ``copy_disks`` (target device
-        names; see :func:`flags` for ``incremental`` and ``shared_disks``); returns the
+        names; see :func:`flags` for ``incremental`` and ``shared_disks``); ``addresses``
+        are the source's and target's libvirt URIs, from which the policy's ``tls=None``
+        decides to encrypt (:func:`encrypted`: both ``qemu+tls://``); returns the
         samples seen. Raises MigrationFailed (aborted, cancelled or refused by libvirt) with
         the VM still on its source, unless it failed after the switch to post-copy
         (``post_copy`` set). The completion timeout counts the copied disks' size too."""
@@ -206,13 +211,16 @@ class Migrator:
         # A TCG guest is never pre-copied (see migration_policy): post-copy at once, else paused.
         at_once = tcg and not policy.tcg_pre_copy and policy.post_copy and may_post_copy
         live = not tcg or policy.tcg_pre_copy or at_once
+        tls = encrypted(policy, *addresses)
+        log.info("migration of %s from %s to %s: %s, %s", vm, source, target, "live" if live else "paused",
+                 "encrypted (TLS)" if tls else "unencrypted")
         with self.limits.slot(source, slot_timeout):
             outcome: dict[str, BaseException | None] = {}
 
             def run() -> None:
                 try:
                     dom.migrate3(dest, params(policy, uri, copy_disks, at_once),
-                                 flags(policy, may_post_copy, copy_disks, incremental, shared_disks, live))
+                                 flags(policy, may_post_copy, copy_disks, incremental, shared_disks, live, tls))
                     outcome["error"] = None
                 except BaseException as exc:  # reported to the caller below
                     outcome["error"] = exc

@@ -50,6 +50,15 @@ False) a TCG guest is never pre-copied: with post-copy allowed :func:`decide` sw
 the first memory sample and the Migrator holds the stream before the switch at 1 MiB/s
 (a few dozen pages), else the Migrator migrates it paused (not live: about memory /
 bandwidth of pause). KVM guests keep the schedule above.
+
+**Encryption** (``tls``): the migration stream (memory, and the disks' NBD mirrors) goes
+over TLS (``VIR_MIGRATE_TLS``: QEMU's ``tls-creds-x509`` from each host's
+``migrate_tls_x509_cert_dir``, the destination's certificate checked against the
+migration URI's host). ``None`` (the default) decides by the control channel: on when
+both hosts' addresses are ``qemu+tls://`` URIs (:func:`encrypted`), as an operator who
+set up TLS for libvirt expects the guests' memory to be protected too; ``True`` forces it
+(the hosts must have migration certificates: libvirt refuses otherwise, the guest stays
+on its source), ``False`` never. Its cost on the lab is in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -73,9 +82,18 @@ class MigrationPolicy:
     progress_timeout: float = 150.0  # s without the remaining data shrinking
     completion_timeout_per_gib: float = 150.0  # s per GiB of guest memory (and copied disks)
     poll: float = 0.2  # s between job samples
+    tls: bool | None = None  # encrypt the stream (VIR_MIGRATE_TLS); None: when both hosts are qemu+tls:// URIs
 
     def completion_timeout(self, memory_mib: int) -> float:
         return self.completion_timeout_per_gib * max(memory_mib / 1024, 1.0)
+
+
+def encrypted(policy: MigrationPolicy, source_uri: str, target_uri: str) -> bool:
+    """Whether a migration between hosts at these libvirt URIs goes over TLS: the
+    policy's ``tls`` when set, else whether both control channels are TLS."""
+    if policy.tls is not None:
+        return policy.tls
+    return all(uri.startswith("qemu+tls://") for uri in (source_uri, target_uri))
 
 
 @attrs.frozen
