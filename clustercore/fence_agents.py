@@ -7,7 +7,8 @@ the recommended agent for IPMI: the password never reaches a command line), ``re
 (sushy; https with certificate verification unless the device's options say otherwise)
 and ClusterLabs fence agents (``fence_ipmilan``, ``fence_redfish``, any ``fence_*``)
 through their stdin ``key=value`` protocol (:class:`ProcessAgent`). Every child runs in
-its own process group, killed whole on timeout and by :func:`stop_agents`.
+its own process group, killed whole on timeout and by :func:`stop_agents`. A private CA:
+option ``ca_file`` (sushy's ``verify``; fence_redfish's ``REQUESTS_CA_BUNDLE``).
 
 **What a device may say** (:func:`device_problem`, used by ``FenceDevice`` itself and
 re-checked by the agents): no control character in any field (a newline would add a line
@@ -90,15 +91,19 @@ TLS: Mapping[str, re.Pattern[str]] = {"ssl": _BOOL, "ssl_secure": _BOOL, "ssl_in
 #: The options each agent accepts; any other ``fence_*`` agent takes :data:`GENERIC`.
 AGENT_OPTIONS: Mapping[str, Mapping[str, re.Pattern[str]]] = {
     "ipmi": {},
-    "redfish": {"scheme": _choice("https", "http"), "verify": _BOOL},
+    "redfish": {"scheme": _choice("https", "http"), "verify": _BOOL, "ca_file": _FILE},
     **dict.fromkeys(("fence_ipmilan", "fence_ipmilanplus", "fence_idrac", "fence_ilo3", "fence_ilo4", "fence_ilo5",
                      "fence_imm"), IPMILAN),
     "fence_redfish": {**COMMON, **TLS, "plug": _WORD, "redfish_uri": _URI, "systems_uri": _URI,
-                      "inet4_only": _BOOL, "inet6_only": _BOOL},
+                      "inet4_only": _BOOL, "inet6_only": _BOOL, "ca_file": _FILE},
     "fence_virsh": SHELL,
     "fence_apc": {**SHELL, "switch": _NUMBER},
 }
 GENERIC: Mapping[str, re.Pattern[str]] = {**COMMON, **TLS, **SHELL}
+#: Device options a ClusterLabs agent reads from its environment, not stdin: fence_redfish
+#: has no CA option but speaks https through python-requests, which verifies against the
+#: CA bundle that REQUESTS_CA_BUNDLE names (a private CA's file, ``ca_file``).
+ENV_OPTIONS: Mapping[str, Mapping[str, str]] = {"fence_redfish": {"ca_file": "REQUESTS_CA_BUNDLE"}}
 
 
 def allowed_options(agent: str) -> Mapping[str, re.Pattern[str]]:
@@ -243,11 +248,13 @@ def stop_agents() -> None:
 atexit.register(stop_agents)
 
 
-def run_agent(argv: list[str], stdin: str, timeout: float) -> subprocess.CompletedProcess[str]:
+def run_agent(argv: list[str], stdin: str, timeout: float,
+              env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run a fence agent in its own process group (a new session), ``stdin`` its only
-    input; on timeout the whole group is killed (the agent and whatever it started)."""
+    input (``env`` added to this process's environment); on timeout the whole group is
+    killed (the agent and whatever it started)."""
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, env={**os.environ, **env} if env else None)
     with _running_lock:
         _running.add(proc)
     try:
@@ -275,12 +282,14 @@ class ProcessAgent:
         lines = {"action": action, "ip": device.address, "username": device.username, "password": device.password}
         if device.port is not None:
             lines["ipport"] = str(device.port)
-        lines.update(device.options)
+        environ = ENV_OPTIONS.get(self.command, {})
+        lines.update((k, v) for k, v in device.options.items() if k not in environ)
+        env = {environ[k]: v for k, v in device.options.items() if k in environ}
         if any(CONTROL_RE.search(f"{k}{v}") for k, v in lines.items()):  # unreachable after _recheck
             raise AgentError(f"{self.command} {action}: refusing a control character on stdin")
         stdin = "".join(f"{k}={v}\n" for k, v in lines.items() if v != "")
         try:
-            run = run_agent([self.command], stdin, timeout)
+            run = run_agent([self.command], stdin, timeout, env)
         except subprocess.TimeoutExpired:
             raise AgentError(f"{self.command} {action}: no answer in {timeout:.0f} s") from None
         except OSError as exc:
@@ -292,7 +301,8 @@ class ProcessAgent:
                 return "off"
         elif run.returncode == 0:
             return ""
-        text = (run.stderr or run.stdout).strip().splitlines()
+        text = [line for line in (run.stderr or run.stdout).strip().splitlines()  # the cause, not fencing.py's
+                if line.strip() and "Please use '-h' for usage" not in line]  # closing usage hint
         detail = _redact(text[-1] if text else "", device)
         raise AgentError(f"{self.command} {action}: exit {run.returncode}: {detail}")
 
@@ -335,7 +345,8 @@ def _ipmi_child() -> None:
 @attrs.frozen
 class RedfishAgent:
     """Redfish through sushy: the first system of the service. https with the server's
-    certificate verified, unless the device says ``scheme: http`` or ``verify: false``."""
+    certificate verified (against the CA in ``ca_file``, else the system's CAs), unless the
+    device says ``scheme: http`` or ``verify: false``."""
 
     def power(self, device: FenceDevice, action: str, timeout: float) -> str:
         _recheck(device, action, "redfish")
@@ -343,7 +354,9 @@ class RedfishAgent:
 
         try:
             scheme = device.options.get("scheme", "https")
-            verify = device.options.get("verify", "true") in ("1", "yes", "on", "true")
+            verify: bool | str = device.options.get("verify", "true") in ("1", "yes", "on", "true")
+            if verify and "ca_file" in device.options:
+                verify = device.options["ca_file"]
             port = f":{device.port}" if device.port else ""
             root = sushy.Sushy(f"{scheme}://{device.address}{port}/redfish/v1", username=device.username,
                                password=device.password, verify=verify, read_timeout=timeout,

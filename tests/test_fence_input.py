@@ -213,7 +213,7 @@ def test_stopping_the_manager_kills_running_agents(tmp_path: Path) -> None:
 def test_the_password_never_reaches_a_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[list[str], str]] = []
 
-    def run(argv: list[str], stdin: str, timeout: float) -> Any:
+    def run(argv: list[str], stdin: str, timeout: float, env: Any = None) -> Any:
         calls.append((argv, stdin))
         raise OSError("not run")
 
