@@ -16,10 +16,17 @@ registration: :mod:`clustercore.credentials`); without it the managers ignore th
 ``clustercore agent --store URL --host NAME --credential-file F`` runs one; it stops at SIGTERM or
 SIGINT (the ``stop`` event of :meth:`HostAgent.run`). The interval must be above 0 and the
 TTL above the interval (ValidationError otherwise).
+
+``watchdog`` (optional, :mod:`clustercore.watchdog`): armed before the first beat, fed
+after each heartbeat written under a lease this agent knows alive, never otherwise; every
+report says its timeout. :meth:`HostAgent.release` disarms it only once the leader has
+recorded that the host has none (``run`` calls it when stopped): else it stays armed.
+``--watchdog /dev/watchdog --watchdog-timeout 60`` on the command line.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -31,8 +38,9 @@ import attrs
 
 from clustercore.errors import LeaseNotFound, StoreError, ValidationError
 from clustercore.model import HostReport
-from clustercore.state import HEARTBEATS, encode
+from clustercore.state import HEARTBEATS, HOSTS, encode
 from clustercore.store.base import Store
+from clustercore.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
@@ -46,7 +54,8 @@ def boot_report() -> HostReport:
 class HostAgent:
     def __init__(self, store: Store, host: str, interval: float = 10.0, ttl: float | None = None,
                  report: Callable[[], HostReport] = boot_report, probe: Callable[[], bool] | None = None,
-                 monotonic: Callable[[], float] = time.monotonic, credential: str = "") -> None:
+                 monotonic: Callable[[], float] = time.monotonic, credential: str = "",
+                 watchdog: Watchdog | None = None) -> None:
         if not (math.isfinite(interval) and interval > 0):
             raise ValidationError("agent", "interval", "must be a finite number of seconds > 0", interval)
         ttl = ttl if ttl is not None else 4 * interval  # Kubernetes: renew every 10 s, 40 s lease
@@ -63,12 +72,17 @@ class HostAgent:
         self.lease = 0
         self.kept_at = float("-inf")  # when the lease was last kept alive (monotonic)
         self.requests = 0  # store requests sent (heartbeats, keepalives, grants)
+        self.watchdog = watchdog
+        self.armed = watchdog is not None  # reported armed (False once release began)
 
     def beat(self) -> bool:
-        """One heartbeat; False when the probe says the host is down or the store is away."""
+        """One heartbeat; False when the probe says the host is down or the store is away.
+        The watchdog is fed only after a heartbeat stored under a lease surely alive."""
         if self.probe is not None and not self.probe():
             return False
         report = self.report()
+        if self.armed and self.watchdog is not None:
+            report = attrs.evolve(report, watchdog=self.watchdog.timeout)
         value = encode(attrs.evolve(report, credential=self.credential) if self.credential else report)
         try:
             for _ in range(2):
@@ -83,6 +97,8 @@ class HostAgent:
                         self.kept_at = now
                     self.requests += 1
                     self.store.put(HEARTBEATS + self.host, value, lease=self.lease)
+                    if self.watchdog is not None:  # the lease lives at least ttl from its last renewal's start
+                        self.watchdog.feed(self.kept_at + self.ttl)
                     return True
                 except LeaseNotFound:  # expired while we were away: a new one
                     self.lease = 0
@@ -91,7 +107,38 @@ class HostAgent:
         return False
 
     def run(self, stop: threading.Event | None = None) -> None:
+        """Beat every interval until ``stop``; then release the watchdog (if any)."""
         stop = stop or threading.Event()
         while not stop.is_set():
             self.beat()
             stop.wait(self.interval)
+        self.release()
+
+    def release(self, timeout: float | None = None) -> bool:
+        """Disarm the watchdog safely: report none, keep beating (and feeding) until the
+        leader has recorded in the host that it has none, then disarm. False, with the
+        watchdog left armed (the host will reset), when that does not happen within
+        ``timeout`` (two TTLs by default): a manager may still count on it."""
+        if self.watchdog is None:
+            return True
+        self.armed = False
+        deadline = self.monotonic() + (2 * self.ttl if timeout is None else timeout)
+        while True:
+            if self.beat() and self._recorded_unarmed():
+                self.watchdog.disarm()
+                self.watchdog = None
+                log.info("%s: watchdog disarmed, the cluster knows", self.host)
+                return True
+            if self.monotonic() >= deadline:
+                log.error("%s: no manager recorded the watchdog's release: it stays armed and resets this host "
+                          "within %g s", self.host, self.watchdog.timeout)
+                return False
+            threading.Event().wait(min(self.interval, 0.5))
+
+    def _recorded_unarmed(self) -> bool:
+        try:
+            kv = self.store.get(HOSTS + self.host)
+            return kv is not None and not json.loads(kv.value).get("watchdog")
+        except (StoreError, ValueError, AttributeError) as exc:
+            log.warning("%s: cannot read the host's record: %s", self.host, exc)
+            return False

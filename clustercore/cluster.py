@@ -50,7 +50,8 @@ from clustercore.workloads import WorkloadOps
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 3
-UPDATABLE = ("capacity", "allocatable", "address", "labels", "location", "fence_devices", "taints", "schedulable")
+UPDATABLE = ("capacity", "allocatable", "address", "labels", "location", "fence_devices", "taints", "schedulable",
+             "self_fence")
 E = PlacementEvent
 
 
@@ -143,7 +144,7 @@ class Cluster(WorkloadOps, StorageOps, OperationRequests):
 
     def update_host(self, name: str, changes: Mapping[str, Any], by: str = "") -> Host:
         """Change a host's definition (:data:`UPDATABLE` fields: capacity, address, labels,
-        location, fence devices with their credentials, taints, schedulable), checked like a
+        location, fence devices with their credentials, taints, schedulable, self_fence), checked like a
         registration, compare-and-swap with an event naming the fields (and ``by``); its
         state is left as it is. A new ``capacity`` without ``allocatable`` makes all of it
         allocatable."""

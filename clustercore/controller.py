@@ -27,6 +27,7 @@ from concurrent.futures import Executor
 
 import attrs
 
+from clustercore import watchdog
 from clustercore.clock import Clock
 from clustercore.driver import migrates_storage
 from clustercore.errors import Conflict, NotLeader, StoreError
@@ -229,8 +230,23 @@ class Controller:
                 break
             self.calls.settle()
             looking = waiting
+        self._record_watchdogs(view, conflicts)
         self.operations.sync(view, errors)
         self.events.maybe_prune()
+
+    def _record_watchdogs(self, view: View, conflicts: list[str]) -> None:
+        """Record in each host the watchdog its agent now reports (armed, changed, disarmed):
+        what self-fencing counts on and a disarming agent waits for (:mod:`clustercore.watchdog`)."""
+        for name in sorted(self.observer.watchdogs):
+            current, report = view.hosts.get(name), view.reports.get(name)
+            new = None if current is None or report is None else watchdog.recorded(current.value, report)
+            try:
+                if new is not None and current is not None:
+                    self.writer.update_host(current, new, view.now, f"watchdog {report.watchdog:g} s reported"
+                                            if report and report.watchdog else "no watchdog reported")
+                self.observer.watchdogs.discard(name)
+            except Conflict as exc:  # decided on this pass: recorded on the next
+                conflicts.append(str(exc))
 
     def _needing_look(self, view: View) -> list[str]:
         """Every host but the common case, kept cheap (this loop is the pass's cost at

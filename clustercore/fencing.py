@@ -85,7 +85,9 @@ class FencePolicy:
     ``confirm_timeout`` 30 s for status to say OFF; ``storm_share`` 0.5 (oVirt's 50%,
     medik8s' minHealthy 51%); ``startup_grace`` 300 s (oVirt's
     DisableFenceAtStartupInSec); ``backoff`` 60 s between failed fencings of one host;
-    ``random_delay`` 0 (set it, e.g. 15 s, on two-host clusters)."""
+    ``random_delay`` 0 (set it, e.g. 15 s, on two-host clusters); ``watchdog_margin`` 10 s
+    added to a host's watchdog timeout before it counts as self-fenced
+    (:mod:`clustercore.watchdog`: clock drift, a late feed)."""
 
     enabled: bool = True
     soft_first: bool = True
@@ -97,6 +99,7 @@ class FencePolicy:
     startup_grace: float = 300.0
     backoff: float = 60.0
     random_delay: float = 0.0
+    watchdog_margin: float = 10.0
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -112,6 +115,7 @@ class FencePolicy:
             storm_share=r.number("storm_share", 0.5, minimum=0), startup_grace=r.number("startup_grace", 300.0,
                                                                                            minimum=0),
             backoff=r.number("backoff", 60.0, minimum=0), random_delay=r.number("random_delay", 0.0, minimum=0),
+            watchdog_margin=r.number("watchdog_margin", 10.0, minimum=0),
         )
         if policy.storm_share > 1:
             raise r.fail("storm_share", "is a share of the hosts, at most 1", policy.storm_share)

@@ -27,9 +27,11 @@ EXTENDED_FACT = "_extended"
 
 
 def registered(host: Host, approval_required: bool, now: float) -> Host:
-    """``host`` as it enters the cluster: PendingApproval or Installing, nothing carried over."""
+    """``host`` as it enters the cluster: PendingApproval or Installing, nothing carried over
+    (not a watchdog either: only its agent's heartbeats arm one)."""
     state = HostState.PENDING_APPROVAL if approval_required else HostState.INSTALLING
-    return attrs.evolve(host, state=state, since=now, reason="registered", previous=None, non_operational=None)
+    return attrs.evolve(host, state=state, since=now, reason="registered", previous=None, non_operational=None,
+                        watchdog=0.0)
 
 
 def bootstrap(host: Host, plugins: Plugins) -> tuple[HostEvent, str]:

@@ -63,6 +63,7 @@ class HostEvent(enum.Enum):
     FENCE = "fence"
     FENCED = "fenced"
     FENCE_FAILED = "fence-failed"
+    SELF_FENCED = "self-fenced"
     CONFIRM_DOWN = "confirm-down"
     KDUMP_DETECTED = "kdump-detected"
     REMOVE = "remove"
@@ -104,6 +105,7 @@ _ROWS: tuple[Row, ...] = (
     (E.FENCE, (S.NON_RESPONSIVE,), S.FENCING),
     (E.FENCED, (S.FENCING,), S.DOWN),
     (E.FENCE_FAILED, (S.FENCING,), S.NON_RESPONSIVE),
+    (E.SELF_FENCED, (S.NON_RESPONSIVE,), S.DOWN),  # its watchdog surely reset it (clustercore.watchdog)
     (E.CONFIRM_DOWN, (S.NON_RESPONSIVE, S.FENCING), S.DOWN),
     (E.KDUMP_DETECTED, (S.CONNECTING, S.NON_RESPONSIVE, S.FENCING), S.KDUMPING),
     (E.REMOVE, (S.PENDING_APPROVAL, S.INSTALL_FAILED, S.MAINTENANCE, S.DOWN), S.REMOVED),

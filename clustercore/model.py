@@ -188,6 +188,11 @@ class Host:
     non_operational: NonOperationalReason | None = None
     previous: HostState | None = None
     facts: FrozenMap[str, Any] = attrs.field(default=EMPTY, converter=frozen_map)
+    #: Whether the manager may count on the host's watchdog to have reset it
+    #: (:mod:`clustercore.watchdog`); None: only when it has no fence device.
+    self_fence: bool | None = None
+    #: The watchdog timeout (s) its agent last reported armed, as the leader recorded it; 0: none.
+    watchdog: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -206,6 +211,8 @@ class Host:
             "non_operational": self.non_operational.value if self.non_operational else None,
             "previous": self.previous.value if self.previous else None,
             "facts": self.facts.thaw(),
+            "self_fence": self.self_fence,
+            "watchdog": self.watchdog,
         }
 
     @classmethod
@@ -236,6 +243,8 @@ class Host:
             non_operational=None if nonop is None else r.enum("non_operational", NonOperationalReason),
             previous=None if previous is None else r.enum("previous", HostState),
             facts=r.mapping("facts"),
+            self_fence=None if r.get("self_fence") is None else r.boolean("self_fence"),
+            watchdog=r.number("watchdog", 0.0, minimum=0.0),
         )
         r.done()
         return host
@@ -258,12 +267,16 @@ class HostReport:
     boot_id: str = ""
     #: The host's heartbeat credential, issued at registration (see clustercore.credentials).
     credential: str = attrs.field(default="", repr=False)
+    #: The timeout (s) of the watchdog its agent keeps armed and fed while its lease renews; 0: none.
+    watchdog: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"networks": sorted(self.networks), "storage": sorted(self.storage),
                                "kdump": self.kdump}
         if self.boot_id:
             out["boot_id"] = self.boot_id
+        if self.watchdog:
+            out["watchdog"] = self.watchdog
         if self.credential:
             out["credential"] = self.credential
         return out
@@ -272,6 +285,7 @@ class HostReport:
     def from_dict(cls, data: object, path: str = "") -> HostReport:
         r = Reader("host report", data, path)
         report = cls(r.str_set("networks"), r.str_set("storage"), r.boolean("kdump"),
-                     r.string("boot_id", "", pattern=TOKEN_RE), r.string("credential", "", pattern=TOKEN_RE))
+                     r.string("boot_id", "", pattern=TOKEN_RE), r.string("credential", "", pattern=TOKEN_RE),
+                     r.number("watchdog", 0.0, minimum=0.0, maximum=3600.0))
         r.done()
         return report

@@ -4,6 +4,8 @@ powered hosts, and every HA workload of a dead host runs again once capacity exi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
 import pytest
 from hypothesis import HealthCheck, settings
@@ -18,6 +20,7 @@ from hypothesis.stateful import (
 )
 
 from clustercore import Cluster, ClusterConfig, FakeClock, Host, HostReport, HostState, Plugins, Workload
+from clustercore.agent import HostAgent
 from clustercore.errors import FencingFailed
 from clustercore.fencing import AgentError, FencePolicy, fence_decision, hard_fence, levels
 from clustercore.lifecycle import LivenessPolicy
@@ -113,6 +116,9 @@ def test_credentials_never_reach_reprs() -> None:
 
 NAMES = ("h1", "h2", "h3", "h4")
 BEHAVIOURS = ("ok", "timeout", "stuck-on", "refuse")
+#: h3 may self-fence although it has a BMC; h4 has no fence device (so it may by default).
+SELF_FENCING = ("h3", "h4")
+WATCHDOG = 120.0  # longer than the lease (40 s) and the NonResponsive grace: only the rule keeps it safe
 
 
 @attrs.define
@@ -139,11 +145,38 @@ class World:
         self.boots = dict.fromkeys(NAMES, 0)  # a new boot id each time a host powers on
         self.bmcs = {name: HostBmc(running=running, name=name, ever_off=self.ever_off) for name in NAMES}
         self.cut: set[str] = set()  # hosts whose network to the manager is cut
+        self.store_cut: set[str] = set()  # hosts that lose the store only
         self.manager_cut = False
         self.kdump: set[str] = set()
 
     def agent(self, name: str) -> _Router:
         return _Router({f"bmc-{h}": b for h, b in self.bmcs.items()})
+
+
+@attrs.define
+class SimWatchdog:
+    """A host's watchdog in simulated time: ``fire()`` cuts its power once a feed is overdue."""
+
+    bmc: HostBmc
+    now: Callable[[], float]
+    deadline: float = 0.0
+    timeout: float = WATCHDOG
+
+    def __attrs_post_init__(self) -> None:
+        self.deadline = self.now() + self.timeout  # armed at boot
+
+    def feed(self, valid_until: float) -> None:
+        self.deadline = min(self.now(), valid_until) + self.timeout
+
+    def disarm(self) -> None:
+        raise AssertionError("never disarmed in this machine")
+
+    def fire(self) -> None:
+        if self.bmc.powered and self.now() >= self.deadline:
+            self.bmc.powered = False
+            self.bmc.running.pop(self.bmc.name, None)
+            self.bmc.ever_off.add(self.bmc.name)
+            STATS["watchdog-fired"] += 1
 
 
 class FencingMachine(RuleBasedStateMachine):
@@ -162,9 +195,12 @@ class FencingMachine(RuleBasedStateMachine):
         self.cluster.controller.fencer.agent_for = self.world.agent
         self.cluster.controller.fencer.sleep = lambda _: None
         for name in NAMES:
+            devices = [] if name == "h4" else [{"agent": "ipmi", "address": f"bmc-{name}", "username": "admin",
+                                                "password": "pw"}]
             self.cluster.register_host({"name": name, "capacity": {"cpu": 8, "memory": 8192},
-                                        "fence_devices": [{"agent": "ipmi", "address": f"bmc-{name}",
-                                                           "username": "admin", "password": "pw"}]})
+                                        "fence_devices": devices, **({"self_fence": True} if name == "h3" else {})})
+        self.agents = {name: self.boot_agent(name) for name in NAMES}
+        self.watchdog_fired = 0
         self.tick(10)
         self.tick(10)
         for i in range(5):
@@ -174,16 +210,33 @@ class FencingMachine(RuleBasedStateMachine):
     def powered(self, name: str) -> bool:
         return self.world.bmcs[name].powered
 
+    def boot_agent(self, name: str) -> HostAgent:
+        """The host's agent as it starts at boot: a fresh lease, its watchdog (if any) armed."""
+        dog = SimWatchdog(self.world.bmcs[name], self.clock.now) if name in SELF_FENCING else None
+        return HostAgent(self.cluster.store, name, interval=10, ttl=40, monotonic=self.clock.now,
+                         credential=self.cluster.credentials[name], watchdog=dog,
+                         report=lambda: HostReport(kdump=name in self.world.kdump,
+                                                   boot_id=f"{name}-{self.world.boots[name]}"))
+
     def tick(self, seconds: float) -> None:
+        """``seconds`` pass: every agent that reaches the store beats each 10 s (its lease
+        and watchdog with it), watchdogs fire when overdue; then one reconcile pass."""
         self.ticks += 1
-        for name in NAMES:
-            if self.powered(name) and name not in self.world.cut and not self.world.manager_cut:
-                self.cluster.heartbeat(name, HostReport(kdump=name in self.world.kdump,
-                                                        boot_id=f"{name}-{self.world.boots[name]}"))
+        left = seconds
+        while left > 0:
+            for name, agent in self.agents.items():
+                if self.powered(name) and not ({name} & (self.world.cut | self.world.store_cut)
+                                               or self.world.manager_cut):
+                    agent.beat()
+            chunk = min(left, 10.0)
+            self.clock.advance(chunk)
+            left -= chunk
+            for agent in self.agents.values():
+                if agent.watchdog is not None:
+                    agent.watchdog.fire()  # type: ignore[attr-defined]
         # The manager cannot start anything on a host that is off or that it cannot reach.
         self.flavor.driver.fail = {(op, name) for op in ("start", "stop", "migrate") for name in NAMES
                                    if not self.powered(name) or name in self.world.cut or self.world.manager_cut}
-        self.clock.advance(seconds)
         self.cluster.step()
 
     @rule(seconds=st.sampled_from([5, 10, 30, 60]))
@@ -202,6 +255,12 @@ class FencingMachine(RuleBasedStateMachine):
     @rule(name=st.sampled_from(NAMES))
     def heal_network(self, name: str) -> None:
         self.world.cut.discard(name)
+
+    @rule(name=st.sampled_from(NAMES), on=st.booleans())
+    def store_partition(self, name: str, on: bool) -> None:
+        """The host loses the store only: no heartbeats, but the manager still reaches it
+        (and its BMC): its workloads keep running until it is fenced or its watchdog fires."""
+        (self.world.store_cut.add if on else self.world.store_cut.discard)(name)
 
     @rule(on=st.booleans())
     def manager_partition(self, on: bool) -> None:
@@ -228,6 +287,7 @@ class FencingMachine(RuleBasedStateMachine):
         if not self.world.bmcs[name].powered:
             self.world.bmcs[name].powered = True
             self.world.boots[name] += 1
+            self.agents[name] = self.boot_agent(name)
 
     @rule(name=st.sampled_from(NAMES), on=st.booleans())
     def crash_dump(self, name: str, on: bool) -> None:
@@ -263,6 +323,7 @@ class FencingMachine(RuleBasedStateMachine):
         if not hasattr(self, "cluster"):
             return
         self.world.cut.clear()
+        self.world.store_cut.clear()
         self.world.manager_cut = False
         self.world.kdump.clear()
         for bmc in self.world.bmcs.values():
@@ -277,14 +338,14 @@ class FencingMachine(RuleBasedStateMachine):
         STATS["examples"] += 1
         STATS["ticks"] += self.ticks
         STATS["steps"] += self.steps
-        for kind in ("fenced", "fence-failed", "restarted", "lost", "host-rebooted"):
+        for kind in ("fenced", "fence-failed", "self-fenced", "restarted", "lost", "host-rebooted"):
             STATS[kind] += len(self.cluster.query_events(kind=kind))
         STATS["storm"] += sum("unreachable" in e.reason for e in self.cluster.query_events(kind="fence-skipped"))
         STATS["confirmed"] += len(self.cluster.query_events(kind="confirm-down"))
 
 
-STATS = dict.fromkeys(("examples", "steps", "ticks", "fenced", "fence-failed", "restarted", "lost", "storm",
-                       "confirmed", "host-rebooted"), 0)
+STATS = dict.fromkeys(("examples", "steps", "ticks", "fenced", "fence-failed", "self-fenced", "watchdog-fired",
+                       "restarted", "lost", "storm", "confirmed", "host-rebooted"), 0)
 
 
 def test_no_interleaving_runs_a_workload_twice_or_leaves_an_ha_one_down(capsys: pytest.CaptureFixture[str]) -> None:

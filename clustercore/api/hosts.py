@@ -23,7 +23,7 @@ from .views import host_view, keep_passwords, operation_view
 router = APIRouter(prefix="/hosts", tags=["hosts"])
 JSON = "application/json"
 HostDocument = Annotated[dict[str, Any], Body(description="A host: name, capacity, address, labels, location, "
-                                                           "fence_devices, taints, schedulable")]
+                                                           "fence_devices, taints, schedulable, self_fence")]
 
 
 class Maintenance(BaseModel):
@@ -57,7 +57,8 @@ def register_host(definition: HostDocument, request: Request, api: ApiDep, calle
 
 
 @router.patch("/{name}", summary="Change a host in place: capacity, address, labels, location, fence devices, "
-                                 "taints, schedulable (a fence device without password keeps its password)")
+                                 "taints, schedulable, self_fence (a fence device without password keeps its "
+                                 "password)")
 def update_host(name: str, changes: HostDocument, api: ApiDep, caller: Admin) -> dict[str, Any]:
     current = api.cluster.host(name)
     if "fence_devices" in changes:

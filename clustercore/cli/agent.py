@@ -62,6 +62,11 @@ def add(sub: Subparsers[Parser]) -> dict[str, Parser]:
     etcd_options(agent)
     store.add_argument("--ttl", type=seconds, default=None, help="heartbeat lease TTL, above the interval "
                                                                "(default 4 intervals)")
+    store.add_argument("--watchdog", metavar="DEVICE", default=None,
+                       help="arm this watchdog (/dev/watchdog: softdog or hardware) and feed it only while the "
+                            "heartbeat lease renews: the host resets itself when cut from the store")
+    store.add_argument("--watchdog-timeout", type=int, default=60, metavar="SECONDS",
+                       help="the watchdog's timeout (default 60)")
     api = agent.add_argument_group("through the API")
     api.add_argument("--api", metavar="URL", default=None, help="a manager's API, https://HOST:PORT")
     api.add_argument("--join", metavar="TOKEN", default=None, help="a one-time join token (clustercore token create "
@@ -84,6 +89,10 @@ def check(parser: Parser, args: argparse.Namespace) -> None:
         parser.error("--ttl is for --store (the API keeps the heartbeat's lease)")
     if args.store is not None and (args.join or args.fingerprint or args.ca):
         parser.error("--join, --fingerprint and --ca are for --api")
+    if args.watchdog is not None and args.store is None:
+        parser.error("--watchdog is for --store (it is fed while the agent's own lease renews)")
+    if not 1 <= args.watchdog_timeout <= 3600:
+        parser.error(f"--watchdog-timeout {args.watchdog_timeout} must be within 1..3600 seconds")
     if args.ttl is not None and args.ttl <= args.interval:
         parser.error(f"--ttl {args.ttl:g} must be above --interval {args.interval:g} "
                      "(the heartbeat would expire between beats)")
@@ -102,8 +111,13 @@ def into_store(args: argparse.Namespace) -> int:
             credential = Path(args.credential_file).read_text().strip()
         except OSError as exc:
             raise ClusterError(f"cannot read the credential file: {exc}") from None
-    agent = HostAgent(open_store_of(args), args.host, args.interval, args.ttl,
-                      credential=credential)
+    store = open_store_of(args)
+    watchdog = None
+    if args.watchdog:
+        from clustercore.watchdog import DeviceWatchdog
+
+        watchdog = DeviceWatchdog(args.watchdog, args.watchdog_timeout)  # WatchdogError: one clear line
+    agent = HostAgent(store, args.host, args.interval, args.ttl, credential=credential, watchdog=watchdog)
     with stop_on_signals() as stop:
         agent.run(stop)
     return exit_code(stop)

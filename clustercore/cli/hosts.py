@@ -26,7 +26,8 @@ COLUMNS: list[output.Column] = [
     ("NAME", "name"), ("STATE", "state"), ("REASON", "reason"), ("ADDRESS", "address"),
     ("CPU", "capacity.cpu"), ("MEMORY MiB", "capacity.memory"), ("WORKLOADS", workloads_of),
 ]
-ORDER = ("name", "state", "reason", "since", "address", "capacity", "allocatable", "labels", "workloads")
+ORDER = ("name", "state", "reason", "since", "address", "capacity", "allocatable", "labels", "workloads",
+         "self_fence", "watchdog")
 ACTIONS = {  # command: (Client method, what was done, help)
     "approve": ("approve_host", "approved", "let a PendingApproval host join (Installing)"),
     "activate": ("activate_host", "activated", "bring a host out of Maintenance (Initializing, then Up)"),
@@ -72,6 +73,8 @@ def definition_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu", type=int, default=None, help="CPUs")
     parser.add_argument("--memory", type=int, default=None, help="memory in MiB")
     parser.add_argument("--label", type=key_value, action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--self-fence", choices=("on", "off", "auto"), default=None,
+                        help="whether its watchdog's reset counts as fenced (auto: only without a fence device)")
 
 
 def definition(args: argparse.Namespace, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -84,6 +87,8 @@ def definition(args: argparse.Namespace, base: Mapping[str, Any] | None = None) 
         data.update(document)
     if args.address is not None:
         data["address"] = args.address
+    if getattr(args, "self_fence", None) is not None:
+        data["self_fence"] = {"on": True, "off": False, "auto": None}[args.self_fence]
     if args.cpu is not None or args.memory is not None:
         capacity = dict(data.get("capacity") or (base or {}).get("capacity") or {})
         capacity.update({k: v for k, v in (("cpu", args.cpu), ("memory", args.memory)) if v is not None})
@@ -133,7 +138,8 @@ def host_update(client: Client, args: argparse.Namespace) -> int:
     changes = definition(args, base)
     changes.pop("name", None)
     if not changes:
-        raise CliError("nothing to change: give -f FILE, --address, --cpu, --memory, --label or --unlabel", USAGE)
+        raise CliError("nothing to change: give -f FILE, --address, --cpu, --memory, --label, --unlabel or "
+                       "--self-fence", USAGE)
     host = client.update_host(args.name, changes)
     output.done(args, f"host {args.name} updated: {', '.join(sorted(changes))}", host)
     return 0

@@ -7,6 +7,11 @@ cluster's ``call_timeout``: a witness that does not answer in time says nothing)
 hard fence (:class:`~clustercore.fencing.Fencer`, levels of fence devices with power OFF
 confirmed) as a job on the controller's executor, one per host. A Fencing host left by a
 manager that is gone is finished by checking power first (:meth:`Fencer.resume`).
+
+Self-fencing (:mod:`clustercore.watchdog`): a NonResponsive host that may self-fence and
+whose agent armed a watchdog is Down (``self-fenced``) once its lease has expired and its
+watchdog timeout plus the margin have passed; until then a host without a fence device
+just waits for that, and one with devices is hard fenced as usual meanwhile.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from clustercore.reconcile.hosts import Pending
 from clustercore.reconcile.observe import View
 from clustercore.reconcile.writer import Decision, Writer
 from clustercore.state import Versioned
+from clustercore.watchdog import self_fence_decision
 
 log = logging.getLogger(__name__)
 S = HostState
@@ -59,6 +65,14 @@ class Fence:
         now = view.now
         if host.state is S.FENCING:
             return self._fencing(host, policy, now)
+        report = view.reports.get(host.name)
+        armed = max(host.watchdog, report.watchdog if report is not None else 0.0)
+        due = self_fence_decision(host, armed, view.lease_gone.get(host.name), now, policy.watchdog_margin)
+        if policy.enabled and due.fence:
+            return Decision(host, HostEvent.SELF_FENCED, due.reason)
+        if policy.enabled and due.at is not None and not host.fence_devices:
+            self._skipped(host, now, due.reason)  # nothing to do but wait for its watchdog
+            return None
         hosts = [v.value for v in view.hosts.values()]
         alive = self._ask(host, "alive", lambda: self.plugins.host_alive(host, self.workloads_on(host.name)),
                           view)
@@ -66,10 +80,7 @@ class Fence:
         if decision.fence and alive is None:
             raise Pending((host.name, "alive"))  # the witness has not answered yet
         if not decision.fence:
-            kind = re.sub(r"\d+", "#", decision.reason)  # one event per kind of reason, not per pass
-            if self._skip_reason.get(host.name) != kind:
-                self._skip_reason[host.name] = kind
-                self.writer.record(Event(now, f"host/{host.name}", "fence-skipped", decision.reason))
+            self._skipped(host, now, decision.reason)
             return None
         if policy.soft_first and episode.soft_at is None:
             tried = self._ask(host, "soft", lambda: self.plugins.soft_fence(host), view)
@@ -85,6 +96,12 @@ class Fence:
         if episode.soft_tried and episode.soft_at is not None and now - episode.soft_at < policy.soft_wait:
             return None
         return Decision(host, HostEvent.FENCE, decision.reason)
+
+    def _skipped(self, host: Host, now: float, reason: str) -> None:
+        kind = re.sub(r"\d+", "#", reason)  # one event per kind of reason, not per pass
+        if self._skip_reason.get(host.name) != kind:
+            self._skip_reason[host.name] = kind
+            self.writer.record(Event(now, f"host/{host.name}", "fence-skipped", reason))
 
     def launch(self, host: Host, policy: FencePolicy) -> None:
         """The host was just made Fencing by this manager: run the hard fence."""

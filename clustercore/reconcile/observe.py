@@ -5,7 +5,11 @@ decodes only what changed. A host is *seen* at ``now`` when its heartbeat key ge
 revision (the controller's clock, not the host's) and carries the host's credential
 (:mod:`clustercore.credentials`; others are ignored with an event); a changed report
 updates the topology (networks and storage it reaches) and a new boot id marks the host
-*rebooted* (recovery then asks the host what still runs before failing anything). Placements
+*rebooted* (recovery then asks the host what still runs before failing anything). A host
+whose heartbeat key is gone (its lease expired, or it never beat) is in ``lease_gone``
+since this manager first saw it so (its own clock: self-fencing counts from there,
+:mod:`clustercore.watchdog`); a report whose watchdog changed is noted for the leader to
+record in the host (``watchdogs``). Placements
 that became Failed, whoever wrote them, are collected for recovery. Followers observe too,
 so a new leader's caches are warm and its heartbeats timed.
 
@@ -46,6 +50,7 @@ class View:
     last_seen: Mapping[str, float]
     reports: Mapping[str, HostReport]
     corrupt: Mapping[str, str]
+    lease_gone: Mapping[str, float] = attrs.field(factory=dict)
 
 
 class Observer:
@@ -59,6 +64,8 @@ class Observer:
         self.corrupt: dict[str, str] = {}  # host name -> problem
         self.reboots: set[str] = set()  # hosts seen rebooting, acted on by the leader
         self.failed: set[str] = set()  # placements Failed, by anyone
+        self.lease_gone: dict[str, float] = {}  # host -> when first seen without a heartbeat key
+        self.watchdogs: set[str] = set()  # hosts whose reported watchdog changed, for the leader to record
         self._host_informer = Informer(store, HOSTS)
         self._beat_informer = Informer(store, HEARTBEATS)
         self._placement_informer = Informer(store, PLACEMENTS)
@@ -78,7 +85,8 @@ class Observer:
         self._sync_beats(now, errors)
         self._sync_placements(errors)
         return View(now, config, MappingProxyType(self.hosts), MappingProxyType(self.last_seen),
-                    MappingProxyType(self.reports), MappingProxyType(self.corrupt))
+                    MappingProxyType(self.reports), MappingProxyType(self.corrupt),
+                    MappingProxyType(self.lease_gone))
 
     def require(self, networks: frozenset[str], storage: frozenset[str]) -> None:
         """What every working host must reach (the probes reconciler's answer)."""
@@ -114,8 +122,12 @@ class Observer:
         for name in deleted:
             self.hosts.pop(name, None)
             self.corrupt.pop(name, None)
+            self.lease_gone.pop(name, None)
             self.topology.remove_host(name)
+        beating = self._beat_informer.items
         for name in changed:
+            if name not in beating:
+                self.lease_gone.setdefault(name, now)
             kv = self._host_informer.items[name]
             try:
                 current = self.state.decode_host(kv)
@@ -137,9 +149,12 @@ class Observer:
         for name in changed:
             self._report_bytes.pop(name, None)  # judged again under the new credential
         digests = self._credential_informer.items
-        changed, _ = self._beat_informer.sync()
+        changed, gone = self._beat_informer.sync()
+        for name in gone:
+            self.lease_gone.setdefault(name, now)
         items, report_bytes = self._beat_informer.items, self._report_bytes
         for name in changed:
+            self.lease_gone.pop(name, None)
             kv = items[name]
             stored = digests.get(name)
             if report_bytes.get(name) != kv.value:
@@ -158,6 +173,8 @@ class Observer:
                 report_bytes[name] = kv.value
                 old = self.reports.get(name)
                 self.reports[name] = report
+                if old is None or old.watchdog != report.watchdog:
+                    self.watchdogs.add(name)
                 if old is not None and old.boot_id and report.boot_id != old.boot_id:
                     self.reboots.add(name)
                 if name not in self.probes:  # a probe's answer is the truth once there is one
