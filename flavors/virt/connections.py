@@ -54,6 +54,15 @@ def _event_loop() -> None:
         _loop_started = True
 
 
+def _hint(uri: str, error: str) -> str:
+    """What libvirt's message leaves out: a TLS handshake the host ended is its refusal of
+    this client's certificate (libvirtd's log says why)."""
+    if uri.startswith("qemu+tls://") and "TLS confirmation" in error:
+        return (" (the host refused this client's certificate: not signed by the CA of its ca_file, "
+                "or not in its tls_allowed_dn_list)")
+    return ""
+
+
 class Connections:
     """One kept connection per host URI."""
 
@@ -83,7 +92,7 @@ class Connections:
                 if not uri.startswith("test:"):
                     conn.setKeepAlive(5, 3)  # a silent daemon closes the connection in 15-20 s
             except libvirt.libvirtError as exc:
-                raise VirtError("connect", "-", host.name, f"cannot open {uri}: {exc}") from exc
+                raise VirtError("connect", "-", host.name, f"cannot open {uri}: {exc}{_hint(uri, str(exc))}") from exc
             with self._guard:
                 self._conns[uri] = conn
             return conn
