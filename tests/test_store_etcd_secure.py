@@ -142,10 +142,12 @@ def test_urls_and_access_are_checked_before_anything_is_sent(tmp_path: Path) -> 
 
 def test_the_documented_roles_an_agent_writes_only_its_own_heartbeat(etcd: EtcdCluster) -> None:
     """docs/manager.md's RBAC: a manager reads and writes the cluster's prefix; a host's
-    agent may only write its own heartbeat key (on a lease of its own) and read nothing."""
+    agent may only write its own heartbeat key (on a lease of its own) and read its own
+    host record (a watchdog's release), nothing else."""
     prefix = f"/rbac-{uuid.uuid4().hex[:6]}/"
     etcd.add_user("manager-" + prefix[1:-1], "mpw", [("READWRITE", prefix, True)])
-    etcd.add_user("agent-" + prefix[1:-1], "apw", [("WRITE", prefix + "heartbeats/node1", False)])
+    etcd.add_user("agent-" + prefix[1:-1], "apw", [("WRITE", prefix + "heartbeats/node1", False),
+                                                   ("READ", prefix + "hosts/node1", False)])
     manager = EtcdStore(etcd.url, prefix=prefix, access=attrs.evolve(etcd.access(), user="manager-" + prefix[1:-1],
                                                                      password="mpw"))
     agent = EtcdStore(etcd.url, prefix=prefix, access=attrs.evolve(etcd.access(), user="agent-" + prefix[1:-1],
@@ -155,8 +157,10 @@ def test_the_documented_roles_an_agent_writes_only_its_own_heartbeat(etcd: EtcdC
     agent.keepalive(lease)
     assert manager.get("heartbeats/node1") is not None and manager.get("heartbeats/node1").value == b"beat"
     manager.put("hosts/node1", b"{}")
-    for forbidden in (lambda: agent.put("heartbeats/node2", b"forged"), lambda: agent.get("hosts/node1"),
-                      lambda: agent.put("hosts/node1", b"taken over")):
+    manager.put("hosts/node2", b"{}")
+    assert agent.get("hosts/node1") is not None
+    for forbidden in (lambda: agent.put("heartbeats/node2", b"forged"), lambda: agent.get("hosts/node2"),
+                      lambda: agent.put("hosts/node1", b"taken over"), lambda: agent.get("heartbeats/node1")):
         with pytest.raises(StoreAccessError, match="permission denied"):
             forbidden()
     outside = EtcdStore(etcd.url, prefix="/elsewhere/", access=manager.access)
