@@ -11,6 +11,7 @@ from clustercore.errors import ValidationError
 from clustercore.fencing import FencePolicy
 from clustercore.lifecycle import LivenessPolicy
 from clustercore.model import NAME_RE, FrozenMap, Reader, ratio_map
+from clustercore.statistics import StatsPolicy
 
 #: Where workloads' files may live unless the cluster says otherwise (libvirt's own pool).
 DEFAULT_STORAGE_ROOTS = ("/var/lib/libvirt/images", "/var/lib/clustercore")
@@ -38,11 +39,14 @@ class ClusterConfig:
     most ``call_wait`` seconds for the calls it launched (fast hosts answer in the pass that
     asked; the rest are collected by later passes): it bounds what a hung host costs a pass.
 
+    ``statistics`` says how often hosts are measured and how the measures are smoothed
+    (:class:`~clustercore.statistics.StatsPolicy`).
+
     ``storage_roots`` are the directories under which every path a workload's spec may name
     (disks, cloud-init seeds, kernels) must lie: nothing is read or written outside them.
 
     :meth:`merged` applies a partial update (what ``Cluster.configure`` does with a
-    mapping): the fields it names change, nested ones (``liveness``, ``fencing``) field by
+    mapping): the fields it names change, nested ones (``liveness``, ``fencing``, ``statistics``) field by
     field, every other setting stays."""
 
     name: str = "default"
@@ -61,6 +65,7 @@ class ClusterConfig:
     call_timeout: float = 30.0
     call_wait: float = 2.0
     storage_roots: frozenset[str] = frozenset(DEFAULT_STORAGE_ROOTS)
+    statistics: StatsPolicy = attrs.field(factory=StatsPolicy)
 
     def merged(self, update: Mapping[str, Any]) -> ClusterConfig:
         """This config with ``update`` applied (validated as a whole: ValidationError names
@@ -69,7 +74,8 @@ class ClusterConfig:
             raise ValidationError("cluster config", "", "expected a mapping", update)
         data = self.to_dict()
         for key, value in update.items():
-            if key in ("liveness", "fencing") and isinstance(value, Mapping) and isinstance(data.get(key), dict):
+            nested = key in ("liveness", "fencing", "statistics")
+            if nested and isinstance(value, Mapping) and isinstance(data.get(key), dict):
                 data[key] = {**data[key], **value}
             else:
                 data[key] = value
@@ -93,6 +99,7 @@ class ClusterConfig:
             "call_timeout": self.call_timeout,
             "call_wait": self.call_wait,
             "storage_roots": sorted(self.storage_roots),
+            "statistics": self.statistics.to_dict(),
         }
 
     @classmethod
@@ -115,6 +122,7 @@ class ClusterConfig:
             call_timeout=r.number("call_timeout", 30.0, minimum=0.001),
             call_wait=r.number("call_wait", 2.0, minimum=0.0),
             storage_roots=_roots(r),
+            statistics=r.nested("statistics", StatsPolicy.from_dict, StatsPolicy()),
         )
         r.done()
         return config

@@ -46,6 +46,7 @@ from clustercore.reconcile.operations import Actions, OperationsRunner
 from clustercore.reconcile.probes import Probes
 from clustercore.reconcile.recovery import Recovery
 from clustercore.reconcile.settle import Settle
+from clustercore.reconcile.stats import Stats
 from clustercore.reconcile.writer import Decision, Writer
 from clustercore.scheduling.engine import Filter, HostFilter, Scheduler
 from clustercore.scheduling.filters import VolumeFilter
@@ -93,6 +94,7 @@ class Controller:
                            self._workloads_on)
         self.recovery = Recovery(state, plugins, self.calls, self.writer, self.observer, self.scheduler, act)
         self.probes = Probes(state, plugins, self.calls, self.observer)
+        self.stats = Stats(state.store, plugins, self.calls, self._workloads_on)
         self.settle = Settle(state, plugins, self.calls, self.writer, self.observer,
                              lambda: self.drainer.moving() | self.recovery.launched(), act)
         self.operations = OperationsRunner(state, Operations(state.store, events, clock.now), self.drainer.executor,
@@ -143,6 +145,7 @@ class Controller:
         """This manager lost the leadership: queued calls and jobs are dropped."""
         dropped = self.calls.cancel() + self.drainer.cancel()
         self.fence.cancel()
+        self.stats.depose()
         self.recovery.cancel()
         self.operations.depose()
         log.warning("deposed: %d queued call(s) dropped", dropped)
@@ -231,6 +234,7 @@ class Controller:
             self.calls.settle()
             looking = waiting
         self._record_watchdogs(view, conflicts)
+        self.stats.sync(view, errors)  # after the looks: a pass never waits for a measure
         self.operations.sync(view, errors)
         self.events.maybe_prune()
 

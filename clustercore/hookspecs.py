@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from clustercore.config import ClusterConfig
     from clustercore.network import LogicalNetwork
     from clustercore.plugins import HostDescription, HostProbe, Registry
+    from clustercore.statistics import Sample
     from clustercore.storage import StorageDomain, StorageView
 
 PROJECT = "clustercore"
@@ -205,6 +206,21 @@ def clustercore_host_alive(host: Host, workloads: Sequence[Workload]) -> bool | 
     Returns: True when the flavor has evidence the host is alive (a fresh storage lease, a
     disk lease its workloads still hold, a peer that still sees it): fencing is skipped
     while any flavor says so. None or False when it does not know. Raising counts as not knowing.
+    """
+
+
+@hookspec
+def clustercore_sample_host(host: Host, workloads: Sequence[Workload]) -> Sample | None:
+    """Measure what ``host`` and its workloads use (:mod:`clustercore.statistics`).
+
+    When: every ``statistics.interval`` seconds for each Up host, off the reconcile pass
+    with the cluster's ``call_timeout``.
+    Arguments: ``host``, and the ``workloads`` placed on it (all flavors).
+    Returns: a :class:`~clustercore.statistics.Sample` of cumulative counters (the host's
+    CPU time busy and idle, each of the flavor's workloads' CPU time and I/O bytes) and
+    current levels (memory, swap), or None when the flavor cannot measure this host. The
+    answers of all flavors are merged: the host's own counters from the first, the
+    workloads of each. The core turns two samples into rates and smooths them.
     """
 
 

@@ -11,6 +11,9 @@ name                                           type     what
 ``clustercore_placements{state}``              gauge    placements in each state
 ``clustercore_operations{kind,state}``         gauge    operations in the store by kind and state
 ``clustercore_leader``                         gauge    1 on the manager that leads, else 0
+``clustercore_host_cpu_load{host}``            gauge    share of the host's CPUs busy (smoothed, 0..1)
+``clustercore_host_memory_mib{host,kind}``     gauge    memory used and available (smoothed)
+``clustercore_workload_cpu{workload,host}``    gauge    CPUs a workload keeps busy (smoothed)
 ``clustercore_fencing_total{outcome}``         counter  fenced, failed, confirmed-down (from events)
 ``clustercore_migrations_total{outcome}``      counter  migrated, failed (from events)
 ``clustercore_fencing_duration_seconds``       histo    Fencing to Down, per host fenced
@@ -39,12 +42,13 @@ from typing import Any, NamedTuple
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from clustercore.errors import Compacted
+from clustercore.errors import Compacted, ValidationError
 from clustercore.events import PREFIX as EVENTS
 from clustercore.model import HostState, PlacementState
 from clustercore.operations import KINDS, OpState
 from clustercore.operations import PREFIX as OPERATIONS
-from clustercore.state import HOSTS, PLACEMENTS, Informer
+from clustercore.state import HOSTS, PLACEMENTS, STATS, Informer
+from clustercore.statistics import Load
 from clustercore.store.base import EventType, Store, Watch
 
 log = logging.getLogger(__name__)
@@ -114,6 +118,12 @@ class Metrics:
         self.operations = Gauge("clustercore_operations", "Operations by kind and state", ["kind", "state"],
                                 registry=r)
         self.leader = Gauge("clustercore_leader", "1 on the manager that leads, else 0", registry=r)
+        self.host_cpu = Gauge("clustercore_host_cpu_load", "Share of the host's CPUs busy (smoothed)", ["host"],
+                              registry=r)
+        self.host_memory = Gauge("clustercore_host_memory_mib", "Host memory used and available (smoothed)",
+                                 ["host", "kind"], registry=r)
+        self.workload_cpu = Gauge("clustercore_workload_cpu", "CPUs a workload keeps busy (smoothed)",
+                                  ["workload", "host"], registry=r)
         self.fencing = Counter("clustercore_fencing", "Fencing outcomes seen", ["outcome"], registry=r)
         self.migrations = Counter("clustercore_migrations", "Migration outcomes seen", ["outcome"], registry=r)
         self.fencing_seconds = Histogram("clustercore_fencing_duration_seconds", "From Fencing to Down",
@@ -135,6 +145,8 @@ class Metrics:
         self._placements = _Tracked(store, PLACEMENTS) if store is not None else None
         self._operations = _Tracked(store, OPERATIONS) if store is not None else None
         self._events: Watch | None = store.watch(EVENTS) if store is not None else None
+        self._stats = Informer(store, STATS) if store is not None else None
+        self._labelled: dict[str, set[str]] = {}  # host -> workloads with a gauge
 
     def attach(self, manager: Any) -> None:
         """Follow a :class:`~clustercore.manager.Manager`: its passes, decisions, leadership."""
@@ -174,6 +186,30 @@ class Metrics:
                     self.operation_seconds.labels(str(after.data.get("kind"))).observe(max(after.since - created, 0.0))
             self._count_events()
             self._gauges()
+            self._loads()
+
+    def _loads(self) -> None:
+        """The hosts' measured loads (``stats/``), gauges removed with their keys."""
+        assert self._stats is not None
+        changed, deleted = self._stats.sync()
+        for host in deleted | changed:
+            for workload in self._labelled.pop(host, set()):
+                self.workload_cpu.remove(workload, host)
+            if host in deleted:
+                self.host_cpu.remove(host)
+                for kind in ("used", "available"):
+                    self.host_memory.remove(host, kind)
+        for host in changed:
+            try:
+                load = Load.from_dict(json.loads(self._stats.items[host].value))
+            except (ValueError, ValidationError):
+                continue
+            self.host_cpu.labels(host).set(load.cpu)
+            self.host_memory.labels(host, "used").set(load.memory_used)
+            self.host_memory.labels(host, "available").set(load.memory_available)
+            for workload, usage in load.workloads.items():
+                self.workload_cpu.labels(workload, host).set(usage.cpu)
+            self._labelled[host] = set(load.workloads)
 
     def _gauges(self) -> None:
         assert self._hosts is not None and self._placements is not None and self._operations is not None
@@ -213,6 +249,8 @@ class Metrics:
         for tracked in (self._hosts, self._placements, self._operations):
             if tracked is not None:
                 tracked.informer.close()
+        if self._stats is not None:
+            self._stats.close()
         if self._events is not None:
             self._events.cancel()
 

@@ -32,6 +32,7 @@ from clustercore.errors import FlavorError, UnknownFlavor, ValidationError
 from clustercore.model import RESOURCE_RE, FrozenMap, Host, Workload, freeze
 from clustercore.scheduling.engine import Filter, HostFilter, HostWeigher, Weigher, as_filter, as_weigher
 from clustercore.scheduling.policies import POLICIES, Policy
+from clustercore.statistics import Sample
 
 if TYPE_CHECKING:
     from clustercore.config import ClusterConfig
@@ -348,6 +349,19 @@ class Plugins:
         """Whether any flavor's liveness witness says ``host`` (running ``workloads``) is alive."""
         return any(bool(answer) for _, answer in self._each_quiet("clustercore_host_alive", host=host,
                                                                   workloads=tuple(workloads)))
+
+    def sample_host(self, host: Host, workloads: Sequence[Workload] = ()) -> Sample | None:
+        """The flavors' samples of ``host`` merged: the first one's host counters, every
+        one's workloads (None when none measures it); FlavorError when one fails."""
+        found: Sample | None = None
+        for flavor, answer in self._each("clustercore_sample_host", host=host, workloads=tuple(workloads)):
+            if answer is None:
+                continue
+            if not isinstance(answer, Sample):
+                raise FlavorError(flavor, "clustercore_sample_host", f"returned {answer!r}, not a Sample")
+            found = answer if found is None else attrs.evolve(found, workloads={**found.workloads,
+                                                                                **answer.workloads})
+        return found
 
     def upgrade_host(self, host: Host) -> bool:
         """Every flavor upgrades ``host``; True when one of them started a reboot."""

@@ -43,6 +43,7 @@ HEARTBEATS = "heartbeats/"
 STORAGE = "storage/"
 VOLUMES = "volumes/"
 NETWORKS = "networks/"
+STATS = "stats/"  # each host's measured load (clustercore.statistics), on the leader's lease
 _NAMED = (HOSTS, WORKLOADS, PLACEMENTS, STORAGE, VOLUMES, NETWORKS)
 
 T = TypeVar("T")

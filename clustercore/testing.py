@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 import numpy as np
@@ -25,6 +25,7 @@ from clustercore.model import Host, HostState, Workload
 from clustercore.plugins import HostDescription, Plugins, Registry, flavor_name, hookimpl
 from clustercore.scheduling.engine import Filter, HostFilter, HostWeigher, Weigher, as_filter, as_weigher
 from clustercore.scheduling.snapshot import Snapshot
+from clustercore.statistics import Counters, Sample
 
 __all__ = ["EtcdCluster", "FakeClock", "FakeDriver", "FakeFlavor", "check_flavor"]
 
@@ -71,11 +72,16 @@ class FakeFlavor:
 
     ``refuse`` maps host names to a bootstrap refusal; ``veto`` is a maintenance veto for
     every host; ``extended`` is offered on every host; ``transitions`` records what the
-    flavor was told."""
+    flavor was told. With a ``clock`` the flavor measures its hosts
+    (``clustercore_sample_host``): each running workload keeps ``usage[name]`` CPUs busy
+    (0 when unset) and uses its requested memory; a host's other CPUs are idle."""
 
     def __init__(self, name: str = "fake", *, refuse: dict[str, str] | None = None, veto: str | None = None,
-                 extended: dict[str, int] | None = None) -> None:
+                 extended: dict[str, int] | None = None, clock: Callable[[], float] | None = None) -> None:
         self.name = name
+        self.clock = clock
+        self.usage: dict[str, float] = {}
+        self._meters: dict[str, tuple[float, float, dict[str, float]]] = {}  # host -> (at, busy s, cpu s each)
         self.driver = FakeDriver(name)
         self.refuse = dict(refuse or {})
         self.veto = veto
@@ -101,6 +107,23 @@ class FakeFlavor:
     @hookimpl
     def clustercore_host_transition(self, old: Host, new: Host, event: str) -> None:
         self.transitions.append((new.name, event, str(new.state)))
+
+    @hookimpl
+    def clustercore_sample_host(self, host: Host, workloads: Sequence[Workload]) -> Sample | None:
+        if self.clock is None:
+            return None
+        now = self.clock()
+        at, busy, each = self._meters.get(host.name, (now, 0.0, {}))
+        running = self.driver.running.get(host.name, set())
+        ours = {w.name: w for w in workloads if w.name in running}
+        for name in ours:
+            each[name] = each.get(name, 0.0) + self.usage.get(name, 0.0) * (now - at)
+        busy += min(host.capacity.cpu, sum(self.usage.get(n, 0.0) for n in ours)) * (now - at)
+        self._meters[host.name] = (now, busy, each)
+        memory = sum(w.requests.memory for w in ours.values())
+        return Sample(now, int(host.capacity.cpu), int(busy * 1e9), int((host.capacity.cpu * now - busy) * 1e9),
+                      float(host.capacity.memory), float(host.capacity.memory - memory),
+                      workloads={n: Counters(int(each[n] * 1e9), float(w.requests.memory)) for n, w in ours.items()})
 
 
 # --------------------------------------------------------------------------- conformance

@@ -7,14 +7,18 @@ operation (202) that the leading manager carries out by draining the host.
 
 from __future__ import annotations
 
+import contextlib
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request, Response
 from pydantic import BaseModel, ConfigDict
 
-from clustercore.errors import InvalidTransition
+from clustercore.errors import InvalidTransition, ValidationError
 from clustercore.lifecycle import TRANSITIONS, HostEvent, allowed_events
 from clustercore.model import Host
+from clustercore.state import STATS
+from clustercore.statistics import Load
 
 from .context import Admin, ApiDep, Operator, Viewer
 from .errors import Refused
@@ -43,9 +47,14 @@ def list_hosts(api: ApiDep, caller: Viewer) -> Response:
     return Response(api.cache.hosts_json(), media_type=JSON)
 
 
-@router.get("/{name}", summary="One host in full (facts included)")
+@router.get("/{name}", summary="One host in full (facts included), with its measured load when there is one")
 def show_host(name: str, api: ApiDep, caller: Viewer) -> dict[str, Any]:
-    return _view(api, name)
+    view = _view(api, name)
+    measured = api.cluster.store.get(STATS + name)
+    if measured is not None:
+        with contextlib.suppress(ValueError, ValidationError):
+            view["load"] = Load.from_dict(json.loads(measured.value)).to_dict()
+    return view
 
 
 @router.post("", status_code=201, summary="Register a host: the host and its heartbeat credential (shown once)")

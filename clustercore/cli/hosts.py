@@ -27,7 +27,7 @@ COLUMNS: list[output.Column] = [
     ("CPU", "capacity.cpu"), ("MEMORY MiB", "capacity.memory"), ("WORKLOADS", workloads_of),
 ]
 ORDER = ("name", "state", "reason", "since", "address", "capacity", "allocatable", "labels", "workloads",
-         "self_fence", "watchdog")
+         "load", "self_fence", "watchdog")
 ACTIONS = {  # command: (Client method, what was done, help)
     "approve": ("approve_host", "approved", "let a PendingApproval host join (Installing)"),
     "activate": ("activate_host", "activated", "bring a host out of Maintenance (Initializing, then Up)"),

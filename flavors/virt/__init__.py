@@ -51,8 +51,9 @@ from clustercore.errors import ValidationError
 from clustercore.model import Host, Workload
 from clustercore.network import LogicalNetwork
 from clustercore.plugins import HostDescription, HostProbe, Registry, hookimpl
+from clustercore.statistics import Sample
 from clustercore.storage import StorageDomain, StorageView
-from flavors.virt import filters, hostfacts
+from flavors.virt import filters, hostfacts, hoststats
 from flavors.virt.driver import LibvirtDriver
 from flavors.virt.networks import LibvirtNetworks, MacPool, NetworkBackend, complete_nics
 from flavors.virt.paths import check_paths
@@ -176,6 +177,14 @@ class VirtFlavor:
         conn = self.driver.connect(host)
         carried = frozenset(n.name for n in networks if self.networks.realize(conn, n))
         return HostProbe(frozenset(free), carried, free)
+
+    @hookimpl
+    def clustercore_sample_host(self, host: Host, workloads: Sequence[Workload]) -> Sample | None:
+        """The host's CPU and memory and its VMs' usage (:mod:`flavors.virt.hoststats`)."""
+        if not is_libvirt_host(host):
+            return None
+        domains = {vm_spec(w).name: w.name for w in workloads if w.flavor == KIND}
+        return hoststats.sample(self.driver.connect(host), domains)
 
     @hookimpl
     def clustercore_host_alive(self, host: Host, workloads: Sequence[Workload]) -> bool | None:

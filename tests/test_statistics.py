@@ -1,0 +1,144 @@
+"""Host and workload statistics (issue 20, item 1): rates from counters, the smoothed mean,
+and the leader measuring every Up host each interval into the store on a lease."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from clustercore import Cluster, ClusterConfig, FakeClock, HostState, Plugins, Resources, Workload
+from clustercore.errors import ValidationError
+from clustercore.model import Host
+from clustercore.plugins import hookimpl
+from clustercore.reconcile.stats import STATS
+from clustercore.statistics import Counters, Load, Sample, StatsPolicy, Usage, rates, smooth
+from clustercore.testing import FakeFlavor
+
+counters = st.builds(Counters, st.integers(0, 10**15), st.floats(0, 1e6), st.floats(0, 1e6),
+                     *[st.integers(0, 10**15)] * 4)
+
+
+def sample(at: float, busy: int, idle: int, **workloads: Counters) -> Sample:
+    return Sample(at, 4, busy, idle, 8192.0, 6144.0, workloads=workloads)
+
+
+@given(st.floats(0.1, 1e4), st.integers(0, 10**15), st.integers(0, 10**15), counters, counters)
+def test_rates_are_never_negative_and_shares_stay_within_one(seconds: float, busy: int, idle: int, a: Counters,
+                                                             b: Counters) -> None:
+    load = rates(sample(0, 10**12, 10**12, w=a), sample(seconds, 10**12 + busy, 10**12 + idle, w=b))
+    if busy + idle == 0:
+        assert load is None
+        return
+    assert load is not None and 0 <= load.cpu <= 1 and 0 <= load.steal <= 1
+    backwards = any(getattr(b, f) < getattr(a, f) for f in ("cpu_ns", "disk_read", "disk_write", "net_rx",
+                                                              "net_tx"))
+    assert ("w" in load.workloads) is not backwards  # a restarted workload gives no rate, never a negative one
+    for usage in load.workloads.values():
+        assert all(getattr(usage, f) >= 0 for f in ("cpu", "disk_read", "disk_write", "net_rx", "net_tx"))
+
+
+def test_rates_of_a_busy_host_and_a_restart() -> None:
+    before = sample(100, 10 * 10**9, 30 * 10**9, w=Counters(cpu_ns=5 * 10**9, net_rx=1000))
+    after = sample(110, 30 * 10**9, 50 * 10**9, w=Counters(cpu_ns=20 * 10**9, memory=512, net_rx=11_000),
+                   new=Counters(cpu_ns=1))
+    load = rates(before, after)
+    assert load is not None and load.cpu == 0.5 and load.memory_used == 2048 and load.memory_available == 6144
+    assert load.workloads == {"w": Usage(cpu=1.5, memory=512, net_rx=1000.0)}  # "new" has no rate yet
+    assert rates(after, before) is None  # the host rebooted: its counters went back
+    assert rates(before, before) is None  # no time passed
+
+
+@given(st.floats(0, 1), st.floats(0, 1), st.floats(0.01, 1))
+def test_the_smoothed_mean_lies_between_the_history_and_the_new_interval(old: float, new: float,
+                                                                         alpha: float) -> None:
+    mean = smooth(Load(cpu=old, workloads={"w": Usage(cpu=old)}), Load(cpu=new, workloads={"w": Usage(cpu=new),
+                                                                                           "x": Usage(cpu=new)}),
+                  alpha)
+    low, high = min(old, new), max(old, new)
+    assert low - 1e-12 <= mean.cpu <= high + 1e-12 and low - 1e-12 <= mean.workloads["w"].cpu <= high + 1e-12
+    assert mean.workloads["x"].cpu == new  # first seen: its own measure
+    assert smooth(None, Load(cpu=new), alpha).cpu == new and smooth(Load(cpu=old), Load(cpu=new), 1).cpu == new
+
+
+def test_loads_and_the_policy_read_back_and_refuse_nonsense() -> None:
+    load = Load(0.25, 0.0, 100.0, 900.0, 0.0, {"w": Usage(cpu=0.5, memory=64)})
+    assert Load.from_dict(json.loads(json.dumps(load.to_dict()))) == load
+    for bad in ({"cpu": 2}, {"memory_used": -1}, {"workloads": {"w": {"cpu": -0.5}}}, {"cpu": 0.1, "x": 1}):
+        with pytest.raises(ValidationError):
+            Load.from_dict(bad)
+    assert ClusterConfig().merged({"statistics": {"interval": 5}}).statistics == StatsPolicy(interval=5)
+    with pytest.raises(ValidationError, match="alpha"):
+        ClusterConfig().merged({"statistics": {"alpha": 0}})
+
+
+class Hanging:
+    """A flavor whose measure of ``h3`` never returns (a host that hangs) and of ``h4`` fails."""
+
+    name = "hanging"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    @hookimpl
+    def clustercore_sample_host(self, host: Host) -> Sample | None:
+        if host.name == "h3":
+            self.release.wait(30)
+        if host.name == "h4":
+            raise RuntimeError("no stats today")
+        return None
+
+
+def test_the_leader_measures_every_up_host_each_interval_and_a_bad_host_stops_no_other() -> None:
+    clock = FakeClock()
+    flavor, hanging = FakeFlavor("fake", clock=clock.now), Hanging()
+    config = ClusterConfig(statistics=StatsPolicy(interval=10, alpha=0.5), call_timeout=1, call_wait=0.5)
+    cluster = Cluster(plugins=Plugins([flavor, hanging], entry_points=False), clock=clock, config=config)
+    for name in ("h1", "h2", "h3", "h4"):
+        cluster.register_host({"name": name, "capacity": {"cpu": 4, "memory": 8192},
+                               "schedulable": name in ("h1", "h2")})
+    for _ in range(3):
+        for name in ("h1", "h2", "h3", "h4"):
+            cluster.heartbeat(name)
+        cluster.step()
+    cluster.submit(Workload("busy", "fake", requests=Resources(2, 1024)))
+    where = cluster.placements()["busy"].host
+    flavor.usage["busy"] = 2.0
+    try:
+        for _ in range(12):
+            for name in ("h1", "h2", "h3", "h4"):
+                cluster.heartbeat(name)
+            cluster.step()
+            clock.advance(5)
+        loads = cluster.controller.stats.loads
+        assert cluster.host(where).state is HostState.UP
+        assert loads[where].workloads["busy"].cpu == pytest.approx(2.0)
+        assert loads[where].cpu == pytest.approx(0.5) and loads[where].memory_used == 1024
+        idle = "h2" if where == "h1" else "h1"
+        assert loads[idle].cpu == 0 and "h3" not in loads and "h4" not in loads  # h3 hangs, h4 fails
+        stored = Load.from_dict(json.loads(cluster.store.get(STATS + where).value))  # type: ignore[union-attr]
+        assert stored == loads[where]
+        flavor.usage["busy"] = 0.0  # it calms down: the mean follows, halving each interval
+        for _ in range(6):
+            for name in ("h1", "h2"):
+                cluster.heartbeat(name)
+            cluster.step()
+            clock.advance(5)
+        assert 0 < loads[where].workloads["busy"].cpu < 0.5
+        assert len(cluster.controller.stats.series[where]) >= 7
+        from clustercore.metrics import Metrics  # the api extra
+
+        metrics = Metrics(cluster.store)
+        shown = metrics.render().decode()
+        assert f'clustercore_workload_cpu{{host="{where}",workload="busy"}}' in shown
+        assert f'clustercore_host_cpu_load{{host="{idle}"}} 0.0' in shown
+        cluster.controller.depose()  # no leader measures: the stored loads vanish with their lease
+        clock.advance(31)
+        assert cluster.store.get(STATS + where) is None
+        assert "clustercore_workload_cpu{" not in metrics.render().decode()  # gone with the measure
+        metrics.close()
+    finally:
+        hanging.release.set()
