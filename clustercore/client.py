@@ -250,6 +250,10 @@ class Client:
         result: Json = self.call("GET", "/capacity")
         return result
 
+    def rebalance_plan(self) -> Json:
+        result: Json = self.call("GET", "/rebalance")
+        return result
+
     # ------------------------------------------------------------------ config
 
     def config(self) -> Json:

@@ -38,6 +38,7 @@ from clustercore.model import Host, HostReport, HostState, Placement, Workload
 from clustercore.operations import OperationRequests
 from clustercore.placements import PlacementEvent
 from clustercore.plugins import Plugins
+from clustercore.rebalance import Plan
 from clustercore.reconcile.writer import Decision, Writer
 from clustercore.secrets import Secrets, new_key
 from clustercore.state import ClusterState
@@ -93,6 +94,11 @@ class Cluster(WorkloadOps, StorageOps, OperationRequests):
     @property
     def config(self) -> ClusterConfig:
         return self.state.config().value
+
+    def rebalance_plan(self) -> Plan:
+        """Dry run of rebalancing (:mod:`clustercore.rebalance`): the moves a round would
+        make now off the hosts whose measured load is over, the hold aside. Nothing moves."""
+        return self.controller.rebalance.dry_run(self.config.rebalance, self.clock.now())
 
     def configure(self, config: ClusterConfig | Mapping[str, Any]) -> ClusterConfig:
         """Store the cluster's config. A ``ClusterConfig`` replaces the whole config; a

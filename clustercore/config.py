@@ -11,6 +11,7 @@ from clustercore.errors import ValidationError
 from clustercore.fencing import FencePolicy
 from clustercore.lifecycle import LivenessPolicy
 from clustercore.model import NAME_RE, FrozenMap, Reader, ratio_map
+from clustercore.rebalance import RebalancePolicy
 from clustercore.statistics import StatsPolicy
 
 #: Where workloads' files may live unless the cluster says otherwise (libvirt's own pool).
@@ -40,13 +41,15 @@ class ClusterConfig:
     asked; the rest are collected by later passes): it bounds what a hung host costs a pass.
 
     ``statistics`` says how often hosts are measured and how the measures are smoothed
-    (:class:`~clustercore.statistics.StatsPolicy`).
+    (:class:`~clustercore.statistics.StatsPolicy`); ``rebalance`` whether and how the leader
+    moves running workloads to even out measured load
+    (:class:`~clustercore.rebalance.RebalancePolicy`, off by default).
 
     ``storage_roots`` are the directories under which every path a workload's spec may name
     (disks, cloud-init seeds, kernels) must lie: nothing is read or written outside them.
 
     :meth:`merged` applies a partial update (what ``Cluster.configure`` does with a
-    mapping): the fields it names change, nested ones (``liveness``, ``fencing``, ``statistics``) field by
+    mapping): the fields it names change, nested ones (``liveness``, ``fencing``, ``statistics``, ``rebalance``) field by
     field, every other setting stays."""
 
     name: str = "default"
@@ -66,6 +69,7 @@ class ClusterConfig:
     call_wait: float = 2.0
     storage_roots: frozenset[str] = frozenset(DEFAULT_STORAGE_ROOTS)
     statistics: StatsPolicy = attrs.field(factory=StatsPolicy)
+    rebalance: RebalancePolicy = attrs.field(factory=RebalancePolicy)
 
     def merged(self, update: Mapping[str, Any]) -> ClusterConfig:
         """This config with ``update`` applied (validated as a whole: ValidationError names
@@ -74,7 +78,7 @@ class ClusterConfig:
             raise ValidationError("cluster config", "", "expected a mapping", update)
         data = self.to_dict()
         for key, value in update.items():
-            nested = key in ("liveness", "fencing", "statistics")
+            nested = key in ("liveness", "fencing", "statistics", "rebalance")
             if nested and isinstance(value, Mapping) and isinstance(data.get(key), dict):
                 data[key] = {**data[key], **value}
             else:
@@ -100,6 +104,7 @@ class ClusterConfig:
             "call_wait": self.call_wait,
             "storage_roots": sorted(self.storage_roots),
             "statistics": self.statistics.to_dict(),
+            "rebalance": self.rebalance.to_dict(),
         }
 
     @classmethod
@@ -123,6 +128,7 @@ class ClusterConfig:
             call_wait=r.number("call_wait", 2.0, minimum=0.0),
             storage_roots=_roots(r),
             statistics=r.nested("statistics", StatsPolicy.from_dict, StatsPolicy()),
+            rebalance=r.nested("rebalance", RebalancePolicy.from_dict, RebalancePolicy()),
         )
         r.done()
         return config

@@ -44,12 +44,14 @@ from clustercore.reconcile.hosts import Hosts, Pending
 from clustercore.reconcile.observe import Observer, View
 from clustercore.reconcile.operations import Actions, OperationsRunner
 from clustercore.reconcile.probes import Probes
+from clustercore.reconcile.rebalance import Rebalance
 from clustercore.reconcile.recovery import Recovery
 from clustercore.reconcile.settle import Settle
 from clustercore.reconcile.stats import Stats
 from clustercore.reconcile.writer import Decision, Writer
 from clustercore.scheduling.engine import Filter, HostFilter, Scheduler
 from clustercore.scheduling.filters import VolumeFilter
+from clustercore.scheduling.measured import load_aware
 from clustercore.scheduling.snapshot import Snapshot
 from clustercore.state import ClusterState, Versioned
 
@@ -95,6 +97,9 @@ class Controller:
         self.recovery = Recovery(state, plugins, self.calls, self.writer, self.observer, self.scheduler, act)
         self.probes = Probes(state, plugins, self.calls, self.observer)
         self.stats = Stats(state.store, plugins, self.calls, self._workloads_on)
+        self.rebalance = Rebalance(state, plugins, lambda: self.stats.loads,
+                                   functools.partial(self.scheduler, moving=True), self.drain.move,
+                                   self.drainer.executor, self.writer.record, act)
         self.settle = Settle(state, plugins, self.calls, self.writer, self.observer,
                              lambda: self.drainer.moving() | self.recovery.launched(), act)
         self.operations = OperationsRunner(state, Operations(state.store, events, clock.now), self.drainer.executor,
@@ -179,8 +184,9 @@ class Controller:
         storage = [VolumeFilter({n: v.value for n, v in self.state.volumes().items()},
                                 {n: v.value for n, v in self.state.storage_domains().items()}, moving,
                                 lambda w: migrates_storage(self.plugins.driver(w.flavor), w))]
-        return Scheduler(snap, policy, [*self.plugins.filters, *storage, *extra_filters], self.plugins.weighers,
-                         config.overcommit, config.ha_headroom, seed)
+        pressure, measured = load_aware(self.stats.loads, policy.name)  # once the leader has measures
+        return Scheduler(snap, policy, [*self.plugins.filters, *storage, *pressure, *extra_filters],
+                         [*self.plugins.weighers, *measured], config.overcommit, config.ha_headroom, seed)
 
     # ------------------------------------------------------------------ the pass
 
@@ -235,6 +241,7 @@ class Controller:
             looking = waiting
         self._record_watchdogs(view, conflicts)
         self.stats.sync(view, errors)  # after the looks: a pass never waits for a measure
+        self.rebalance.sync(view, errors)
         self.operations.sync(view, errors)
         self.events.maybe_prune()
 

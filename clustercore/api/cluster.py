@@ -1,9 +1,10 @@
-"""``/api/v1``: placements, the scheduler's explain, capacity, the cluster config."""
+"""``/api/v1``: placements, the scheduler's explain, capacity, a rebalancing dry run, the cluster config."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
+import attrs
 from fastapi import APIRouter, Body, Query
 
 from clustercore.errors import UnknownHost
@@ -33,6 +34,13 @@ def explain(workload: str, api: ApiDep, caller: Viewer,
 def capacity(api: ApiDep, caller: Viewer) -> dict[str, Any]:
     hosts, placed = api.cache.placed()
     return capacity_view(hosts, placed, api.cluster.config)
+
+
+@router.get("/rebalance", summary="Dry run of rebalancing: the moves a round would make now on measured load")
+def rebalance_plan(api: ApiDep, caller: Viewer) -> dict[str, Any]:
+    result = api.cluster.rebalance_plan()
+    return {"hosts_over": list(result.hosts_over), "score_before": result.before, "score_after": result.after,
+            "moves": [attrs.asdict(m) for m in result.moves], "policy": api.cluster.config.rebalance.to_dict()}
 
 
 @router.get("/config", summary="The cluster config")

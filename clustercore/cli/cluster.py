@@ -24,6 +24,10 @@ PLACEMENTS: list[output.Column] = [("WORKLOAD", "workload"), ("HOST", "host"), (
                                    ("TARGET", "target"), ("REASON", "reason")]
 
 
+MOVES: list[output.Column] = [("WORKLOAD", "workload"), ("FROM", "source"), ("TO", "target"),
+                              ("SCORE BEFORE", "before"), ("SCORE AFTER", "after")]
+
+
 def add(sub: Subparsers[Parser]) -> None:
     whoami: Parser = sub.add_parser("whoami", help="the name and role of the token in use")
     api_options(whoami)
@@ -32,7 +36,9 @@ def add(sub: Subparsers[Parser]) -> None:
     actions = cluster.add_subparsers(dest="action", required=True)
     for name, help_, run in (("config", "the cluster config (merged, validated)", config_run),
                              ("capacity", "totals and free per resource, N+1 headroom", capacity_run),
-                             ("placements", "where every workload is placed", placements_run)):
+                             ("placements", "where every workload is placed", placements_run),
+                             ("rebalance", "dry run: what rebalancing would move now, on measured load",
+                              rebalance_run)):
         parser: Parser = actions.add_parser(name, help=help_)
         api_options(parser)
         parser.set_defaults(run=run)
@@ -98,6 +104,19 @@ def capacity_run(client: Client, args: argparse.Namespace) -> int:
     n1 = capacity.get("n_plus_1") or {}
     print("N+1: " + ("every HA workload fits elsewhere if any one host fails" if n1.get("ok") else
                      f"if {n1.get('worst_host')} fails its HA workloads lack {output.text(n1.get('short_of'))}"))
+    return 0
+
+
+@api
+def rebalance_run(client: Client, args: argparse.Namespace) -> int:
+    plan = client.rebalance_plan()
+    if output.as_json(args):
+        output.dump(plan)
+        return 0
+    over = ", ".join(plan.get("hosts_over") or []) or "none"
+    output.table(args, plan.get("moves") or [], MOVES,
+                 title=f"hosts over: {over}; measured score {plan.get('score_before', 0):.3f} -> "
+                       f"{plan.get('score_after', 0):.3f} (mode {(plan.get('policy') or {}).get('mode')})")
     return 0
 
 

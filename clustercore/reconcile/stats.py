@@ -13,13 +13,15 @@ one look over every host per interval for hosts that joined.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
+import json
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
 
-from clustercore.errors import LeaseNotFound, StoreError
+from clustercore.errors import LeaseNotFound, StoreError, ValidationError
 from clustercore.model import Host, HostState, Workload
 from clustercore.plugins import Plugins
 from clustercore.reconcile.calls import HostCalls, outcome
@@ -31,6 +33,15 @@ from clustercore.store.base import Put, Store
 log = logging.getLogger(__name__)
 HOOK = "clustercore_sample_host"
 BATCH = 100  # puts per store transaction
+
+
+def stored_loads(store: Store) -> dict[str, Load]:
+    """Every host's load as the leader last stored it (what a follower or the API reads)."""
+    loads = {}
+    for kv in store.list(STATS):
+        with contextlib.suppress(ValueError, ValidationError):
+            loads[kv.key.removeprefix(STATS)] = Load.from_dict(json.loads(kv.value))
+    return loads
 
 
 class Stats:
