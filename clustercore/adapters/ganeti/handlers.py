@@ -3,12 +3,13 @@ answered as ``{"success", "info", "result"}`` with the opcodes Ganeti runs."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 import numpy as np
 
+from clustercore.adapters.ganeti import hmodes
 from clustercore.adapters.ganeti.allocator import Allocator
 from clustercore.adapters.ganeti.cluster import MIRRORED, GanetiCluster, Group, Spec
 from clustercore.adapters.ganeti.score import score_after
@@ -183,16 +184,21 @@ def _evacuate_one(allocator: Allocator, spec: Spec, mode: str, group: Group, exc
 
 HANDLERS = {"allocate": _allocate, "relocate": _relocate, "multi-allocate": _multi_allocate,
             "node-evacuate": _node_evacuate}
+#: The modes answered by the port of hail's own algorithm (hmodes), with hail's options.
+HAIL_MODES = {"allocate": hmodes.allocate, "multi-allocate": hmodes.multi_allocate}
 
 
-def answer(data: Any) -> dict[str, Any]:
+def answer(data: Any, flags: Sequence[str] = ()) -> dict[str, Any]:
     """The IAllocator answer for a parsed request; never raises. Every refusal is a
     RequestError ("Invalid request: ..."); anything else is a bug the net below turns into
     an answer ("unexpected ..." in its info) rather than a traceback."""
     try:
+        opts = hmodes.options(flags)
         check_document(data)
         cluster = GanetiCluster(data)
         kind = need(cluster.request, "type", str, "request")
+        if kind in HAIL_MODES and not hmodes.dedicated(data):
+            return HAIL_MODES[kind](cluster, cluster.request, opts)
         handler = HANDLERS.get(kind)
         if handler is None:
             raise RequestError(f"request.type: unsupported {show(kind)} (supported: {', '.join(HANDLERS)})")
@@ -203,11 +209,11 @@ def answer(data: Any) -> dict[str, Any]:
         return reply(False, f"Invalid request (unexpected {type(exc).__name__}): {show(str(exc))}", [])
 
 
-def answer_text(text: str | bytes) -> dict[str, Any]:
+def answer_text(text: str | bytes, flags: Sequence[str] = ()) -> dict[str, Any]:
     """The answer for a request file's contents: what ``clustercore-iallocator`` prints.
     Never raises (undecodable JSON, ``NaN``, deep nesting are ``success: false``)."""
     try:
         data = decode(text)
     except RequestError as exc:
         return reply(False, f"Invalid request: {exc}", [])
-    return answer(data)
+    return answer(data, flags)

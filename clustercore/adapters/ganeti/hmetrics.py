@@ -1,0 +1,108 @@
+"""hbal's cluster score (Ganeti's ``Cluster/Metrics.hs``): one record per metric.
+
+The score is ``sum(weight * statistic)`` over :data:`METRICS`; a statistic is the
+population standard deviation of a per-node value over online nodes, its sum over online
+nodes, its sum over offline nodes, or (location exclusion) the number of instances beyond
+the first sharing a (location, exclusion tag) pair. Computed as Ganeti computes it (mean
+first, then the sum of squared deviations, nodes in index order), so scores match to the
+last bit where hail computes from scratch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import attrs
+
+from clustercore.adapters.ganeti.hnode import Node, div
+
+__all__ = ["METRICS", "Metric", "cluster_score", "components"]
+
+
+@attrs.frozen
+class Metric:
+    name: str
+    weight: float
+    value: Callable[[Node], float]
+    statistic: str = "std"  # std | sum | offline-sum
+
+
+def _n1(node: Node) -> float:
+    return float(len(node.s_list) + len(node.p_list)) if node.fail_n1 else 0.0
+
+
+METRICS = (
+    Metric("free_mem_cv", 0.5, lambda n: n.p_mem),
+    Metric("free_disk_cv", 0.5, lambda n: n.p_dsk),
+    Metric("n1_cnt", 1.0, _n1, "sum"),
+    Metric("reserved_mem_cv", 1.0, lambda n: n.p_rem),
+    Metric("offline_all_cnt", 4.0, lambda n: float(len(n.p_list) + len(n.s_list)), "offline-sum"),
+    Metric("offline_pri_cnt", 16.0, lambda n: float(len(n.p_list)), "offline-sum"),
+    Metric("vcpu_ratio_cv", 0.5, lambda n: n.p_cpu),
+    Metric("cpu_load_cv", 1.0, lambda n: n.load[0]),
+    Metric("mem_load_cv", 1.0, lambda n: n.load[1]),
+    Metric("disk_load_cv", 1.0, lambda n: n.load[2]),
+    Metric("net_load_cv", 1.0, lambda n: n.load[3]),
+    Metric("pri_tags_score", 2.0, lambda n: float(sum(n.p_tags.values()) - len(n.p_tags)), "sum"),
+    Metric("spindles_cv", 0.5, lambda n: div(n.inst_spindles, n.hi_spindles)),
+    Metric("free_mem_cv_forth", 0.5, lambda n: n.p_mem_forth),
+    Metric("free_disk_cv_forth", 0.5, lambda n: n.p_dsk),
+    Metric("vcpu_ratio_cv_forth", 0.5, lambda n: n.p_cpu),
+    Metric("spindles_cv_forth", 0.5, lambda n: div(n.inst_spindles, n.hi_spindles)),
+    Metric("location_score", 1.0, lambda n: float(n.location_score), "sum"),
+    Metric("location_exclusion_score", 1.0, lambda n: 0.0, "map"),
+    Metric("reserved_mem_rtotal", 0.25, lambda n: n.p_rem, "sum"),
+)
+
+
+def _std(values: list[float]) -> float:
+    total = 0.0
+    for v in values:
+        total += v
+    count = float(len(values))
+    mean = div(total, count)
+    nvar = 0.0
+    for v in values:
+        d = v - mean
+        nvar += d * d
+    var = div(nvar, count)
+    return math.sqrt(var) if var >= 0 else math.nan
+
+
+def _sum(values: Iterable[float]) -> float:
+    total = 0.0
+    for v in values:
+        total += v
+    return total
+
+
+def components(nodes: Iterable[Node]) -> list[tuple[Metric, float]]:
+    """Each metric's statistic (hbal's "detailed CV")."""
+    ordered = sorted(nodes, key=lambda n: n.idx)
+    online = [n for n in ordered if not n.offline]
+    offline = [n for n in ordered if n.offline]
+    out = []
+    for metric in METRICS:
+        if metric.statistic == "std":
+            value = _std([metric.value(n) for n in online])
+        elif metric.statistic == "sum":
+            value = _sum(metric.value(n) for n in online)
+        elif metric.statistic == "offline-sum":
+            value = _sum(metric.value(n) for n in offline)
+        else:
+            merged: dict[tuple[str, str], int] = {}
+            for n in online:
+                for key, count in n.instance_map.items():
+                    merged[key] = merged.get(key, 0) + count
+            value = float(sum(merged.values()) - len(merged))
+        out.append((metric, value))
+    return out
+
+
+def cluster_score(nodes: Iterable[Node]) -> float:
+    """hbal's cluster score (``compCVNodes``) of ``nodes``; lower is better."""
+    total = 0.0
+    for metric, value in components(nodes):
+        total += metric.weight * value
+    return total
