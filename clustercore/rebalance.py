@@ -10,11 +10,12 @@ cooldown. :class:`RebalancePolicy` (``ClusterConfig.rebalance``) has all of them
   ``threshold``, and it must stay over for ``hold`` seconds before anything moves
   (:func:`observe`: the hysteresis, kept as data);
 * then :func:`plan` (pure): greedy moves off the hosts that are over, each lowering the
-  measured score (the standard deviations of the CPU and the memory shares) by at least
-  ``margin``; at most ``batch`` moves; never a workload moved by the rebalancer within
-  ``cooldown``; only workloads their flavor can move live; only targets every hard filter
-  of the scheduler accepts (capacity by requests, affinity, taints, maintenance), and never
-  a move that adds an N+1 failure or a rule violation to the requests' score
+  measured score (:func:`measured_score`: the squared distances of the hosts' CPU and
+  memory shares from their means, summed) by at least ``margin``; at most ``batch``
+  moves; never a workload moved by the rebalancer within ``cooldown``; only workloads
+  their flavor can move live; only targets every hard filter of the scheduler accepts
+  (capacity by requests, affinity, taints, maintenance), and never a move that adds an
+  N+1 failure or a rule violation to the requests' score
   (:func:`~clustercore.scheduling.balancer.cluster_score`).
 
 So a move happens only when it pays, a busy minute moves nothing, and a workload that
@@ -131,62 +132,97 @@ class Plan:
 
 
 def measured_score(cpu: np.ndarray, memory: np.ndarray) -> float:
-    return float(cpu.std() + memory.std())
+    """The measured imbalance: each host's CPU and memory share's squared distance from the
+    mean, summed. A move between two hosts changes it by the same amount however many hosts
+    there are, so one margin serves every cluster size."""
+    return float(((cpu - cpu.mean()) ** 2).sum() + ((memory - memory.mean()) ** 2).sum()) if len(cpu) else 0.0
+
+
+def _spread_after(values: np.ndarray, source: int, minus: float, plus: np.ndarray) -> np.ndarray:
+    """The spread (sum of squared distances from the mean) of ``values`` with ``minus``
+    taken from ``source`` and ``plus[t]`` added to each target ``t`` in turn (one move per
+    target), for every target at once (from the sums and sums of squares)."""
+    n = len(values)
+    plus = np.where(np.arange(n) == source, 0.0, plus)
+    total = values.sum() - minus + plus
+    squares = (values**2).sum() - values[source] ** 2 + (values[source] - minus) ** 2 + 2 * values * plus + plus**2
+    return squares - total**2 / n  # type: ignore[no-any-return]
+
+
+def _rules(snap: Snapshot) -> float:
+    parts = cluster_score(snap).parts
+    return parts.get("N+1 failures", 0.0) + parts.get("soft violations", 0.0) + parts.get("hard violations", 0.0)
 
 
 def plan(scheduler: Scheduler, loads: Mapping[str, Load], sources: Collection[str], memory: Hysteresis, now: float,
          policy: RebalancePolicy, movable: Callable[[Workload], bool] = lambda w: True) -> Plan:
     """Up to ``policy.batch`` moves off ``sources`` that each lower the measured score by at
-    least ``policy.margin`` (see the module docstring). Pure: nothing moves."""
+    least ``policy.margin`` (see the module docstring). Pure: nothing moves. The workloads
+    of the most loaded sources (``batch`` + 2 of them) are the pool; each round scores every
+    move of the pool to every target at once and keeps the best that the scheduler's filters
+    (on the snapshot of that round) and the rules still accept."""
     snap = scheduler.snapshot
-    names = [h.name for i, h in enumerate(snap.hosts) if snap.up[i] and h.name in loads]
-    index = {n: k for k, n in enumerate(names)}
+    measured = [i for i, h in enumerate(snap.hosts) if snap.up[i] and h.name in loads]
+    position = np.full(snap.size, -1)
+    position[measured] = np.arange(len(measured))
+    names = [snap.hosts[i].name for i in measured]
     cpu = np.array([shares(loads[n])[0] for n in names])
     mem = np.array([shares(loads[n])[1] for n in names])
-    cpus = np.array([max(1.0, float(snap.hosts[snap.index[n]].capacity.cpu)) for n in names])
+    cpus = np.array([max(1.0, float(snap.hosts[i].capacity.cpu)) for i in measured])
     total_mem = np.array([max(1.0, loads[n].memory_used + loads[n].memory_available) for n in names])
     before = current = measured_score(cpu, mem)
-    base = cluster_score(snap)
-    guard = base.parts.get("N+1 failures", 0.0) + base.parts.get("soft violations", 0.0) \
-        + base.parts.get("hard violations", 0.0)
+    guard = _rules(snap)
     moves: list[Move] = []
     cooling = {w for w, t in memory.moved_at.items() if now - t < policy.cooldown}
-    while len(moves) < policy.batch:
-        best: tuple[float, Workload, str, str, tuple[Snapshot, np.ndarray, np.ndarray]] | None = None
-        for source in sorted(sources, key=lambda n: -cpu[index[n]] if n in index else 0.0):
-            if source not in index:
+    order = sorted((n for n in sources if n in snap.index and position[snap.index[n]] >= 0),
+                   key=lambda n: -cpu[position[snap.index[n]]])[:policy.batch + 2]
+    pool: list[tuple[Workload, int, np.ndarray]] = []  # workload, its source's position, its targets' positions
+    accepted: dict[Workload, np.ndarray] = {}  # by shape: the hosts the filters accept (the final pick is rechecked)
+    for source in order:
+        i = snap.index[source]
+        usage = loads[source].workloads
+        for workload in snap.workloads_on(i):
+            if workload.name not in cooling and workload.name in usage and movable(workload):
+                shape = attrs.evolve(workload, name="")
+                if shape not in accepted:
+                    accepted[shape] = scheduler.candidates(workload, snap)[0]
+                targets = accepted[shape]
+                targets = position[targets[(position[targets] >= 0) & (targets != i)]]
+                if len(targets):
+                    pool.append((workload, int(position[i]), targets))
+    refused: set[tuple[str, int]] = set()
+    while len(moves) < policy.batch and pool:
+        options: list[tuple[float, str, int, int]] = []
+        for workload, s, targets in pool:
+            used = loads[names[s]].workloads[workload.name]
+            scores = (_spread_after(cpu, s, used.cpu / cpus[s], used.cpu / cpus)
+                      + _spread_after(mem, s, used.memory / total_mem[s], used.memory / total_mem))[targets]
+            best = np.argpartition(scores, 2)[:3] if len(scores) > 3 else np.arange(len(scores))
+            options.extend((float(scores[k]), workload.name, s, int(targets[k])) for k in best)
+        chosen = None
+        for score, name, s, t in sorted(options):
+            if current - score < policy.margin:
+                break
+            if (name, t) in refused:
                 continue
-            s = index[source]
-            usage = loads[source].workloads
-            for workload in snap.workloads_on(snap.index[source]):
-                if workload.name in cooling or workload.name not in usage or not movable(workload):
-                    continue
-                used = usage[workload.name]
-                released = snap.release(snap.index[source], workload)
-                targets, _ = scheduler.candidates(workload, released)
-                for target_index in targets:
-                    target = snap.hosts[int(target_index)].name
-                    if target == source or target not in index:
-                        continue
-                    t = index[target]
-                    cpu2, mem2 = cpu.copy(), mem.copy()
-                    cpu2[s] -= used.cpu / cpus[s]
-                    cpu2[t] += used.cpu / cpus[t]
-                    mem2[s] -= used.memory / total_mem[s]
-                    mem2[t] += used.memory / total_mem[t]
-                    score = measured_score(cpu2, mem2)
-                    if current - score < policy.margin or (best is not None and score >= best[0]):
-                        continue
-                    after = released.reserve(int(target_index), workload)
-                    rules = cluster_score(after)
-                    if rules.parts.get("N+1 failures", 0.0) + rules.parts.get("soft violations", 0.0) \
-                            + rules.parts.get("hard violations", 0.0) > guard + 1e-9:
-                        continue
-                    best = (score, workload, source, target, (after, cpu2, mem2))
-        if best is None:
+            workload = next(w for w, _, _ in pool if w.name == name)
+            released = snap.release(measured[s], workload)
+            ok, _ = scheduler.candidates(workload, released)
+            after = released.reserve(measured[t], workload) if measured[t] in ok else None
+            if after is not None and _rules(after) <= guard + 1e-9:
+                chosen = (score, workload, s, t, after)
+                break
+            refused.add((name, t))
+        if chosen is None:
             break
-        score, workload, source, target, (snap, cpu, mem) = best
-        moves.append(Move(workload.name, source, target, current, score))
-        cooling.add(workload.name)
+        score, workload, s, t, snap = chosen
+        used = loads[names[s]].workloads[workload.name]
+        cpu, mem = cpu.copy(), mem.copy()
+        cpu[s] -= used.cpu / cpus[s]
+        cpu[t] += used.cpu / cpus[t]
+        mem[s] -= used.memory / total_mem[s]
+        mem[t] += used.memory / total_mem[t]
+        moves.append(Move(workload.name, names[s], names[t], current, score))
+        pool = [entry for entry in pool if entry[0].name != workload.name]
         current = score
     return Plan(tuple(moves), before, current, tuple(sorted(sources)))
