@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from clustercore.cli import agent, cluster, events, hosts, login, manager, ops, secrets, tokens, vms
+from clustercore.cli import agent, cluster, events, extender, hosts, login, manager, ops, secrets, tokens, vms
 from clustercore.cli.base import ERROR, INTERRUPTED, CliError, Parser, api_options
 from clustercore.errors import ClusterError
 
@@ -28,7 +28,7 @@ def parser() -> Parser:
     top.commands = {}
     top.commands.update(manager.add(sub))
     top.commands.update(agent.add(sub))
-    for concept in (hosts, vms, events, ops, tokens, cluster, login, secrets):
+    for concept in (hosts, vms, events, ops, tokens, cluster, login, secrets, extender):
         concept.add(sub)
     return top
 
