@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 from kubernetes.client import V1Container, V1ResourceRequirements, V1Taint, V1Toleration
 from starlette.testclient import TestClient
 
-from clustercore.adapters.kube import Extender, ExtenderArgs, HostPriorityList, create_app, pod_requests, quantity
+from clustercore.adapters.kube import (
+    Extender,
+    ExtenderArgs,
+    ExtenderFilterResult,
+    HostPriorityList,
+    create_app,
+    pod_requests,
+    quantity,
+)
 from tests.kube_support import args, node, pod
 
 # --------------------------------------------------------------------------- requests and quantities
@@ -29,6 +37,18 @@ def test_quantities_and_pod_requests() -> None:
     spec = pod(cpu="1", memory="1Gi", overhead={"cpu": "250m"}, init=[sidecar, migrate])["spec"]
     # containers 1 CPU + sidecar 100m = 1.1 < init 2 + sidecar 100m = 2.1; plus overhead 250m
     assert pod_requests("Pod", spec) == {"cpu": 2350, "memory": 2**30, "pods": 1}
+
+
+@given(st.none() | st.lists(st.text(max_size=12), max_size=10),
+       st.dictionaries(st.text(max_size=12), st.text(max_size=8)),
+       st.dictionaries(st.text(max_size=12), st.sampled_from(["Insufficient cpu", 'odd "reason"\n'])), st.text())
+def test_filter_result_json_is_jsons(names: list[str] | None, failed: dict[str, str], unresolvable: dict[str, str],
+                                     error: str) -> None:
+    result = ExtenderFilterResult(node_names=None if names is None else tuple(names), failed=failed,
+                                  unresolvable=unresolvable, error=error)
+    assert json.loads(result.to_json()) == result.encode()
+    nodes = ExtenderFilterResult(nodes=({"metadata": {"name": "n1"}},))
+    assert json.loads(nodes.to_json()) == nodes.encode()
 
 
 @given(st.lists(st.tuples(st.text(max_size=12), st.integers(0, 10)), max_size=20))

@@ -102,7 +102,8 @@ def create_app(extender: Extender, max_body: int = MAX_BODY) -> Starlette:
     body = _Body(max_body)
 
     async def filter_(request: Request) -> Response:
-        return JSONResponse(extender.filter(ExtenderArgs.decode(await body(request))).encode())
+        text = extender.filter(ExtenderArgs.decode(await body(request))).to_json()
+        return Response(text, media_type="application/json")
 
     async def prioritize(request: Request) -> Response:
         text = extender.prioritize(ExtenderArgs.decode(await body(request))).to_json()

@@ -225,6 +225,9 @@ class ExtenderFilterResult:
     unresolvable: Mapping[str, str] = attrs.field(factory=dict)
     error: str = ""
 
+    def to_json(self) -> str:
+        return json.dumps(self.encode(), separators=(",", ":"))
+
     def encode(self) -> dict[str, Any]:
         """Every field, as Go marshals the struct (a nil NodeList or slice is null)."""
         return {
@@ -234,6 +237,12 @@ class ExtenderFilterResult:
             "FailedAndUnresolvableNodes": dict(self.unresolvable),
             "Error": self.error,
         }
+
+
+def _json_strings(texts: tuple[str, ...] | list[str]) -> list[str]:
+    """Each string JSON-encoded, in one C pass: dumped with newlines between items (a newline
+    never appears raw inside a JSON string), then split."""
+    return json.dumps(texts, separators=("\n", ":"))[1:-1].split("\n") if texts else []
 
 
 @attrs.frozen
@@ -270,7 +279,7 @@ class HostPriorityList:
         appears raw inside a JSON string) and joined with the score's text."""
         if not self.hosts:
             return "[]"
-        names = json.dumps(self.hosts, separators=("\n", ":"))[1:-1].split("\n")
+        names = _json_strings(self.hosts)
         return '[{"Host":' + ',{"Host":'.join(map(operator.add, names, map(_SCORE_TEXT.__getitem__, self.scores))) \
             + "]"
 
