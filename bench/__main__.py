@@ -10,7 +10,8 @@ import re
 import sys
 from pathlib import Path
 
-BENCHMARKS = ["controller", "scheduler", "rebalance", "ganeti", "drain", "fencing", "etcd", "guests", "tls", "api", "containers"]
+BENCHMARKS = ["controller", "scheduler", "rebalance", "ganeti", "extender", "drain", "fencing", "etcd", "guests", "tls",
+              "api", "containers"]
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 SECTION = re.compile(r"<!-- bench:(?P<name>[a-z_]+) -->\n(?P<body>.*?)<!-- /bench:(?P=name) -->\n", re.S)
 HEADER = """# Benchmarks
