@@ -124,8 +124,12 @@ def requests(draw: st.DrawFn, kinds: tuple[str, ...] = ("allocate",)) -> dict[st
     cluster_tags = ["htools:iextags:svc"] if draw(st.booleans()) else []
     kind = draw(st.sampled_from(kinds))
     hypervisor = draw(st.sampled_from(["kvm", "kvm", "xen-pvm"]))
+    if kind in MOVES and not instances:
+        kind = "allocate"
     if kind == "allocate":
         request = {"type": "allocate"} | draw(new_instance("new0", ["plain", "drbd", *SHARED[:2]], tags))
+    elif kind in MOVES:
+        request = draw(move_request(kind, instances, nodes, groups))
     else:
         request = {"type": "multi-allocate",
                    "instances": [draw(new_instance(f"new{k}", ["plain", "drbd", "ext"], tags))
@@ -133,6 +137,33 @@ def requests(draw: st.DrawFn, kinds: tuple[str, ...] = ("allocate",)) -> dict[st
     return {"version": 2, "cluster_name": "diff", "cluster_tags": cluster_tags, "enabled_hypervisors": [hypervisor],
             "ipolicy": cluster_policy, "nodegroups": groups, "nodes": nodes, "instances": instances,
             "request": request}
+
+
+MOVES = ("relocate", "node-evacuate", "change-group", "allocate-secondary")
+KINDS = ("allocate", "multi-allocate", *MOVES)
+
+
+@st.composite
+def move_request(draw: st.DrawFn, kind: str, instances: dict[str, Any], nodes: dict[str, Any],
+                 groups: dict[str, Any]) -> dict[str, Any]:
+    """A request about existing instances, shaped as Ganeti sends it."""
+    name = draw(st.sampled_from(sorted(instances)))
+    inst = instances[name]
+    if kind == "relocate":
+        old = inst["nodes"][1:] if inst["disk_template"] == "drbd" else inst["nodes"][:1]
+        return {"type": "relocate", "name": name, "required_nodes": 1, "relocate_from": old}
+    if kind == "allocate-secondary":
+        return {"type": "allocate-secondary", "name": name}
+    if kind == "change-group":
+        chosen = draw(st.lists(st.sampled_from(sorted(instances)), min_size=1, max_size=3, unique=True))
+        targets = draw(st.lists(st.sampled_from(sorted(groups)), max_size=2, unique=True))
+        return {"type": "change-group", "instances": chosen, "target_groups": targets}
+    node = draw(st.sampled_from(inst["nodes"]))
+    mode = draw(st.sampled_from(["all", "primary-only", "secondary-only"]))
+    on_node = [n for n, i in instances.items()
+               if (mode != "secondary-only" and i["nodes"][0] == node) or
+               (mode != "primary-only" and node in i["nodes"][1:])]
+    return {"type": "node-evacuate", "evac_mode": mode, "instances": on_node or [name]}
 
 
 # ------------------------------------------------------------------------------ running
@@ -191,11 +222,13 @@ def compare(data: dict[str, Any], flags: tuple[str, ...] = ()) -> str | None:
             return f"success: hail {hail['success']} ({hail['info']}), ours {ours['success']} ({ours['info']})"
         if not hail["success"]:
             return None if hail["info"] == ours["info"] else f"info: hail {hail['info']!r}, ours {ours['info']!r}"
-        if data["request"]["type"] == "multi-allocate" and \
-                [n for n, _ in hail["result"][1]] != [n for n, _ in ours["result"][1]]:
-                return f"failed instances: hail {hail['result'][1]}, ours {ours['result'][1]}"
         if hail["result"] == ours["result"]:
             return None
+        if data["request"]["type"] in MOVES:  # moves must match exactly (no score tie judged yet)
+            return f"result: hail {hail['result']}, ours {ours['result']}"
+        if data["request"]["type"] == "multi-allocate" and \
+                [n for n, _ in hail["result"][1]] != [n for n, _ in ours["result"][1]]:
+            return f"failed instances: hail {hail['result'][1]}, ours {ours['result'][1]}"
         pre = (work / "state.pre-ialloc").read_text()
         theirs = hinfo_score(pre, placements(data, hail["result"]), work, "hail")
         mine = hinfo_score(pre, placements(data, ours["result"]), work, "ours")

@@ -315,6 +315,10 @@ def find_best_group(opts: Options, model: Model, nl: Nodes, il: Insts, inst: Ins
                     allowed: list[int] | None = None) -> tuple[GroupInfo, Solution, list[str]]:
     present = sorted({n.group for n in nl})
     groups = [model.groups[g] for g in present if allowed is None or g in allowed]
+    if not groups:
+        shown = "Nothing" if allowed is None else f"Just [{','.join(map(str, allowed))}]"
+        raise AllocError(f"no groups for evacuation: allowed groups was {shown}, all groups: "
+                         f"[{','.join(model.groups[g].haskell() for g in present)}]")
     msgs = [f"group {g.name} is not connected to a network required by instance {inst.name}"
             for g in groups if not _has_networks(g, inst)]
     msgs.reverse()

@@ -185,7 +185,9 @@ def _evacuate_one(allocator: Allocator, spec: Spec, mode: str, group: Group, exc
 HANDLERS = {"allocate": _allocate, "relocate": _relocate, "multi-allocate": _multi_allocate,
             "node-evacuate": _node_evacuate}
 #: The modes answered by the port of hail's own algorithm (hmodes), with hail's options.
-HAIL_MODES = {"allocate": hmodes.allocate, "multi-allocate": hmodes.multi_allocate}
+HAIL_MODES = {"allocate": hmodes.allocate, "multi-allocate": hmodes.multi_allocate, "relocate": hmodes.relocate,
+              "node-evacuate": hmodes.node_evacuate, "change-group": hmodes.change_group,
+              "allocate-secondary": hmodes.allocate_secondary}
 
 
 def answer(data: Any, flags: Sequence[str] = ()) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from the cluster tags, peers and N+1 state built from the instances."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,7 @@ from clustercore.adapters.ganeti.validate import (
     flag,
     mapping,
     number,
+    ratio,
     strings,
 )
 
@@ -50,6 +52,46 @@ class GroupInfo:
     @property
     def rank(self) -> int:
         return {"preferred": 0, "last_resort": 1}.get(self.policy, 2)
+
+    tags: tuple[str, ...] = ()
+
+    def haskell(self) -> str:
+        """The group as hail's Haskell ``show`` prints it (hail puts it in one message)."""
+        policy = {"preferred": "AllocPreferred", "last_resort": "AllocLastResort"}.get(self.policy, "AllocUnallocable")
+        p = self.ipolicy
+        minmax = ",".join(f"MinMaxISpecs {{minMaxISpecsMinSpec = {_ispec(b.get('min', {}))}, "
+                           f"minMaxISpecsMaxSpec = {_ispec(b.get('max', {}))}}}" for b in p.get("minmax") or [])
+        templates = ",".join(_DT.get(t, t) for t in p.get("disk-templates") or [])
+        return (f"Group {{name = {_hstr(self.name)}, uuid = {_hstr(self.uuid)}, idx = {self.idx}, "
+                f"allocPolicy = {policy}, networks = [{','.join(map(_hstr, self.networks))}], "
+                f"iPolicy = IPolicy {{iPolicyMinMaxISpecs = [{minmax}], iPolicyStdSpec = {_ispec(p.get('std', {}))}, "
+                f"iPolicyDiskTemplates = [{templates}], iPolicyVcpuRatio = {_hdouble(p.get('vcpu-ratio', 4.0))}, "
+                f"iPolicySpindleRatio = {_hdouble(p.get('spindle-ratio', 32.0))}}}, "
+                f"allTags = [{','.join(map(_hstr, self.tags))}]}}")
+
+
+_DT = {"diskless": "DTDiskless", "file": "DTFile", "sharedfile": "DTSharedFile", "plain": "DTPlain",
+       "blockdev": "DTBlock", "drbd": "DTDrbd8", "rbd": "DTRbd", "ext": "DTExt", "gluster": "DTGluster"}
+
+
+def _hstr(text: str) -> str:
+    return json.dumps(text)
+
+
+def _hdouble(value: float) -> str:
+    """Haskell's ``show`` of a Double."""
+    value = float(value)
+    if value == 0 or 0.1 <= abs(value) < 1e7:
+        return repr(value)
+    mantissa, exponent = f"{value:.16e}".split("e")
+    digits = repr(float(mantissa))
+    return f"{digits}e{int(exponent)}"
+
+
+def _ispec(spec: Mapping[str, Any]) -> str:
+    keys = (("iSpecMemorySize", "memory-size"), ("iSpecCpuCount", "cpu-count"), ("iSpecDiskSize", "disk-size"),
+            ("iSpecDiskCount", "disk-count"), ("iSpecNicCount", "nic-count"), ("iSpecSpindleUse", "spindle-use"))
+    return "ISpec {" + ", ".join(f"{h} = {spec.get(k, 0)}" for h, k in keys) + "}"
 
 
 @attrs.frozen
@@ -117,8 +159,8 @@ def _node(name: str, nd: Mapping[str, Any], idx: int, group: GroupInfo, ctags: l
                 n_cpu=get("reserved_cpus"), t_spindles=spindles, f_spindles=f_sp,
                 offline=not live or flag(nd, "drained", where, False), excl=excl, tags=node_tags,
                 location_tags=frozenset(t for t in node_tags if any(t.startswith(p) for p in prefixes)),
-                ipolicy=group.ipolicy, vcpu_ratio=float(group.ipolicy.get("vcpu-ratio", 4.0)),
-                hi_spindles=float(group.ipolicy.get("spindle-ratio", 32.0)) * spindles)
+                ipolicy=group.ipolicy, vcpu_ratio=ratio(group.ipolicy, "vcpu-ratio", where, 4.0),
+                hi_spindles=ratio(group.ipolicy, "spindle-ratio", where, 32.0) * spindles)
     p_dsk = node.new_p_dsk(f_sp, f_dsk)
     return attrs.evolve(node, u_cpu=node.n_cpu, f_mem_forth=node.f_mem, p_dsk=p_dsk,
                         p_mem=div(node.f_mem, t_mem))
@@ -129,13 +171,14 @@ def load(data: Mapping[str, Any], static_kvm_memory: int = 4096) -> Model:
     cluster (the first enabled hypervisor), each node's own memory is ``static_kvm_memory``
     rather than its reported ``reserved_memory`` (hail's ``--static-kvm-node-memory``,
     4096 by default; 0 keeps the reported value)."""
-    hypervisors = data.get("enabled_hypervisors") or []
-    kvm = bool(hypervisors) and hypervisors[0] == "kvm" and static_kvm_memory > 0
+    hypervisors = data.get("enabled_hypervisors")
+    kvm = isinstance(hypervisors, list) and hypervisors[:1] == ["kvm"] and static_kvm_memory > 0
     cluster_policy = data.get("ipolicy") or _DEFAULT_POLICY
     groups = []
     for i, (uuid, g) in enumerate(data["nodegroups"].items()):
         groups.append(GroupInfo(i, uuid, g["name"], g.get("alloc_policy", "preferred"),
-                                tuple(g.get("networks") or ()), g.get("ipolicy") or cluster_policy))
+                                tuple(g.get("networks") or ()), g.get("ipolicy") or cluster_policy,
+                                strings(g, "tags", f"nodegroups.{uuid}")))
     by_uuid = {g.uuid: g for g in groups}
     ctags = list(strings(data, "cluster_tags", "request file"))
     prefixes = (_prefixed(ctags, EXCLUSION), _prefixed(ctags, DESIRED))
@@ -167,6 +210,7 @@ def load(data: Mapping[str, Any], static_kvm_memory: int = 4096) -> Model:
         node = attrs.evolve(node, peers=peers, r_mem=r_mem, p_rem=div(r_mem, node.t_mem), i_mem=i_mem)
         recorded = int(node.t_mem) - node.n_mem - i_mem
         node = attrs.evolve(node, x_mem=recorded - node.f_mem)
-        nodes[k] = attrs.evolve(node, fail_n1=node.unallocated_mem <= r_mem,
-                                p_mem=div(node.unallocated_mem, node.t_mem))
+        # htools 3.0.2 sets failN1 from the reported free memory (buildPeers); later
+        # versions from the unallocated memory: the installed hail is 3.0.2.
+        nodes[k] = attrs.evolve(node, fail_n1=node.f_mem < r_mem, p_mem=div(node.unallocated_mem, node.t_mem))
     return Model(tuple(groups), tuple(nodes), instances, prefixes[0], prefixes[1])

@@ -1,5 +1,5 @@
-"""The allocation requests answered as hail 3.0 answers them (``allocate`` and
-``multi-allocate``), and hail's command-line options."""
+"""Every IAllocator request answered as hail 3.0.2 answers it (allocate, multi-allocate,
+relocate, node-evacuate, change-group, allocate-secondary), and hail's command-line options."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 
+from clustercore.adapters.ganeti import hevac
 from clustercore.adapters.ganeti.cluster import GanetiCluster, Spec
 from clustercore.adapters.ganeti.hail import (
     AllocError,
@@ -18,10 +19,13 @@ from clustercore.adapters.ganeti.hail import (
     try_group_alloc,
     try_mg_alloc,
 )
+from clustercore.adapters.ganeti.hevac import Evacuation
 from clustercore.adapters.ganeti.hload import Model, load, parse_instance
+from clustercore.adapters.ganeti.hnode import EXTERNAL
 from clustercore.adapters.ganeti.validate import RequestError, need, show, strings
 
-__all__ = ["FLAGS", "allocate", "dedicated", "multi_allocate", "options"]
+__all__ = ["FLAGS", "allocate", "allocate_secondary", "change_group", "dedicated", "multi_allocate", "node_evacuate",
+           "options", "relocate"]
 
 #: hail's options that change its answer (``hail --help``); Ganeti passes them from the
 #: cluster's ``default_iallocator_params``.
@@ -109,3 +113,86 @@ def multi_allocate(cluster: GanetiCluster, request: Mapping[str, Any], opts: Opt
     failed = [[inst.name, describe(sol)] for inst, sol in done if sol.best is None]
     info = f"{len(failed)} instances failed to allocate and {len(placed)} were allocated successfully"
     return _reply(True, f"Request successful: {info}", [placed, failed])
+
+
+# ------------------------------------------------------------------------------ moves
+
+
+def _instance_index(model: Model, name: str, where: str) -> int:
+    for idx, inst in model.instances.items():
+        if inst.name == name:
+            return idx
+    raise RequestError(f"{where}: unknown instance {show(name)}")
+
+
+def _evacuation(ev: Evacuation) -> dict[str, Any]:
+    info = f"{len(ev.failed)} instances failed to move and {len(ev.moved)} were moved successfully"
+    return _reply(True, f"Request successful: {info}", [ev.moved, ev.failed, ev.jobs])
+
+
+def node_evacuate(cluster: GanetiCluster, request: Mapping[str, Any], opts: Options) -> dict[str, Any]:
+    mode = need(request, "evac_mode", str, "request")
+    if mode not in ("all", "primary-only", "secondary-only"):
+        raise RequestError(f"request.evac_mode: must be all, primary-only or secondary-only, got {show(mode)}")
+    model = load(cluster.data, opts.static_kvm_memory)
+    need(request, "instances", list, "request")
+    idxs = [_instance_index(model, n, "request.instances") for n in strings(request, "instances", "request")]
+    return _evacuation(hevac.node_evacuate(opts, model, mode, idxs))
+
+
+def change_group(cluster: GanetiCluster, request: Mapping[str, Any], opts: Options) -> dict[str, Any]:
+    model = load(cluster.data, opts.static_kvm_memory)
+    need(request, "instances", list, "request")
+    idxs = [_instance_index(model, n, "request.instances") for n in strings(request, "instances", "request")]
+    targets = []
+    for name in strings(request, "target_groups", "request"):
+        found = [g.idx for g in model.groups if name in (g.uuid, g.name)]
+        if not found:
+            raise RequestError(f"request.target_groups: unknown group {show(name)}")
+        targets.append(found[0])
+    return _evacuation(hevac.change_group(opts, model, idxs, targets))
+
+
+def relocate(cluster: GanetiCluster, request: Mapping[str, Any], opts: Options) -> dict[str, Any]:
+    model = load(cluster.data, opts.static_kvm_memory)
+    idx = _instance_index(model, need(request, "name", str, "request"), "request.name")
+    count = need(request, "required_nodes", int, "request")
+    need(request, "relocate_from", list, "request")
+    names = strings(request, "relocate_from", "request")
+    known = {n.name: n.idx for n in model.nodes}
+    for name in names:
+        if name not in known:
+            raise RequestError(f"request.relocate_from: unknown node {show(name)}")
+    excluded = [known[n] for n in names]
+    inst = model.instances[idx]
+    try:
+        if count != 1:
+            raise AllocError(f"Exchange {count} nodes mode is not implemented")
+        if inst.template == "drbd":
+            expected, kind, mode = inst.snode, "secondary", "secondary-only"
+        elif inst.template in EXTERNAL:
+            expected, kind, mode = inst.pnode, "primary", "primary-only"
+        else:
+            raise AllocError("Can't relocate non-mirrored instances")
+        if excluded != [expected]:
+            raise AllocError(f"Unsupported request: excluded nodes not equal to instance's {kind}({expected} versus "
+                             f"[{','.join(map(str, excluded))}])")
+        ev = hevac.node_evacuate(opts, model, mode, [idx])
+        if ev.failed:
+            raise AllocError(ev.failed[0][1])
+        nodes = ev.moved[0][2]
+        return _reply(True, "Request successful: success", nodes[1:] if inst.template == "drbd" else nodes)
+    except AllocError as exc:
+        return _reply(False, f"Request failed: {exc}", [])
+
+
+def allocate_secondary(cluster: GanetiCluster, request: Mapping[str, Any], opts: Options) -> dict[str, Any]:
+    model = load(cluster.data, opts.static_kvm_memory)
+    idx = _instance_index(model, need(request, "name", str, "request"), "request.name")
+    try:
+        sol = hevac.allocate_secondary(opts, model, idx)
+    except AllocError as exc:
+        return _reply(False, f"Request failed: {exc}", [])
+    if sol.best is None:
+        return _reply(False, f"Request failed: {_info(sol)}", [])
+    return _reply(True, f"Request successful: {_info(sol)}", sol.best.nodes[sol.best.chosen[1]].name)
