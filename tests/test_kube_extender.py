@@ -132,6 +132,8 @@ def test_node_affinity_and_selector(cluster: Cluster) -> None:
     assert passes(affinity=_affinity(term(match_expressions=[_req("ssd", "DoesNotExist")]))) == ["a2", "b1", "c1"]
     assert passes(affinity=_affinity(term(match_expressions=[_req("cores", "Gt", "8")]))) == ["a1", "b1"]
     assert passes(affinity=_affinity(term(match_expressions=[_req("cores", "Lt", "8")]))) == ["a2"]
+    assert passes(affinity=_affinity(term(match_expressions=[_req("cores", "Gt", "16")]))) == ["b1"]  # strictly
+    assert passes(affinity=_affinity(term(match_expressions=[_req("cores", "Lt", "4")]))) == []
     anded = term(match_expressions=[_req("zone", "In", "a"), _req("cores", "Gt", "8")])
     ored = term(match_fields=[_req("metadata.name", "In", "c1")])
     assert passes(affinity=_affinity(anded, ored)) == ["a1", "c1"]

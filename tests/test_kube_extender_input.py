@@ -5,6 +5,7 @@ a message, never a 200), and properties over random pods and nodes."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -146,3 +147,68 @@ def test_keys_are_decoded_case_insensitively() -> None:
     assert extender.filter(lower).node_names == ("n1",)
     mixed = ExtenderArgs.decode({"POD": pod(), "nodeNames": ["n2"], "NodeNames": ["n1"]})
     assert mixed.node_names == ("n1",)  # an exact match wins, as in encoding/json
+
+
+KEYS = ["zone", "cores", "disk"]
+VALUES = ["a", "b", "1", "16", "-3"]
+
+
+@st.composite
+def requirements(draw: st.DrawFn) -> dict[str, Any]:
+    key, operator = draw(st.sampled_from(KEYS)), draw(st.sampled_from(["In", "NotIn", "Exists", "DoesNotExist",
+                                                                        "Gt", "Lt"]))
+    if operator in ("In", "NotIn"):
+        return {"key": key, "operator": operator, "values": draw(st.lists(st.sampled_from(VALUES), min_size=1,
+                                                                          max_size=2))}
+    if operator in ("Gt", "Lt"):
+        return {"key": key, "operator": operator, "values": [str(draw(st.sampled_from([-3, 1, 16, 0])))]}
+    return {"key": key, "operator": operator}
+
+
+def _holds(req: dict[str, Any], labels: dict[str, str], name: str) -> bool:
+    """NodeSelectorRequirement semantics, written out plainly (k8s.io/apimachinery labels)."""
+    if req["key"] == "metadata.name":
+        return (name in req["values"]) == (req["operator"] == "In")
+    value = labels.get(req["key"])
+    op = req["operator"]
+    if op in ("In", "NotIn"):
+        return (value is not None and value in req["values"]) == (op == "In")
+    if op in ("Exists", "DoesNotExist"):
+        return (value is not None) == (op == "Exists")
+    try:
+        number = int(value) if value is not None else None
+    except ValueError:
+        number = None
+    bound = int(req["values"][0])
+    return number is not None and (number > bound if op == "Gt" else number < bound)
+
+
+TERMS = st.lists(st.fixed_dictionaries({"matchExpressions": st.lists(requirements(), max_size=3)},
+                                       optional={"matchFields": st.lists(st.builds(
+                                           lambda op, names: {"key": "metadata.name", "operator": op, "values": names},
+                                           st.sampled_from(["In", "NotIn"]),
+                                           st.lists(st.sampled_from(["n0", "n1", "n2"]), min_size=1, max_size=2)),
+                                           max_size=1)}), min_size=1, max_size=2)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(KEYS), st.sampled_from(VALUES)), min_size=1, max_size=4), TERMS,
+       st.dictionaries(st.sampled_from(KEYS), st.sampled_from(VALUES), max_size=1))
+def test_node_affinity_matches_the_selector_semantics(labels: list[dict[str, str]], terms: list[dict[str, Any]],
+                                                      selector: dict[str, str]) -> None:
+    nodes = [node(f"n{i}", labels=ls) for i, ls in enumerate(labels)]
+    spec = pod()
+    spec["spec"]["nodeSelector"] = selector or None
+    spec["spec"]["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": terms}}}
+    result = Extender(nodes).filter(ExtenderArgs.decode(args(spec, nodes, cache=True)))
+    for i, ls in enumerate(labels):
+        name = f"n{i}"
+        own = {"kubernetes.io/hostname": name, **ls}
+        wanted = all(own.get(k) == v for k, v in selector.items()) and any(
+            (t["matchExpressions"] or t.get("matchFields"))
+            and all(_holds(r, own, name) for r in [*t["matchExpressions"], *t.get("matchFields", [])])
+            for t in terms)
+        assert (name in (result.node_names or ())) == bool(wanted), (name, own)
+        if not wanted:
+            assert result.unresolvable[name] == "node(s) didn't match Pod's node affinity/selector"

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from itertools import repeat
 from typing import Protocol
 
@@ -222,10 +222,3 @@ def node_list_items(doc: object) -> list[Doc]:
         assert node is not None
         out.append(node)
     return out
-
-
-def describe(table: NodeTable) -> Mapping[str, object]:
-    return {"nodes": table.size, "tainted": sum(len(idx) for _, idx in table.taint_groups),
-            "unschedulable": int(table.unschedulable.sum())}
-
-
