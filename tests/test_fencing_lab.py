@@ -42,6 +42,7 @@ class Harness:
     def __init__(self, lab: Lab, config: ClusterConfig = FAST, passwords: dict[str, str] | None = None) -> None:
         self.lab = lab
         self.pool = ThreadPoolExecutor(4)
+        self.pollers = ThreadPoolExecutor(4)
         self.driver = LibvirtDriver(shutdown_timeout=0.5)
         self.cluster = Cluster(plugins=Plugins([VirtFlavor(self.driver, soft_fence=lab.soft_fence)],
                                                entry_points=False), config=config, executor=self.pool)
@@ -52,10 +53,13 @@ class Harness:
                                         "fence_devices": [lab.bmcs.device(host, password=password)]})
 
     def tick(self) -> None:
-        """Poll every host (a heartbeat when its libvirtd answers), then one reconcile pass."""
-        for name in self.cluster.hosts():
-            if self.driver.answers(self.cluster.host(name), timeout=1):
-                self.cluster.heartbeat(name, HostReport())
+        """Poll every host at once (a heartbeat when its libvirtd answers: a silent one costs
+        its timeout, not the others'), then one reconcile pass."""
+        hosts = [self.cluster.host(name) for name in self.cluster.hosts()]
+        for host, answered in zip(hosts, self.pollers.map(lambda h: self.driver.answers(h, timeout=1), hosts),
+                                  strict=True):
+            if answered:
+                self.cluster.heartbeat(host.name, HostReport())
         self.cluster.step()
         time.sleep(0.2)
 
@@ -101,6 +105,7 @@ class Harness:
             with contextlib.suppress(Exception):
                 self.cluster.stop(name, force=True)
         self.pool.shutdown()
+        self.pollers.shutdown()
         self.driver.close()
 
 

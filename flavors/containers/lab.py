@@ -213,14 +213,33 @@ class PodmanHost:
                     found.append(pid)
         return found
 
-    def hang(self) -> None:
-        """The API service stops answering (SIGSTOP); the containers keep running."""
-        for pid in self.service_pids():
-            os.kill(pid, signal.SIGSTOP)
+    def hang(self, timeout: float = 5.0) -> None:
+        """The API service stops answering (SIGSTOP); the containers keep running. Returns
+        once every service process is stopped (state T); LabError when none is found."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pids = self.service_pids()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+            if pids and all(_stopped(pid) for pid in pids):
+                return
+            if time.monotonic() > deadline:
+                raise LabError(f"{self.name}: no podman service to hang (found {pids})")
+            time.sleep(0.05)
 
     def resume(self) -> None:
         for pid in self.service_pids():
             os.kill(pid, signal.SIGCONT)
+
+
+def _stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped by a signal (or gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("T", "t")
 
 
 class PodmanLab:

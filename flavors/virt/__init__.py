@@ -77,15 +77,18 @@ class VirtFlavor:
     """``vcpu_ratio``: vCPUs per hardware thread; ``host_reserve``: MiB kept for the host
     itself; ``passthrough``: which PCI devices VMs may get (see
     :func:`~flavors.virt.hostfacts.passthrough_allowed`); ``soft_fence``: how to revive a
-    host's libvirtd (default :func:`ssh_restart_libvirtd`)."""
+    host's libvirtd (default :func:`ssh_restart_libvirtd`); ``cpu_from_domains``: a host's
+    measured CPU is its VMs' alone (for hosts that share one kernel, as lab hosts do: the
+    node's own counters are the machine's)."""
 
     name = "virt"
 
     def __init__(self, driver: LibvirtDriver | None = None, vcpu_ratio: float = 4.0, host_reserve: int = 1024,
                  passthrough: Sequence[str] = hostfacts.DEFAULT_PASSTHROUGH,
                  soft_fence: Callable[[Host], bool] | None = None, networks: NetworkBackend | None = None,
-                 mac_pool: MacPool | None = None) -> None:
+                 mac_pool: MacPool | None = None, cpu_from_domains: bool = False) -> None:
         self.passthrough = tuple(passthrough)
+        self.cpu_from_domains = cpu_from_domains
         self.soft_fence = soft_fence or ssh_restart_libvirtd
         self.driver = driver or LibvirtDriver(passthrough=self.passthrough)
         self.storage = self.driver.storage
@@ -184,7 +187,7 @@ class VirtFlavor:
         if not is_libvirt_host(host):
             return None
         domains = {vm_spec(w).name: w.name for w in workloads if w.flavor == KIND}
-        return hoststats.sample(self.driver.connect(host), domains)
+        return hoststats.sample(self.driver.connect(host), domains, from_domains=self.cpu_from_domains)
 
     @hookimpl
     def clustercore_host_alive(self, host: Host, workloads: Sequence[Workload]) -> bool | None:

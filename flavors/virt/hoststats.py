@@ -36,20 +36,26 @@ def counters(stats: Mapping[str, Any]) -> Counters:
 
 
 def sample(conn: libvirt.virConnect, workloads: Mapping[str, str],
-           monotonic: Callable[[], float] = time.monotonic) -> Sample:
+           monotonic: Callable[[], float] = time.monotonic, from_domains: bool = False) -> Sample:
     """The host behind ``conn`` now; ``workloads`` maps domain names to the workload names
-    to report them under (other domains are left out)."""
+    to report them under (other domains are left out). ``from_domains``: the host's busy
+    time is its running domains' CPU time (hosts sharing one kernel, as the lab's do)."""
     at = monotonic()
-    cpu = conn.getCPUStats(libvirt.VIR_NODE_CPU_STATS_ALL_CPUS)
+    cpus = conn.getInfo()[2]
     memory = conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS)
     found: dict[str, Counters] = {}
-    if workloads:
+    busy_domains = 0
+    if workloads or from_domains:
         for dom, stats in conn.getAllDomainStats(STATS, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE):
+            busy_domains += int(stats.get("cpu.time", 0))
             name = workloads.get(dom.name())
             if name is not None:
                 found[name] = counters(stats)
+    if from_domains:  # idle: the rest of the CPUs' time since an arbitrary origin (only differences count)
+        busy, idle = busy_domains, max(0, int(cpus * at * 1e9) - busy_domains)
+    else:
+        cpu = conn.getCPUStats(libvirt.VIR_NODE_CPU_STATS_ALL_CPUS)
+        busy, idle = cpu.get("kernel", 0) + cpu.get("user", 0), cpu.get("idle", 0) + cpu.get("iowait", 0)
     available = sum(memory.get(k, 0) for k in ("free", "buffers", "cached")) / 1024
-    return Sample(at, conn.getInfo()[2], cpu.get("kernel", 0) + cpu.get("user", 0),
-                  cpu.get("idle", 0) + cpu.get("iowait", 0), memory.get("total", 0) / 1024, available,
-                  workloads=found)
+    return Sample(at, cpus, busy, idle, memory.get("total", 0) / 1024, available, workloads=found)
 

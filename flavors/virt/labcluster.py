@@ -77,6 +77,7 @@ class LabCluster:
         self.lab = lab
         self.passive = passive
         self.pool = ThreadPoolExecutor(4)
+        self.pollers = ThreadPoolExecutor(4)
         self.driver = driver or LibvirtDriver(shutdown_timeout=shutdown_timeout, storage_roots=[str(lab.shared)],
                                               migrator=migrator)
         low, _ = lab_udp_ports(lab.hosts[0].port)
@@ -84,7 +85,9 @@ class LabCluster:
         self.macs = MacPool(first, mac_text(mac_int(first) + UDP_BLOCK - SWITCHES - 1))
         switch = lab.switch(NETWORK)
         networks = UdpNetworks({NETWORK: switch.address}, local_base=low + SWITCHES)
-        flavor = VirtFlavor(self.driver, soft_fence=lab.soft_fence, networks=networks, mac_pool=self.macs)
+        flavor = VirtFlavor(self.driver, soft_fence=lab.soft_fence, networks=networks, mac_pool=self.macs,
+                            cpu_from_domains=True)  # lab hosts share one kernel: a host's CPU is its VMs'
+
         self.cluster = Cluster(store=store, plugins=Plugins([flavor, *plugins], entry_points=False), executor=self.pool,
                                config=attrs.evolve(config, storage_roots=frozenset({str(lab.shared)})))
         for host in lab.hosts:
@@ -102,9 +105,11 @@ class LabCluster:
         if self.passive:
             time.sleep(0.2)
             return
-        for name in self.cluster.hosts():
-            if self.driver.answers(self.cluster.host(name), timeout=1):
-                self.cluster.heartbeat(name, HostReport())
+        hosts = [self.cluster.host(name) for name in self.cluster.hosts()]  # polled at once: a silent host
+        for host, answered in zip(hosts, self.pollers.map(lambda h: self.driver.answers(h, timeout=1), hosts),
+                                  strict=True):  # costs its timeout, not the others'
+            if answered:
+                self.cluster.heartbeat(host.name, HostReport())
         self.cluster.step()
         time.sleep(0.2)
 
@@ -284,5 +289,6 @@ class LabCluster:
             with contextlib.suppress(Exception):
                 self.cluster.stop(name, force=True)
         self.pool.shutdown()
+        self.pollers.shutdown()
         self.driver.close()
 
