@@ -97,7 +97,11 @@ def test_other_bad_requests() -> None:
     streamed = client.post("/filter", content=iter([huge[:6000], huge[6000:]]))  # chunked: no Content-Length
     assert streamed.status_code == 413
     assert client.get("/filter").status_code == 405
-    assert client.post("/bind", json={"PodName": "web", "Node": ""}).status_code == 400
+    for bad_bind in ({"PodName": "web", "Node": ""}, {"PodName": "../../nodes/n1", "Node": "n1"},
+                     {"PodName": "web", "PodNamespace": "a/b", "Node": "n1"},
+                     {"PodName": "web", "Node": "n1", "PodUID": "x?y"}, {"PodName": "Web", "Node": "n1"}):
+        response = client.post("/bind", json=bad_bind)
+        assert response.status_code == 400 and "invalid ExtenderBindingArgs" in response.json()["error"], bad_bind
     assert client.post("/preempt", json={"Pod": pod(), "NodeNameToMetaVictims": {"n1": {"Pods": [5]}}}
                        ).status_code == 400
     assert client.put("/nodes", json={"items": [node("n1"), node("n1")]}).json()["error"].endswith(

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import operator
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -41,6 +42,10 @@ MAX_PRIORITY = 10
 INT64 = 2**63
 
 Doc = Mapping[str, Any]
+#: RFC 1123 names as the API server validates them: pods and nodes (subdomains), namespaces (labels).
+SUBDOMAIN = re.compile(r"(?=.{1,253}\Z)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+UID = re.compile(r"[A-Za-z0-9-]{0,64}")
 
 
 def field(doc: Doc, name: str) -> Any:
@@ -156,10 +161,13 @@ class ExtenderBindingArgs:
         assert doc is not None
         args = cls(*(string(kind, name, field(doc, name))
                      for name in ("PodName", "PodNamespace", "PodUID", "Node")))
-        if not args.pod_name:
-            raise bad(kind, "PodName", "is required", args.pod_name)
-        if not args.node:
-            raise bad(kind, "Node", "is required", args.node)
+        # They go into the API's URL and body: only names the API server could have made.
+        for name, value, pattern in (("PodName", args.pod_name, SUBDOMAIN), ("Node", args.node, SUBDOMAIN),
+                                     ("PodNamespace", args.pod_namespace or "default", LABEL)):
+            if not pattern.fullmatch(value):
+                raise bad(kind, name, "must be a Kubernetes object name (RFC 1123)", value)
+        if not UID.fullmatch(args.pod_uid):
+            raise bad(kind, "PodUID", "must be a UID", args.pod_uid)
         return args
 
 
