@@ -14,18 +14,16 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from tests.ganeti_diff import HAIL, KINDS, compare, requests
+from tests.ganeti_diff import HAIL, KINDS, compare, flags, requests
 
 EXAMPLES = int(os.environ.get("CLUSTERCORE_DIFF_EXAMPLES", "300"))
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAIL.exists(), reason="hail is not installed")]
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None,
                     suppress_health_check=list(HealthCheck))
-FLAGS = st.sampled_from([(), (), ("--no-capacity-checks",)])
 
 
 @SETTINGS
-@given(requests(KINDS), FLAGS)
+@given(requests(KINDS), flags())
 def test_every_request_type_answers_as_hail(data: dict[str, Any], flags: tuple[str, ...]) -> None:
     assert compare(data, flags) is None

@@ -12,7 +12,7 @@ failure modes and described in hail's words.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 
 import attrs
 
@@ -32,7 +32,7 @@ from clustercore.adapters.ganeti.hnode import (
 
 __all__ = ["AllocError", "Options", "Solution", "alloc_list", "policy_failure", "try_group_alloc", "try_mg_alloc"]
 
-Nodes = list[Node]
+Nodes = dict[int, Node]  # by index; a group's view holds only its nodes
 Insts = dict[int, Inst]
 
 
@@ -53,7 +53,7 @@ class AllocError(Exception):
 
 @attrs.frozen
 class Element:
-    nodes: Sequence[Node]  # the whole node list after the placement
+    nodes: Mapping[int, Node]  # the node list after the placement
     inst: Inst
     chosen: tuple[int, ...]
     score: float
@@ -165,9 +165,9 @@ def on_single(opts: Options, nl: Nodes, inst: Inst, pdx: int, force: bool | None
         new_p = add_pri(node, new_inst, opts.ignore_soft_errors if force is None else force)
     except NodeFail as exc:
         return exc.mode
-    new_nl = list(nl)
+    new_nl = dict(nl)
     new_nl[pdx] = new_p
-    return Element(new_nl, new_inst, (pdx,), cluster_score(new_nl))
+    return Element(new_nl, new_inst, (pdx,), cluster_score(new_nl.values()))
 
 
 def on_pair(opts: Options, nl: Nodes, inst: Inst, pdx: int, sdx: int) -> Element | Fail:
@@ -182,12 +182,12 @@ def on_pair(opts: Options, nl: Nodes, inst: Inst, pdx: int, sdx: int) -> Element
         new_s = add_sec(s, new_inst, pdx)
     except NodeFail as exc:
         return exc.mode
-    new_nl = list(nl)
+    new_nl = dict(nl)
     new_nl[pdx], new_nl[sdx] = new_p, new_s
-    return Element(new_nl, new_inst, (pdx, sdx), cluster_score(new_nl))
+    return Element(new_nl, new_inst, (pdx, sdx), cluster_score(new_nl.values()))
 
 
-def _alloc_nodes(opts: Options, nl: Sequence[Node], count: int) -> list[int] | list[tuple[int, list[int]]]:
+def _alloc_nodes(opts: Options, nl: list[Node], count: int) -> list[int] | list[tuple[int, list[int]]]:
     online = [n for n in nl if not n.offline]
     if opts.restrict_to is not None:
         online = [n for n in online if n.name in opts.restrict_to]
@@ -220,7 +220,7 @@ def _with(element: Element, il: Insts) -> tuple[Nodes, Insts]:
     """``updateIl``/``extractNl``: the cluster once the element is committed."""
     new_idx = len(il)
     inst = attrs.evolve(element.inst, idx=new_idx)
-    nl = list(element.nodes)
+    nl = dict(element.nodes)
     for k in element.chosen:
         n = nl[k]
         nl[k] = attrs.evolve(n, p_list=tuple(new_idx if i < 0 else i for i in n.p_list),
@@ -238,13 +238,13 @@ def _failover(nl: Nodes, il: Insts, idx: int, force: bool) -> tuple[Nodes, Insts
     new_p = add_pri(int_s, inst, old_p.offline or force)
     new_s = add_sec(int_p, inst, inst.snode, old_p.offline or force, ignore_disks=old_p.offline)
     new_inst = attrs.evolve(inst, pnode=inst.snode, snode=inst.pnode)
-    nl = list(nl)
+    nl = dict(nl)
     nl[inst.pnode], nl[inst.snode] = new_s, new_p
     return nl, {**il, idx: new_inst}
 
 
 def _group_score(nl: Nodes, gdx: int) -> float:
-    return cluster_score(n for n in nl if n.group == gdx)
+    return cluster_score(n for n in nl.values() if n.group == gdx)
 
 
 def _failover_to_any(nl: Nodes, il: Insts, idx: int, gdx: int, targets: list[int]) -> tuple[Nodes, Insts]:
@@ -257,7 +257,7 @@ def _failover_to_any(nl: Nodes, il: Insts, idx: int, gdx: int, targets: list[int
             new_t = add_pri(nl[t], inst, True)
         except NodeFail:
             continue
-        new_nl = list(nl)
+        new_nl = dict(nl)
         new_nl[inst.pnode], new_nl[t] = remove_pri(old, inst), new_t
         score = _group_score(new_nl, gdx)
         if best is None or not best[2] < score:
@@ -282,7 +282,7 @@ def can_evacuate(nl: Nodes, il: Insts, node: Node) -> bool:
         others = [i for i in node.p_list if il[i].template != "drbd"]
         for i in drbd:
             nl, il = _failover(nl, il, i, True)
-        escape = [n.idx for n in nl if n.group == node.group and n.idx != node.idx]
+        escape = [n.idx for n in nl.values() if n.group == node.group and n.idx != node.idx]
         for i in [i for i in others if il[i].template in MOVABLE]:
             nl, il = _failover_to_any(nl, il, i, node.group, escape)
         rest = sorted((il[i] for i in others if il[i].template not in MOVABLE), key=lambda x: -x.mem)
@@ -295,7 +295,7 @@ def can_evacuate(nl: Nodes, il: Insts, node: Node) -> bool:
 
 def redundant(nl: Nodes, il: Insts) -> bool:
     """``redundant``: every node (offline ones too) can be evacuated."""
-    return all(can_evacuate(nl, il, n) for n in nl)
+    return all(can_evacuate(nl, il, n) for n in nl.values())
 
 
 # ------------------------------------------------------------------------------ groups
@@ -313,7 +313,7 @@ def _has_networks(group: GroupInfo, inst: Inst) -> bool:
 
 def find_best_group(opts: Options, model: Model, nl: Nodes, il: Insts, inst: Inst, count: int,
                     allowed: list[int] | None = None) -> tuple[GroupInfo, Solution, list[str]]:
-    present = sorted({n.group for n in nl})
+    present = sorted({n.group for n in nl.values()})
     groups = [model.groups[g] for g in present if allowed is None or g in allowed]
     if not groups:
         shown = "Nothing" if allowed is None else f"Just [{','.join(map(str, allowed))}]"
@@ -321,11 +321,10 @@ def find_best_group(opts: Options, model: Model, nl: Nodes, il: Insts, inst: Ins
                          f"[{','.join(model.groups[g].haskell() for g in present)}]")
     msgs = [f"group {g.name} is not connected to a network required by instance {inst.name}"
             for g in groups if not _has_networks(g, inst)]
-    msgs.reverse()
     results: list[tuple[GroupInfo, Solution | str]] = []
     for group in (g for g in groups if _has_networks(g, inst)):
         try:
-            targets = _alloc_nodes(opts, [n for n in nl if n.group == group.idx], count)
+            targets = _alloc_nodes(opts, [n for n in nl.values() if n.group == group.idx], count)
             results.append((group, try_alloc(opts, nl, il, inst, targets, count)))
         except AllocError as exc:
             results.append((group, str(exc)))
@@ -350,10 +349,11 @@ def try_group_alloc(opts: Options, model: Model, nl: Nodes, il: Insts, name: str
         raise AllocError(f"Unknown group '{name}'")
     if not _has_networks(group, inst):
         raise AllocError(f"The group {group.name} is not connected to a network required by instance {inst.name}")
-    members = [n for n in nl if n.group == group.idx]
+    members = [n for n in nl.values() if n.group == group.idx]
     ids = {n.idx for n in members}
     group_il = {i: x for i, x in il.items() if x.pnode in ids}
-    sol = try_alloc(opts, nl, group_il, inst, _alloc_nodes(opts, members, count), count)
+    group_nl = {n.idx: n for n in members}  # hail's findAllocation: the group alone, score and N+1 included
+    sol = try_alloc(opts, group_nl, group_il, inst, _alloc_nodes(opts, members, count), count)
     return attrs.evolve(sol, log=tuple(_group_description(group, sol)))
 
 
@@ -361,7 +361,7 @@ def alloc_list(opts: Options, model: Model, requests: list[tuple[Inst, int, str 
                ) -> list[tuple[Inst, Solution]]:
     """``allocList`` (multi-allocate): one after the other, each seeing the ones before;
     one that cannot be placed fails the whole request (AllocError), as in hail."""
-    nl, il = list(model.nodes), dict(model.instances)
+    nl, il = dict(enumerate(model.nodes)), dict(model.instances)
     out = []
     for inst, count, group in requests:
         if group is None:

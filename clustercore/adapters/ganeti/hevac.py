@@ -15,7 +15,7 @@ from clustercore.adapters.ganeti.hnode import EXTERNAL, Inst, Node, NodeFail, ad
 
 __all__ = ["EvacFailed", "Evacuation", "allocate_secondary", "change_group", "node_evacuate"]
 
-Nodes = list[Node]
+Nodes = dict[int, Node]  # by index; a group's view holds only its nodes
 Insts = dict[int, Inst]
 
 
@@ -60,7 +60,7 @@ def failover(nl: Nodes, il: Insts, idx: int, force: bool) -> tuple[Nodes, Insts]
     int_p, int_s = remove_pri(old_p, inst), remove_sec(old_s, inst)
     new_p = add_pri(int_s, inst, old_p.offline or force)
     new_s = add_sec(int_p, inst, inst.snode, old_p.offline or force, ignore_disks=old_p.offline)
-    nl = list(nl)
+    nl = dict(nl)
     nl[inst.pnode], nl[inst.snode] = new_s, new_p
     return nl, {**il, idx: attrs.evolve(inst, pnode=inst.snode, snode=inst.pnode)}
 
@@ -69,7 +69,7 @@ def failover_to_any(nl: Nodes, il: Insts, idx: int, target: int, force: bool) ->
     inst = il[idx]
     old = nl[inst.pnode]
     new_t = add_pri(nl[target], inst, old.offline or force)
-    nl = list(nl)
+    nl = dict(nl)
     nl[target] = new_t
     nl[inst.pnode] = remove_pri(old, inst)
     return nl, {**il, idx: attrs.evolve(inst, pnode=target)}
@@ -84,7 +84,7 @@ def replace_secondary(nl: Nodes, il: Insts, idx: int, target: int, force: bool) 
     new_inst = attrs.evolve(inst, snode=target, location_score=len(shared))
     new_s = add_sec(nl[target], new_inst, inst.pnode, old_s.offline or force)
     new_p = add_pri(pnode, new_inst, True)
-    nl = list(nl)
+    nl = dict(nl)
     nl[inst.snode] = int_s
     nl[target] = new_s
     nl[inst.pnode] = new_p
@@ -92,7 +92,7 @@ def replace_secondary(nl: Nodes, il: Insts, idx: int, target: int, force: bool) 
 
 
 def _group_score(nl: Nodes, gdx: int) -> float:
-    return cluster_score(n for n in nl if n.group == gdx)
+    return cluster_score(n for n in nl.values() if n.group == gdx)
 
 
 def _one_node_only(opts: Options, nl: Nodes, il: Insts, inst: Inst, gdx: int, avail: list[int]
@@ -201,9 +201,9 @@ def _result(model: Model, nl: Nodes, il: Insts, idx: int, gdx_of: int) -> list[A
 
 def node_evacuate(opts: Options, model: Model, mode: str, idxs: list[int]) -> Evacuation:
     """``tryNodeEvac``: each instance in turn, off the nodes being evacuated and offline ones."""
-    nl, il = list(model.nodes), dict(model.instances)
-    excluded = _evac_nodes(il, mode, idxs) | {n.idx for n in nl if n.offline}
-    groups = {g: [n.idx for n in nl if n.group == g] for g in sorted({n.group for n in nl})}
+    nl, il = dict(enumerate(model.nodes)), dict(model.instances)
+    excluded = _evac_nodes(il, mode, idxs) | {n.idx for n in nl.values() if n.offline}
+    groups = {g: [n.idx for n in nl.values() if n.group == g] for g in sorted({n.group for n in nl.values()})}
     out = Evacuation([], [], [])
     for idx in idxs:
         inst = il[idx]
@@ -222,11 +222,11 @@ def node_evacuate(opts: Options, model: Model, mode: str, idxs: list[int]) -> Ev
 def change_group(opts: Options, model: Model, idxs: list[int], targets: list[int]) -> Evacuation:
     """``tryChangeGroup``: each instance to the best allowed other group, then evacuated
     there with all its nodes."""
-    nl, il = list(model.nodes), dict(model.instances)
+    nl, il = dict(enumerate(model.nodes)), dict(model.instances)
     evac_groups = {nl[il[i].pnode].group for i in idxs}
     allowed = [g for g in (targets or [g.idx for g in model.groups]) if g not in evac_groups]
-    offline = {n.idx for n in nl if n.offline}
-    groups = {g: [n.idx for n in nl if n.group == g] for g in sorted({n.group for n in nl})}
+    offline = {n.idx for n in nl.values() if n.offline}
+    groups = {g: [n.idx for n in nl.values() if n.group == g] for g in sorted({n.group for n in nl.values()})}
     out = Evacuation([], [], [])
     for idx in idxs:
         inst = il[idx]
@@ -251,9 +251,9 @@ def allocate_secondary(opts: Options, model: Model, idx: int) -> Solution:
     inst = model.instances[idx]
     if inst.snode >= 0:
         raise AllocError("Instance already has a secondary")
-    nl = list(model.nodes)
+    nl = dict(enumerate(model.nodes))
     pnode = remove_pri(nl[inst.pnode], inst)
     nl[inst.pnode] = pnode
     drbd = attrs.evolve(inst, template="drbd")
-    secondaries = [n.idx for n in nl if n.group == pnode.group and n.idx != inst.pnode]
+    secondaries = [n.idx for n in nl.values() if n.group == pnode.group and n.idx != inst.pnode]
     return try_alloc(opts, nl, dict(model.instances), drbd, [(inst.pnode, secondaries)], 2)

@@ -158,7 +158,7 @@ def _node(name: str, nd: Mapping[str, Any], idx: int, group: GroupInfo, ctags: l
                 f_mem=get("free_memory"), t_dsk=t_dsk, f_dsk=f_dsk, t_cpu=float(get("total_cpus")),
                 n_cpu=get("reserved_cpus"), t_spindles=spindles, f_spindles=f_sp,
                 offline=not live or flag(nd, "drained", where, False), excl=excl, tags=node_tags,
-                location_tags=frozenset(t for t in node_tags if any(t.startswith(p) for p in prefixes)),
+                location_tags=frozenset(t for t in node_tags if any(t.startswith(p + ":") for p in prefixes)),
                 ipolicy=group.ipolicy, vcpu_ratio=ratio(group.ipolicy, "vcpu-ratio", where, 4.0),
                 hi_spindles=ratio(group.ipolicy, "spindle-ratio", where, 32.0) * spindles)
     p_dsk = node.new_p_dsk(f_sp, f_dsk)

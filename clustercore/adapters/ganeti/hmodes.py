@@ -86,9 +86,9 @@ def allocate(cluster: GanetiCluster, request: Mapping[str, Any], opts: Options) 
     group = request.get("group_name")
     try:
         if isinstance(group, str):
-            sol = try_group_alloc(opts, model, list(model.nodes), dict(model.instances), group, inst, count)
+            sol = try_group_alloc(opts, model, dict(enumerate(model.nodes)), dict(model.instances), group, inst, count)
         else:
-            sol = try_mg_alloc(opts, model, list(model.nodes), dict(model.instances), inst, count)
+            sol = try_mg_alloc(opts, model, dict(enumerate(model.nodes)), dict(model.instances), inst, count)
     except AllocError as exc:
         return _reply(False, f"Request failed: {exc}", [])
     if sol.best is None:
