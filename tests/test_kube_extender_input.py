@@ -149,8 +149,9 @@ def test_keys_are_decoded_case_insensitively() -> None:
     extender = Extender([node("n1"), node("n2", cpu="100m")])
     lower = ExtenderArgs.decode({"pod": pod(), "nodenames": ["n1", "n2"]})
     assert extender.filter(lower).node_names == ("n1",)
-    mixed = ExtenderArgs.decode({"POD": pod(), "nodeNames": ["n2"], "NodeNames": ["n1"]})
-    assert mixed.node_names == ("n1",)  # an exact match wins, as in encoding/json
+    # Every spelling fills the field, the last one wins, as in encoding/json
+    assert ExtenderArgs.decode({"POD": pod(), "nodeNames": ["n2"], "NodeNames": ["n1"]}).node_names == ("n1",)
+    assert ExtenderArgs.decode({"Pod": pod(), "NodeNames": ["n1"], "nodenames": ["n2"]}).node_names == ("n2",)
 
 
 KEYS = ["zone", "cores", "disk"]

@@ -3,9 +3,10 @@
 kube-scheduler marshals the v1 structs with Go's ``encoding/json`` and no struct tags, so
 the keys are the Go field names (``Pod``, ``Nodes``, ``NodeNames``, ``FailedNodes``...) and
 no field is ever omitted: a nil pointer, map or slice is ``null``, an empty string ``""``.
-Go decodes keys case-insensitively (an exact match first, then any spelling), ignores
-unknown keys and takes ``null`` for an absent value; :func:`field` does the same, and we
-apply it to the Pod and Node documents inside too (their keys are the API's camelCase).
+Go decodes keys case-insensitively (a key in any spelling fills the field; of two, the
+later wins), ignores unknown keys and takes ``null`` for an absent value; :func:`field`
+does the same, and we apply it to the Pod and Node documents inside too (their keys are
+the API's camelCase).
 
 Anything of the wrong type is a :class:`~clustercore.errors.ValidationError` naming the
 dotted field; the server answers it with 400 and the message.
@@ -26,6 +27,7 @@ The Go types, for reference (``extender/v1/types.go``)::
 
 from __future__ import annotations
 
+import functools
 import json
 import operator
 import re
@@ -49,15 +51,20 @@ UID = re.compile(r"[A-Za-z0-9-]{0,64}")
 
 
 def field(doc: Doc, name: str) -> Any:
-    """``doc[name]`` as Go's encoding/json finds it: the exact key, else the first key equal
-    to ``name`` under case folding; None when absent."""
-    if name in doc:
-        return doc[name]
-    folded = name.casefold()
+    """``doc[name]`` as Go's encoding/json fills the field ``name``: every key equal to it
+    under case folding lands in it, so the last such key wins (``{"Pod": a, "pod": b}``
+    gives ``b``); None when there is none."""
+    folded = _folded(name)
+    found = None
     for key, value in doc.items():
-        if key.casefold() == folded:
-            return value
-    return None
+        if key == name or (key.casefold() == folded if isinstance(key, str) else False):
+            found = value
+    return found
+
+
+@functools.lru_cache(maxsize=256)
+def _folded(name: str) -> str:
+    return name.casefold()
 
 
 def _short(value: Any) -> Any:
