@@ -3,7 +3,7 @@
 Nodes reach the extender in one of two ways, as kube-scheduler's ``nodeCacheCapable`` says:
 
 * false: every filter and prioritize call carries the candidate Node documents; the
-  extender builds a table of them for that call (slower: a few ms per thousand nodes);
+  extender builds a table of them for each call (~80 ms per thousand nodes);
 * true: calls carry node names only; the extender judges them against its node cache,
   which is loaded from a NodeList (``kubectl get nodes -o json``) given at start
   (``--nodes FILE``) or sent later with ``PUT /nodes``. The cache is a
@@ -13,7 +13,7 @@ Nodes reach the extender in one of two ways, as kube-scheduler's ``nodeCacheCapa
 
 Deciding goes through clustercore's :class:`~clustercore.scheduling.engine.Scheduler`: its
 filters are replaced by the Kubernetes ones (:mod:`.rules`) and its weighers are
-:data:`WEIGHERS`; each weigher is normalised over the nodes to score (min-max, as the
+:func:`weighers`; each weigher is normalised over the nodes to score (min-max, as the
 engine does) and the weighted sum is scaled to 0..:data:`~.wire.MAX_PRIORITY`.
 
 ``bind`` creates the pod's Binding through the Kubernetes API with a :class:`Binder`
@@ -131,7 +131,7 @@ class Extender:
         offered = np.zeros(table.size, dtype=bool)
         offered[rows[rows >= 0]] = True
         scheduler = Scheduler(table.snapshot, policy=NONE)
-        scheduler.filters = kube_filters(table, offered)  # type: ignore[assignment]
+        scheduler.filters = kube_filters(table, offered)
         scheduler.weighers = weighers(table)
         return scheduler
 

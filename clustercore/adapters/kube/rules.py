@@ -30,6 +30,7 @@ import numpy as np
 
 from clustercore.adapters.kube.mapping import UNSCHEDULABLE_TAINT, NodeInfo, Requirement, Taint, Term, pod_info
 from clustercore.model import Host, Workload
+from clustercore.scheduling.engine import Filter
 from clustercore.scheduling.snapshot import Floats, Mask, Snapshot
 
 UNSCHEDULABLE = "node(s) were unschedulable"
@@ -224,7 +225,7 @@ class NodeResourcesFit:
         return out
 
 
-def kube_filters(table: NodeTable, offered: Mask) -> tuple[object, ...]:
+def kube_filters(table: NodeTable, offered: Mask) -> tuple[Filter, ...]:
     """The filters in kube-scheduler's order, after the offered-nodes mask."""
     return (Offered(offered), NodeUnschedulable(table), NodeName(table), TaintToleration(table), NodeAffinity(table),
             NodeResourcesFit(table))
