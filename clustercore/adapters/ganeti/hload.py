@@ -189,6 +189,8 @@ def load(data: Mapping[str, Any], static_kvm_memory: int = 4096) -> Model:
         where = [index[n] for n in raw.get("nodes") or []]
         if not where:
             raise RequestError(f"instances.{name}.nodes: empty node list for instance {name}")
+        if raw.get("disk_template") == "drbd" and len(where) < 2:
+            raise RequestError(f"instances.{name}.nodes: a drbd instance needs a primary and a secondary")
         inst = parse_instance(raw, name, prefixes, where[0], where[1] if len(where) > 1 else -1, i)
         if inst.snode >= 0:
             shared = nodes[inst.pnode].location_tags & nodes[inst.snode].location_tags
