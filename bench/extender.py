@@ -47,7 +47,7 @@ def nodes(count: int = NODES, seed: int = 1) -> list[dict[str, Any]]:
             taints.append({"key": "spot", "value": "", "effect": "PreferNoSchedule"})
         size = rng.randrange(3)
         out.append({
-            "metadata": {"name": name, "uid": f"uid-{name}", "labels": {
+            "metadata": {"name": name, "uid": f"uid-{name}", "resourceVersion": str(100_000 + i), "labels": {
                 "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
                 "topology.kubernetes.io/zone": f"zone-{i % 3}",
                 "node.kubernetes.io/instance-type": ("m5.xlarge", "m5.2xlarge", "m5.4xlarge")[size],

@@ -39,11 +39,12 @@ from starlette.testclient import TestClient
 from clustercore.adapters.kube import (
     UNKNOWN_NODE,
     Extender,
+    ExtenderArgs,
     ExtenderServer,
     KubeApiBinder,
     create_app,
 )
-from tests.kube_support import Cluster, doc, node, pod
+from tests.kube_support import Cluster, args, doc, node, pod
 
 PORT = 23990
 REPO = Path(__file__).resolve().parent.parent
@@ -275,3 +276,16 @@ def test_cli_serves_the_extender_until_sigterm(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "clustercore.cli", "extender", "--cert", "x.pem"],
                          capture_output=True, text=True, env=env, timeout=30)
     assert bad.returncode == 2 and "--cert and --key go together" in bad.stderr, bad.stderr
+
+
+def test_node_documents_are_read_again_only_when_their_resource_version_changes() -> None:
+    extender = Extender()
+    first = node("n1")
+    first["metadata"]["resourceVersion"] = "7"
+    assert extender.filter(ExtenderArgs.decode(args(pod(), [first], cache=False))).nodes == (first,)
+    shrunk = node("n1", cpu="100m")
+    shrunk["metadata"]["resourceVersion"] = "8"  # the API server's new version of the node
+    assert extender.filter(ExtenderArgs.decode(args(pod(), [shrunk], cache=False))).unresolvable == \
+        {"n1": "Insufficient cpu"}
+    shrunk["metadata"]["resourceVersion"] = "7"  # an old version's number: what was read for it holds
+    assert extender.filter(ExtenderArgs.decode(args(pod(), [shrunk], cache=False))).nodes == (shrunk,)

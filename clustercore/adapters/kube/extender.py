@@ -3,7 +3,8 @@
 Nodes reach the extender in one of two ways, as kube-scheduler's ``nodeCacheCapable`` says:
 
 * false: every filter and prioritize call carries the candidate Node documents; the
-  extender builds a table of them for each call (~80 ms per thousand nodes);
+  extender builds a table of them for each call, reading again only the nodes whose
+  ``(name, resourceVersion)`` it has not seen (see :func:`node_table`);
 * true: calls carry node names only; the extender judges them against its node cache,
   which is loaded from a NodeList (``kubectl get nodes -o json``) given at start
   (``--nodes FILE``) or sent later with ``PUT /nodes``. The cache is a
@@ -75,18 +76,41 @@ def rows_of(table: NodeTable, names: Sequence[str]) -> np.ndarray:
     return np.fromiter(map(table.snapshot.index.get, names, repeat(-1)), dtype=np.int64, count=len(names))
 
 
-def node_table(nodes: Sequence[Doc], where: str = "Nodes.items") -> NodeTable:
+#: How many parsed nodes :class:`Extender` keeps by (name, resourceVersion) for requests
+#: that carry Node documents; the memo starts over when it is full.
+PARSED_NODES = 50_000
+
+
+def node_table(nodes: Sequence[Doc], where: str = "Nodes.items",
+               parsed: dict[tuple[str, str], tuple[Host, NodeInfo]] | None = None) -> NodeTable:
     """A table of Node documents (``table.order``: their names as given); a name twice is
-    refused."""
+    refused. With ``parsed``, a node whose name and ``metadata.resourceVersion`` were seen
+    before is not read again (the API server gives every change a new resourceVersion)."""
     hosts: list[tuple[Host, NodeInfo]] = []
     seen: set[str] = set()
     for i, doc in enumerate(nodes):
-        host, info = node_host(doc, f"{where}[{i}]")
+        key = _version(doc) if parsed is not None else None
+        known = parsed.get(key) if parsed is not None and key is not None else None
+        if known is None:
+            known = node_host(doc, f"{where}[{i}]")
+            if parsed is not None and key is not None:
+                if len(parsed) >= PARSED_NODES:
+                    parsed.clear()
+                parsed[key] = known
+        host, info = known
         if host.name in seen:
             raise bad("NodeList", f"{where}[{i}].metadata.name", "names a node twice", host.name)
         seen.add(host.name)
         hosts.append((host, info))
     return NodeTable(hosts)
+
+
+def _version(doc: Doc) -> tuple[str, str] | None:
+    meta = field(doc, "metadata")
+    if not isinstance(meta, dict):
+        return None
+    name, version = field(meta, "name"), field(meta, "resourceVersion")
+    return (name, version) if isinstance(name, str) and isinstance(version, str) and version else None
 
 
 class Extender:
@@ -97,6 +121,7 @@ class Extender:
         self.binder = binder
         self._lock = threading.Lock()
         self._table: NodeTable | None = None
+        self._parsed: dict[tuple[str, str], tuple[Host, NodeInfo]] = {}
         if nodes is not None:
             self.set_nodes(nodes)
 
@@ -119,7 +144,7 @@ class Extender:
         """The table to judge against, the names asked for (in order) and their rows there
         (-1 where unknown)."""
         if args.nodes is not None:
-            table = node_table(args.nodes)
+            table = node_table(args.nodes, parsed=self._parsed)
             names = list(table.order)
         else:
             table = self._table or NodeTable([])
