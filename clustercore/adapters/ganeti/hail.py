@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 import attrs
 
 from clustercore.adapters.ganeti.hload import GroupInfo, Model
-from clustercore.adapters.ganeti.hmetrics import cluster_score
+from clustercore.adapters.ganeti.hmetrics import Stats, cluster_score
 from clustercore.adapters.ganeti.hnode import (
     MOVABLE,
     Fail,
@@ -53,10 +53,21 @@ class AllocError(Exception):
 
 @attrs.frozen
 class Element:
-    nodes: Mapping[int, Node]  # the node list after the placement
+    """A placement: the node list before it and the nodes it changed (built on demand)."""
+
+    base: Mapping[int, Node]
+    changed: tuple[Node, ...]
     inst: Inst
     chosen: tuple[int, ...]
     score: float
+
+    @property
+    def nodes(self) -> dict[int, Node]:
+        """The node list after the placement."""
+        out = dict(self.base)
+        for node in self.changed:
+            out[node.idx] = node
+        return out
 
 
 @attrs.frozen
@@ -101,7 +112,7 @@ def describe(sol: Solution) -> str:
     reasons = ", ".join(f"{mode.name}: {n}" for mode, n in counts if n)
     if sol.best is None:
         return "No valid allocation solutions, failure reasons: " + (reasons if sol.failures else "unknown reasons")
-    names = "/".join(sol.best.nodes[i].name for i in sol.best.chosen)
+    names = "/".join(sol.best.base[i].name for i in sol.best.chosen)
     return (f"score: {sol.best.score:.8f}, successes {sol.allocs}, failures {len(sol.failures)} ({reasons}) "
             f"for node(s) {names}")
 
@@ -155,7 +166,9 @@ def policy_failure(inst: Inst, node: Node) -> Fail | None:
 # ------------------------------------------------------------------------------ placing
 
 
-def on_single(opts: Options, nl: Nodes, inst: Inst, pdx: int, force: bool | None = None) -> Element | Fail:
+def on_single(opts: Options, nl: Nodes, inst: Inst, pdx: int, force: bool | None = None,
+              stats: Stats | None = None) -> Element | Fail:
+    """``allocateOnSingle``: ``inst`` on node ``pdx``, scored on the whole node list."""
     node = nl[pdx]
     fail = policy_failure(inst, node)
     if fail:
@@ -165,12 +178,12 @@ def on_single(opts: Options, nl: Nodes, inst: Inst, pdx: int, force: bool | None
         new_p = add_pri(node, new_inst, opts.ignore_soft_errors if force is None else force)
     except NodeFail as exc:
         return exc.mode
-    new_nl = dict(nl)
-    new_nl[pdx] = new_p
-    return Element(new_nl, new_inst, (pdx,), cluster_score(new_nl.values()))
+    stats = stats or Stats.of(nl.values())
+    return Element(nl, (new_p,), new_inst, (pdx,), stats.replaced([(node, new_p)]).score())
 
 
-def on_pair(opts: Options, nl: Nodes, inst: Inst, pdx: int, sdx: int) -> Element | Fail:
+def on_pair(opts: Options, stats: Stats, nl: Nodes, inst: Inst, pdx: int, sdx: int) -> Element | Fail:
+    """``allocateOnPair``: primary ``pdx``, secondary ``sdx``, scored incrementally as hail does."""
     p, s = nl[pdx], nl[sdx]
     fail = policy_failure(inst, p)
     if fail:
@@ -182,9 +195,8 @@ def on_pair(opts: Options, nl: Nodes, inst: Inst, pdx: int, sdx: int) -> Element
         new_s = add_sec(s, new_inst, pdx)
     except NodeFail as exc:
         return exc.mode
-    new_nl = dict(nl)
-    new_nl[pdx], new_nl[sdx] = new_p, new_s
-    return Element(new_nl, new_inst, (pdx, sdx), cluster_score(new_nl.values()))
+    return Element(nl, (new_p, new_s), new_inst, (pdx, sdx),
+                   stats.replaced([(p, new_p), (s, new_s)], keep_zero=True).score())
 
 
 def _alloc_nodes(opts: Options, nl: list[Node], count: int) -> list[int] | list[tuple[int, list[int]]]:
@@ -202,17 +214,18 @@ def _alloc_nodes(opts: Options, nl: list[Node], count: int) -> list[int] | list[
 def try_alloc(opts: Options, nl: Nodes, il: Insts, inst: Inst, targets: list[int] | list[tuple[int, list[int]]],
               count: int) -> Solution:
     keep: Callable[[Element], bool] = (lambda e: redundant(*_with(e, il))) if opts.capacity else (lambda e: True)
+    stats = Stats.of(nl.values())
     if count == 2:
         if not targets:
             raise AllocError("Not enough online nodes")
         total = Solution()
         for p, secondaries in targets:  # type: ignore[misc]
-            results = [on_pair(opts, nl, inst, p, s) for s in secondaries]
+            results = [on_pair(opts, stats, nl, inst, p, s) for s in secondaries]
             total = _sum(total, _collect(results, keep))
         return attrs.evolve(total, log=(describe(total), *total.log))
     if not targets:
         raise AllocError("No online nodes")
-    sol = _collect([on_single(opts, nl, inst, p) for p in targets], keep)  # type: ignore[arg-type]
+    sol = _collect([on_single(opts, nl, inst, p, stats=stats) for p in targets], keep)  # type: ignore[arg-type]
     return attrs.evolve(sol, log=(describe(sol), *sol.log))
 
 
@@ -269,7 +282,8 @@ def _failover_to_any(nl: Nodes, il: Insts, idx: int, gdx: int, targets: list[int
 
 def _recreate(nl: Nodes, il: Insts, inst: Inst, targets: list[int]) -> tuple[Nodes, Insts]:
     opts = Options(ignore_soft_errors=True)
-    sol = _collect([on_single(opts, nl, inst, t) for t in targets], lambda e: True)
+    stats = Stats.of(nl.values())
+    sol = _collect([on_single(opts, nl, inst, t, stats=stats) for t in targets], lambda e: True)
     if sol.best is None:
         raise NodeFail(Fail.FailN1)
     return _with(sol.best, il)

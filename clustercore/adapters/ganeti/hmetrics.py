@@ -17,7 +17,7 @@ import attrs
 
 from clustercore.adapters.ganeti.hnode import Node, div
 
-__all__ = ["METRICS", "Metric", "cluster_score", "components"]
+__all__ = ["METRICS", "Metric", "Stats", "cluster_score", "components"]
 
 
 @attrs.frozen
@@ -106,3 +106,79 @@ def cluster_score(nodes: Iterable[Node]) -> float:
     for metric, value in components(nodes):
         total += metric.weight * value
     return total
+
+
+@attrs.frozen
+class Stats:
+    """The score's statistics of a node list, updatable one node at a time with Ganeti's own
+    formulas (``updateStatistics``: what hail uses to score DRBD pairs), so that scoring a
+    candidate costs the nodes it changes, not the whole cluster."""
+
+    values: tuple[tuple[float, float, float], ...]  # per metric: (count, sum, variance) or (0, sum, 0)
+    tags: dict[tuple[str, str], int]
+
+    @classmethod
+    def of(cls, nodes: Iterable[Node]) -> Stats:
+        ordered = sorted(nodes, key=lambda n: n.idx)
+        online = [n for n in ordered if not n.offline]
+        offline = [n for n in ordered if n.offline]
+        values = []
+        for metric in METRICS:
+            if metric.statistic == "std":
+                xs = [metric.value(n) for n in online]
+                total = _sum(xs)
+                count = float(len(xs))
+                mean = div(total, count)
+                nvar = 0.0
+                for x in xs:
+                    nvar += (x - mean) * (x - mean)
+                values.append((count, total, div(nvar, count)))
+            elif metric.statistic == "offline-sum":
+                values.append((0.0, _sum(metric.value(n) for n in offline), 0.0))
+            else:
+                values.append((0.0, _sum(metric.value(n) for n in online), 0.0))
+        tags: dict[tuple[str, str], int] = {}
+        for n in online:
+            for key, count in n.instance_map.items():
+                tags[key] = tags.get(key, 0) + count
+        return cls(tuple(values), tags)
+
+    def replaced(self, changes: Iterable[tuple[Node, Node]], keep_zero: bool = False) -> Stats:
+        """The statistics once each ``old`` node is replaced by ``new``. ``keep_zero``: a
+        (location, tag) pair whose count drops to zero still counts in the exclusion score,
+        as in hail's incremental update (its pair scoring); otherwise as computed afresh."""
+        values = list(self.values)
+        tags = self.tags
+        for old, new in changes:
+            for k, metric in enumerate(METRICS):
+                if (metric.statistic == "offline-sum") != old.offline or metric.statistic == "map":
+                    continue
+                x, y = metric.value(old), metric.value(new)
+                n, s, var = values[k]
+                if metric.statistic == "std":
+                    ds, dss = y - x, y * y - x * x
+                    dnnvar = (n * dss - 2 * s * ds) - ds * ds
+                    values[k] = (n, s + ds, max(0.0, var + div(dnnvar, n * n)))
+                else:
+                    values[k] = (n, s + (y - x), var)
+            if not old.offline and (old.instance_map or new.instance_map):
+                tags = dict(tags)
+                for key, count in old.instance_map.items():
+                    tags[key] = tags.get(key, 0) - count
+                for key, count in new.instance_map.items():
+                    tags[key] = tags.get(key, 0) + count
+                if not keep_zero:
+                    tags = {k: c for k, c in tags.items() if c != 0}
+        return Stats(tuple(values), tags)
+
+    def score(self) -> float:
+        total = 0.0
+        for metric, (_, s, var) in zip(METRICS, self.values, strict=True):
+            if metric.statistic == "std":
+                value = math.sqrt(var) if var >= 0 else math.nan
+            elif metric.statistic == "map":
+                value = float(sum(self.tags.values()) - len(self.tags))
+            else:
+                value = s
+            total += metric.weight * value
+        return total

@@ -93,7 +93,7 @@ def allocate(cluster: GanetiCluster, request: Mapping[str, Any], opts: Options) 
         return _reply(False, f"Request failed: {exc}", [])
     if sol.best is None:
         return _reply(False, f"Request failed: {_info(sol)}", [])
-    return _reply(True, f"Request successful: {_info(sol)}", [sol.best.nodes[i].name for i in sol.best.chosen])
+    return _reply(True, f"Request successful: {_info(sol)}", [sol.best.base[i].name for i in sol.best.chosen])
 
 
 def multi_allocate(cluster: GanetiCluster, request: Mapping[str, Any], opts: Options) -> dict[str, Any]:
@@ -109,7 +109,7 @@ def multi_allocate(cluster: GanetiCluster, request: Mapping[str, Any], opts: Opt
         done = alloc_list(opts, model, wanted)
     except AllocError as exc:
         return _reply(False, f"Request failed: {exc}", [])
-    placed = [[inst.name, [sol.best.nodes[i].name for i in sol.best.chosen]] for inst, sol in done if sol.best]
+    placed = [[inst.name, [sol.best.base[i].name for i in sol.best.chosen]] for inst, sol in done if sol.best]
     failed = [[inst.name, describe(sol)] for inst, sol in done if sol.best is None]
     info = f"{len(failed)} instances failed to allocate and {len(placed)} were allocated successfully"
     return _reply(True, f"Request successful: {info}", [placed, failed])
@@ -195,4 +195,4 @@ def allocate_secondary(cluster: GanetiCluster, request: Mapping[str, Any], opts:
         return _reply(False, f"Request failed: {exc}", [])
     if sol.best is None:
         return _reply(False, f"Request failed: {_info(sol)}", [])
-    return _reply(True, f"Request successful: {_info(sol)}", sol.best.nodes[sol.best.chosen[1]].name)
+    return _reply(True, f"Request successful: {_info(sol)}", sol.best.base[sol.best.chosen[1]].name)
