@@ -1,28 +1,25 @@
-"""Ganeti IAllocator adapter: clustercore's scheduler answering Ganeti's allocator protocol.
+"""Ganeti IAllocator adapter: ``clustercore-iallocator`` answering Ganeti's allocator protocol
+as hail 3.0.2 does.
 
-``clustercore-iallocator FILE`` reads an IAllocator request (version 2) and prints
-``{"success", "info", "result"}`` exactly as Ganeti's ``hail`` does, for ``allocate`` (one
-node, or two for DRBD: primary and secondary), ``relocate`` (a new DRBD secondary),
-``multi-allocate`` and ``node-evacuate`` (with the opcodes Ganeti runs).
+``clustercore-iallocator [OPTION...] FILE`` reads an IAllocator request (version 2) and
+prints ``{"success", "info", "result"}``: the answer, info text and failure counts hail gives
+for ``allocate``, ``multi-allocate``, ``relocate``, ``node-evacuate``, ``change-group`` and
+``allocate-secondary``, with hail's options (``--no-capacity-checks``,
+``--ignore-soft-errors``, ``--restrict-allocation-to=``, ``--static-kvm-node-memory=``).
+docs/ganeti.md describes it, the differential tests against the real hail, and the cases
+where parity is knowingly not attempted.
 
-How Ganeti's cluster maps onto the scheduler's snapshot (one host per node):
+The modules: :mod:`.hnode` (htools' node and instance bookkeeping), :mod:`.hload` (the
+request's cluster as hail loads it), :mod:`.hmetrics` (hbal's cluster score), :mod:`.hail`
+(allocation, group choice, global N+1 capacity checks), :mod:`.hevac` (moves and
+evacuations), :mod:`.hmodes` (requests and answers); :mod:`.validate` reads every value
+first (its docstring lists the limits), so malformed input gives ``success: false`` with
+what was wrong, never a traceback.
 
-* memory: allocatable is the node's free memory above its N+1 reserve (``rMem``: the
-  most memory any one primary would fail over onto it as a DRBD secondary), so the
-  generic resource filter refuses what would break N+1;
-* cpu: allocatable is ``total_cpus - reserved_cpus``, used the vCPUs of its primaries,
-  with the group's ``vcpu-ratio`` as the CPU overcommit ratio;
-* ``disk`` (MiB) and ``spindles`` (with exclusive storage) are extended resources;
-* offline nodes are Down, drained or non-vm-capable ones unschedulable;
-* Ganeti's own rules are filters (exclusion tags), and the weigher is a Ganeti-style
-  cluster score (lower is better; see :func:`group_score`), so the engine picks what hail
-  would: the placement leaving the group best balanced.
-
-A DRBD secondary takes the instance's disk and raises its N+1 reserve; that is recorded as
-a second reservation on the secondary, so later decisions in a batch see it.
-Malformed input gives ``success: false`` with what was wrong; never a traceback. Every
-value is read through :mod:`~clustercore.adapters.ganeti.validate` (its docstring lists the
-limits and where we deliberately differ from hail).
+Dedicated clusters (every node of an allocable group with exclusive storage), where hail
+allocates by lost allocations, are still answered by the older allocator built on
+clustercore's Scheduler (:mod:`.cluster`, :mod:`.allocator`, :mod:`.score`): Ganeti's nodes
+as hosts, its rules as filters and a Ganeti-style score as the weigher.
 """
 
 from clustercore.adapters.ganeti.allocator import Allocator, Choice, ExclusionTagsFilter
