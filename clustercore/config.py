@@ -49,8 +49,8 @@ class ClusterConfig:
     (disks, cloud-init seeds, kernels) must lie: nothing is read or written outside them.
 
     :meth:`merged` applies a partial update (what ``Cluster.configure`` does with a
-    mapping): the fields it names change, nested ones (``liveness``, ``fencing``, ``statistics``, ``rebalance``) field by
-    field, every other setting stays."""
+    mapping): the fields it names change, nested ones (``liveness``, ``fencing``,
+    ``statistics``, ``rebalance``) field by field, every other setting stays."""
 
     name: str = "default"
     required_networks: frozenset[str] = frozenset()

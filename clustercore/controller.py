@@ -33,6 +33,7 @@ from clustercore.driver import migrates_storage
 from clustercore.errors import Conflict, NotLeader, StoreError
 from clustercore.events import Event, EventLog
 from clustercore.fencing import Fencer
+from clustercore.lifecycle import HostEvent
 from clustercore.maintenance import Drainer
 from clustercore.model import Host, HostReport, HostState, Workload
 from clustercore.operations import Operations
@@ -43,6 +44,7 @@ from clustercore.reconcile.fence import Fence
 from clustercore.reconcile.hosts import Hosts, Pending
 from clustercore.reconcile.observe import Observer, View
 from clustercore.reconcile.operations import Actions, OperationsRunner
+from clustercore.reconcile.powersaving import PowerSaving
 from clustercore.reconcile.probes import Probes
 from clustercore.reconcile.rebalance import Rebalance
 from clustercore.reconcile.recovery import Recovery
@@ -100,6 +102,11 @@ class Controller:
         self.rebalance = Rebalance(state, plugins, lambda: self.stats.loads,
                                    functools.partial(self.scheduler, moving=True), self.drain.move,
                                    self.drainer.executor, self.writer.record, act)
+        self.power = PowerSaving(lambda: self.stats.loads, functools.partial(self.scheduler, moving=True),
+                                 self.rebalance.movable, self.fence.fencer, self.drainer.executor,
+                                 lambda current, decision, now: self.commit(current, decision, now),
+                                 (actions.start_maintenance if actions is not None else self._prepare_maintenance),
+                                 self.writer.record, act)
         self.settle = Settle(state, plugins, self.calls, self.writer, self.observer,
                              lambda: self.drainer.moving() | self.recovery.launched(), act)
         self.operations = OperationsRunner(state, Operations(state.store, events, clock.now), self.drainer.executor,
@@ -109,6 +116,11 @@ class Controller:
         #: Seconds a pass may spend waiting on host calls in all (None: LOOKS x call_wait).
         self.wait_budget: float | None = None
         self._configured: object = None  # the config the flavors were last given
+
+    def _prepare_maintenance(self, name: str) -> None:
+        """Without an operator's API (a bare controller): the transition alone."""
+        current = self.state.host(name)
+        self.commit(current, Decision(current.value, HostEvent.PREPARE_MAINTENANCE, "power saving"), self.clock.now())
 
     def _reached(self, host: str) -> frozenset[str] | None:
         probe = self.observer.probes.get(host)
@@ -242,6 +254,7 @@ class Controller:
         self._record_watchdogs(view, conflicts)
         self.stats.sync(view, errors)  # after the looks: a pass never waits for a measure
         self.rebalance.sync(view, errors)
+        self.power.sync(view, errors)
         self.operations.sync(view, errors)
         self.events.maybe_prune()
 

@@ -14,15 +14,18 @@ The table (``*`` = any of the listed sources)::
     Connecting --HEARTBEAT_LOST--> NonResponsive --HEARTBEAT_RESUMED--> Initializing
     NonResponsive --FENCE--> Fencing --FENCED--> Down;  Fencing --FENCE_FAILED--> NonResponsive
     NonResponsive, Fencing --CONFIRM_DOWN--> Down       (operator: "host has been rebooted")
+    NonResponsive --SELF_FENCED--> Down                 (its watchdog surely reset it)
     Connecting, NonResponsive, Fencing --KDUMP_DETECTED--> Kdumping
     Up, NonOperational --PREPARE_MAINTENANCE--> PreparingForMaintenance --DRAINED--> Maintenance
-    InstallFailed, Down --PREPARE_MAINTENANCE--> Maintenance (nothing runs there to drain)
+    InstallFailed, Down, Standby --PREPARE_MAINTENANCE--> Maintenance (nothing runs there to drain)
     PreparingForMaintenance --CANCEL_MAINTENANCE--> Up
     Maintenance, NonOperational --ACTIVATE--> Initializing
     Maintenance --REBOOT--> Rebooting;  Maintenance, InstallFailed --REINSTALL--> Installing
-    Rebooting, Down, Kdumping --HEARTBEAT_RESUMED--> Initializing
+    Maintenance --STANDBY--> Standby (power saving powered it off) --WAKE--> Rebooting (powered on)
+    InstallFailed, Down, Standby --PREPARE_MAINTENANCE--> Maintenance
+    Rebooting, Down, Kdumping, Standby --HEARTBEAT_RESUMED--> Initializing
     Rebooting, Kdumping --HEARTBEAT_LOST--> NonResponsive (they took too long)
-    PendingApproval, InstallFailed, Maintenance, Down --REMOVE--> Removed
+    PendingApproval, InstallFailed, Maintenance, Down, Standby --REMOVE--> Removed
 
 Heartbeats (oVirt's model): a host is *seen* when its heartbeat key changes. A monitored
 host not seen for ``missed_beats * heartbeat_interval`` seconds goes Connecting; a
@@ -67,6 +70,8 @@ class HostEvent(enum.Enum):
     CONFIRM_DOWN = "confirm-down"
     KDUMP_DETECTED = "kdump-detected"
     REMOVE = "remove"
+    STANDBY = "standby"
+    WAKE = "wake"
 
     def __str__(self) -> str:
         return self.value
@@ -94,10 +99,10 @@ _ROWS: tuple[Row, ...] = (
     (E.RECOVERED, (S.NON_OPERATIONAL,), S.UP),
     (E.HEARTBEAT_MISSED, (S.UP, S.NON_OPERATIONAL, S.INITIALIZING, S.PREPARING_FOR_MAINTENANCE), S.CONNECTING),
     (E.HEARTBEAT_RESUMED, (S.CONNECTING,), PREVIOUS),
-    (E.HEARTBEAT_RESUMED, (S.NON_RESPONSIVE, S.REBOOTING, S.DOWN, S.KDUMPING), S.INITIALIZING),
+    (E.HEARTBEAT_RESUMED, (S.NON_RESPONSIVE, S.REBOOTING, S.DOWN, S.KDUMPING, S.STANDBY), S.INITIALIZING),
     (E.HEARTBEAT_LOST, (S.CONNECTING, S.REBOOTING, S.KDUMPING), S.NON_RESPONSIVE),
     (E.PREPARE_MAINTENANCE, (S.UP, S.NON_OPERATIONAL), S.PREPARING_FOR_MAINTENANCE),
-    (E.PREPARE_MAINTENANCE, (S.INSTALL_FAILED, S.DOWN), S.MAINTENANCE),
+    (E.PREPARE_MAINTENANCE, (S.INSTALL_FAILED, S.DOWN, S.STANDBY), S.MAINTENANCE),
     (E.DRAINED, (S.PREPARING_FOR_MAINTENANCE,), S.MAINTENANCE),
     (E.CANCEL_MAINTENANCE, (S.PREPARING_FOR_MAINTENANCE,), S.UP),
     (E.ACTIVATE, (S.MAINTENANCE, S.NON_OPERATIONAL), S.INITIALIZING),
@@ -108,7 +113,9 @@ _ROWS: tuple[Row, ...] = (
     (E.SELF_FENCED, (S.NON_RESPONSIVE,), S.DOWN),  # its watchdog surely reset it (clustercore.watchdog)
     (E.CONFIRM_DOWN, (S.NON_RESPONSIVE, S.FENCING), S.DOWN),
     (E.KDUMP_DETECTED, (S.CONNECTING, S.NON_RESPONSIVE, S.FENCING), S.KDUMPING),
-    (E.REMOVE, (S.PENDING_APPROVAL, S.INSTALL_FAILED, S.MAINTENANCE, S.DOWN), S.REMOVED),
+    (E.REMOVE, (S.PENDING_APPROVAL, S.INSTALL_FAILED, S.MAINTENANCE, S.DOWN, S.STANDBY), S.REMOVED),
+    (E.STANDBY, (S.MAINTENANCE,), S.STANDBY),  # power saving powered it off (clustercore.powersaving)
+    (E.WAKE, (S.STANDBY,), S.REBOOTING),  # powered on: back through Initializing once it beats
 )
 
 
@@ -230,7 +237,7 @@ def liveness_event(
         if silent > policy.connecting_after:
             return E.HEARTBEAT_MISSED, f"no heartbeat for {silent:.0f} s (limit {policy.connecting_after:.0f} s)"
         return None
-    if seen_since_change and state in (S.CONNECTING, S.NON_RESPONSIVE, S.REBOOTING, S.DOWN, S.KDUMPING):
+    if seen_since_change and state in (S.CONNECTING, S.NON_RESPONSIVE, S.REBOOTING, S.DOWN, S.KDUMPING, S.STANDBY):
         return E.HEARTBEAT_RESUMED, "heartbeat received"
     waited = now - host.since
     if state is S.CONNECTING:

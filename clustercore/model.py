@@ -86,6 +86,7 @@ class HostState(enum.Enum):
     KDUMPING = "Kdumping"
     FENCING = "Fencing"
     DOWN = "Down"
+    STANDBY = "Standby"  # emptied and powered off by power saving (clustercore.powersaving)
     REMOVED = "Removed"
 
     def __str__(self) -> str:

@@ -36,14 +36,15 @@ from clustercore.scheduling.engine import Scheduler
 from clustercore.scheduling.snapshot import Snapshot
 from clustercore.statistics import Load
 
-MODES = ("off", "evenly_distributed")
+MODES = ("off", "evenly_distributed", "power_saving")
 
 
 @attrs.frozen
 class RebalancePolicy:
     """Off by default. Defaults: oVirt's one-minute interval, Proxmox's hold (3 min) and
     Incus' cooldown idea (30 min); ``threshold`` and ``margin`` are shares (0.2: twenty
-    points of CPU or memory above the mean)."""
+    points of CPU or memory above the mean). ``power_saving`` (:mod:`clustercore.powersaving`)
+    empties hosts below ``low`` while the others stay below ``high``, keeping ``min_up`` Up."""
 
     mode: str = "off"
     interval: float = 60.0
@@ -52,6 +53,9 @@ class RebalancePolicy:
     margin: float = 0.02
     batch: int = 2
     cooldown: float = 1800.0
+    low: float = 0.2
+    high: float = 0.75
+    min_up: int = 2
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -65,7 +69,9 @@ class RebalancePolicy:
         policy = cls(mode, r.number("interval", 60.0, minimum=1.0), r.number("threshold", 0.2, minimum=0.0,
                                                                              maximum=1.0),
                      r.number("hold", 180.0, minimum=0.0), r.number("margin", 0.02, minimum=0.0),
-                     r.integer("batch", 2, minimum=1, maximum=1000), r.number("cooldown", 1800.0, minimum=0.0))
+                     r.integer("batch", 2, minimum=1, maximum=1000), r.number("cooldown", 1800.0, minimum=0.0),
+                     r.number("low", 0.2, minimum=0.0, maximum=1.0), r.number("high", 0.75, minimum=0.0, maximum=1.0),
+                     r.integer("min_up", 2, minimum=1))
         r.done()
         return policy
 

@@ -74,13 +74,15 @@ class FakeFlavor:
     every host; ``extended`` is offered on every host; ``transitions`` records what the
     flavor was told. With a ``clock`` the flavor measures its hosts
     (``clustercore_sample_host``): each running workload keeps ``usage[name]`` CPUs busy
-    (0 when unset) and uses its requested memory; a host's other CPUs are idle."""
+    (0 when unset) and has ``resident[name]`` MiB resident (its requested memory when unset);
+    a host's other CPUs are idle."""
 
     def __init__(self, name: str = "fake", *, refuse: dict[str, str] | None = None, veto: str | None = None,
                  extended: dict[str, int] | None = None, clock: Callable[[], float] | None = None) -> None:
         self.name = name
         self.clock = clock
         self.usage: dict[str, float] = {}
+        self.resident: dict[str, float] = {}
         self._meters: dict[str, tuple[float, float, dict[str, float]]] = {}  # host -> (at, busy s, cpu s each)
         self.driver = FakeDriver(name)
         self.refuse = dict(refuse or {})
@@ -120,10 +122,10 @@ class FakeFlavor:
             each[name] = each.get(name, 0.0) + self.usage.get(name, 0.0) * (now - at)
         busy += min(host.capacity.cpu, sum(self.usage.get(n, 0.0) for n in ours)) * (now - at)
         self._meters[host.name] = (now, busy, each)
-        memory = sum(w.requests.memory for w in ours.values())
+        resident = {n: self.resident.get(n, float(w.requests.memory)) for n, w in ours.items()}
         return Sample(now, int(host.capacity.cpu), int(busy * 1e9), int((host.capacity.cpu * now - busy) * 1e9),
-                      float(host.capacity.memory), float(host.capacity.memory - memory),
-                      workloads={n: Counters(int(each[n] * 1e9), float(w.requests.memory)) for n, w in ours.items()})
+                      float(host.capacity.memory), float(host.capacity.memory - sum(resident.values())),
+                      workloads={n: Counters(int(each[n] * 1e9), resident[n]) for n in ours})
 
 
 # --------------------------------------------------------------------------- conformance

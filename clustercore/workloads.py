@@ -14,10 +14,10 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from clustercore.driver import WorkloadDriver
-from clustercore.errors import Conflict, FlavorError, ValidationError, WorkloadExists
+from clustercore.errors import Conflict, FlavorError, NoValidHost, ValidationError, WorkloadExists
 from clustercore.events import Event
 from clustercore.maintenance import AvoidFilter
-from clustercore.model import Placement, Workload
+from clustercore.model import HostState, Placement, Workload
 from clustercore.placements import PlacementEvent
 from clustercore.scheduling.engine import Row
 from clustercore.state import PLACEMENTS, Versioned
@@ -59,7 +59,14 @@ class WorkloadOps:
         the placement is removed, the workload stays defined, and the FlavorError is raised."""
         workload = self.checked(workload)
         driver = self.plugins.driver(workload.flavor)
-        target = self.controller.scheduler().select(workload)
+        try:
+            target = self.controller.scheduler().select(workload)
+        except NoValidHost:
+            if any(h.value.state is HostState.STANDBY for h in self.state.hosts().values()):
+                self.controller.power.wanted()  # power saving wakes a Standby host: submit again once it is Up
+                self.writer.record(Event(self.clock.now(), f"workload/{workload.name}", "capacity-wanted",
+                                         "no host with room: a Standby host will be powered on"))
+            raise
         now = self.clock.now()
         try:
             starting = self.writer.define_and_place(workload, target, now)

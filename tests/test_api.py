@@ -44,6 +44,7 @@ CONTRACT: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/events/stream"): "viewer",
     ("GET", "/api/v1/explain/{workload}"): "viewer",
     ("GET", "/api/v1/capacity"): "viewer",
+    ("GET", "/api/v1/rebalance"): "viewer",
     ("GET", "/api/v1/config"): "viewer",
     ("PATCH", "/api/v1/config"): "admin",
     ("GET", "/api/v1/operations"): "viewer",

@@ -69,7 +69,7 @@ class Rebalance:
                 del self.running[name]
                 if job.exception() is not None:
                     errors.append(f"rebalancing {name}: {job.exception()}")
-        if policy.mode == "off" or self.running or view.now < self.next_at or not self.may_act():
+        if policy.mode != "evenly_distributed" or self.running or view.now < self.next_at or not self.may_act():
             return
         now = view.now
         self.next_at = now + policy.interval
