@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import attrs
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
@@ -183,3 +184,40 @@ def test_the_dry_run_shows_the_plan_in_python_and_over_the_api_and_moves_nothing
     run(cluster, clock, 60)
     assert not cluster.query_events(kind="migrated")  # off: nothing moved
     assert {p.host for p in cluster.placements().values()} == {"h1"}
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.lists(st.sampled_from([0.0, 0.0, 1.0]), min_size=6, max_size=6), min_size=3, max_size=10),
+       st.booleans())
+def test_random_load_traces_never_undo_a_move_within_the_cooldown_nor_raise_the_score_nor_break_rules(
+        trace: list[list[float]], anti: bool) -> None:
+    """A simulated cluster driven by a random trace of CPU use (one step per two simulated
+    minutes): moves happen or not, but never a workload again within the cooldown, every
+    batch lowers the measured score it planned on, and N+1 and the rules hold throughout."""
+    from clustercore.scheduling.balancer import cluster_score
+
+    names = [f"w{i}" for i in range(6)]
+    policy = RebalancePolicy("evenly_distributed", interval=30, threshold=0.15, hold=30, margin=0.01, batch=2,
+                             cooldown=300)
+    cluster, flavor, clock = simulated(dict.fromkeys(names, 0.5), policy, first=("h1", "h2", "h3"))
+    if anti:  # two of them must never share a host
+        for name in ("w0", "w1"):
+            cluster.update_workload(name, lambda w: attrs.evolve(
+                w, labels={"app": "db"}, affinity=(AffinityRule({"app": "db"}, anti=True),)))
+    before = cluster_score(cluster.controller.scheduler().snapshot).parts
+    for usage in trace:
+        flavor.usage.update(zip(names, usage, strict=True))
+        run(cluster, clock, 24)  # two minutes
+        parts = cluster_score(cluster.controller.scheduler().snapshot).parts
+        for part in ("N+1 failures", "hard violations", "soft violations"):
+            assert parts[part] <= before[part]
+    last: dict[str, float] = {}
+    moves = cluster.query_events(kind="migrated")
+    event(f"{min(len(moves), 3)}+ move(s)" if len(moves) >= 3 else f"{len(moves)} move(s)")
+    for e in moves:
+        name = e.subject.removeprefix("workload/")
+        assert name not in last or e.time - last[name] >= policy.cooldown
+        last[name] = e.time
+    for e in cluster.query_events(kind="rebalance"):
+        before_score, after_score = (float(x) for x in e.reason.rsplit("score ", 1)[1].split(" -> "))
+        assert after_score < before_score
