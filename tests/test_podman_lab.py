@@ -286,3 +286,34 @@ def test_a_name_that_is_another_containers_id_prefix_is_no_find(lab: PodmanLab) 
         assert status(host, "stranger") == "running"
     finally:
         drop(host, "stranger")
+
+
+def test_the_flavor_measures_a_busy_and_an_idle_container(lab: PodmanLab) -> None:
+    """Two samples of a podman host (libpod's container stats, the host's info) make its
+    load: a container spinning keeps about one CPU busy, a sleeping one about none; a
+    container the cluster does not know counts towards the host but is not reported."""
+    from clustercore.model import Host
+    from clustercore.statistics import rates
+    from flavors.containers import ContainersFlavor, ContainerSpec, PodmanDriver, container_workload
+
+    host = lab.hosts[0]
+    run(lab, host, "spin", ["sh", "-c", "while true; do :; done"])
+    run(lab, host, "nap", ["sleep", "1000"])
+    run(lab, host, "stranger", ["sleep", "1000"])
+    flavor = ContainersFlavor(PodmanDriver(cgroup_parent=lab.cgroup_parent))
+    known = [container_workload(ContainerSpec(name=n, image=IMAGE, memory=64, command=("true",)))
+             for n in ("spin", "nap")]
+    record = Host(host.name, address=host.uri, labels=host.labels)
+    try:
+        first = flavor.clustercore_sample_host(record, known)
+        time.sleep(2)
+        second = flavor.clustercore_sample_host(record, known)
+        assert first is not None and second is not None and set(second.workloads) == {"spin", "nap"}
+        load = rates(first, second)
+        assert load is not None
+        assert 0.5 < load.workloads["spin"].cpu <= 1.05 and load.workloads["nap"].cpu < 0.05, load.workloads
+        assert load.cpu >= load.workloads["spin"].cpu / second.cpus - 0.05 and load.memory_available > 0
+        assert second.workloads["nap"].memory > 0
+    finally:
+        for name in ("spin", "nap", "stranger"):
+            drop(host, name)

@@ -31,7 +31,9 @@ from clustercore.errors import ValidationError
 from clustercore.model import Host, Workload
 from clustercore.plugins import HostDescription, Registry, hookimpl
 from clustercore.scheduling import ForFlavor, HostView
+from clustercore.statistics import Sample
 from clustercore.storage import StorageView, volume_path
+from flavors.containers import hoststats
 from flavors.containers.driver import (
     ContainerError,
     NotCheckpointable,
@@ -145,6 +147,14 @@ class ContainersFlavor:
                 raise ValidationError("workload", "volumes", f"must name volume {mount.volume} (mounted)",
                                       sorted(workload.volumes))
         return None
+
+    @hookimpl
+    def clustercore_sample_host(self, host: Host, workloads: Sequence[Workload]) -> Sample | None:
+        """The host's containers' use (:mod:`flavors.containers.hoststats`)."""
+        if podman_uri(host) is None:
+            return None
+        names = {w.name for w in workloads if w.flavor == KIND}
+        return hoststats.sample(self.driver.container_stats(host), self.driver.info(host), names)
 
     @hookimpl
     def clustercore_maintenance_veto(self, host: Host, workloads: Sequence[Workload]) -> str | None:

@@ -123,6 +123,16 @@ class PodmanDriver:
             raise ContainerError("info", "-", host.name, str(exc)) from exc
         return found
 
+    def container_stats(self, host: Host) -> list[dict[str, Any]]:
+        """Every container's stats on ``host`` (libpod's ``/containers/stats``, not streamed)."""
+        try:
+            answer = self.client(host).api.get("/containers/stats", params={"stream": False})
+            answer.raise_for_status()
+            found: list[dict[str, Any]] = answer.json().get("Stats") or []
+        except (PodmanError, RequestException, ValueError) as exc:
+            raise ContainerError("stats", "-", host.name, str(exc)) from exc
+        return found
+
     def _find(self, name: str, host: Host) -> Container | None:
         """The container named ``name`` on ``host``. podman looks a name up as an id prefix
         too when no container has that name, so ``c5`` finds a container whose id begins
