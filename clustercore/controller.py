@@ -196,7 +196,7 @@ class Controller:
         storage = [VolumeFilter({n: v.value for n, v in self.state.volumes().items()},
                                 {n: v.value for n, v in self.state.storage_domains().items()}, moving,
                                 lambda w: migrates_storage(self.plugins.driver(w.flavor), w))]
-        pressure, measured = load_aware(self.stats.loads, policy.name)  # once the leader has measures
+        pressure, measured = load_aware(self.stats.loads, policy.name, config.overcommit)  # once measured
         return Scheduler(snap, policy, [*self.plugins.filters, *storage, *pressure, *extra_filters],
                          [*self.plugins.weighers, *measured], config.overcommit, config.ha_headroom, seed)
 

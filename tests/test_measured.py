@@ -45,3 +45,17 @@ def test_memory_pressure_refuses_a_host_short_of_measured_memory_or_swapping() -
     rows = {r.host: r for r in scheduler(loads).explain(NEW)}
     assert scheduler(loads).select(NEW) == "c"
     assert rows["a"].reason == rows["b"].reason == "memory pressure (measured)"
+
+
+def test_overcommit_goes_only_into_what_is_measured_idle() -> None:
+    """With cpu overcommitted 4:1, requests may reach 32 CPUs on an 8-CPU host, but only
+    while the host's measured use plus the request stays within its 8 CPUs."""
+    placed = {f"w{i}": "a" for i in range(12)} | {f"v{i}": "b" for i in range(12)}  # 12 CPUs requested on each
+    workloads = {w: Workload(w, "fake", requests=Resources(1, 512)) for w in placed}
+    snap = Snapshot.build(HOSTS, workloads, [Placement(w, h, PlacementState.RUNNING) for w, h in placed.items()])
+    loads = {"a": load(0.95), "b": load(0.25), "c": load(0.0)}
+    filters, weighers = load_aware(loads, "evenly_distributed", {"cpu": 4.0})
+    rows = {r.host: r for r in Scheduler(snap, EVENLY_DISTRIBUTED, filters, weighers, {"cpu": 4.0}).explain(NEW)}
+    assert rows["a"].reason == "no measured headroom for cpu (overcommitted)"  # 7.6 busy + 1 > 8
+    assert rows["b"].reason is None and rows["c"].reason is None  # 2 busy + 1: room, though 12 are requested
+    assert len(load_aware(loads, "evenly_distributed")[0]) == 1  # no overcommit: no headroom filter

@@ -8,6 +8,10 @@
   and stacks (the fullest host first) for ``power_saving``.
 * :class:`MemoryPressure` refuses a host whose measured available memory is below the
   workload's request, or that is swapping, whatever the requests add up to.
+* :class:`MeasuredHeadroom`, where the cluster overcommits a resource (``overcommit``
+  ratio above 1 for ``cpu`` or ``memory``): requests may then exceed the host's allocatable
+  up to the ratio (the ceiling, as before), but only into what is measured idle: the
+  host's measured use plus the newcomer's request must stay within its allocatable.
 """
 
 from __future__ import annotations
@@ -75,10 +79,38 @@ class MemoryPressure:
         return {"memory pressure (measured)": failed}
 
 
-def load_aware(loads: Mapping[str, Load], policy: str) -> tuple[list[MemoryPressure], list[MeasuredLoad]]:
-    """The filter and weigher to add to a scheduler given the measured ``loads`` (none
-    before the first measures; no weigher for a policy that neither spreads nor packs)."""
+@attrs.frozen
+class MeasuredHeadroom:
+    loads: Mapping[str, Load] = attrs.field(repr=False)
+    resources: tuple[str, ...] = ("cpu",)  # those the cluster overcommits
+    name: str = "measured-headroom"
+
+    def filter(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> Mapping[str, Mask]:
+        out: dict[str, Mask] = {}
+        for i in candidates:
+            host = snap.hosts[int(i)]
+            load = self.loads.get(host.name)
+            if load is None:
+                continue
+            used = {"cpu": load.cpu * host.capacity.cpu, "memory": load.memory_used}
+            for resource in self.resources:
+                if used[resource] + workload.requests.get(resource) > host.allocatable.get(resource):
+                    out.setdefault(f"no measured headroom for {resource} (overcommitted)",
+                                   np.zeros(snap.size, dtype=bool))[int(i)] = True
+                    break
+        return out
+
+
+def load_aware(loads: Mapping[str, Load], policy: str, overcommit: Mapping[str, float] | None = None
+               ) -> tuple[list[MemoryPressure | MeasuredHeadroom], list[MeasuredLoad]]:
+    """The filters and weigher to add to a scheduler given the measured ``loads`` (none
+    before the first measures; no weigher for a policy that neither spreads nor packs; the
+    headroom filter for the resources ``overcommit`` ratios above 1 name)."""
     if not loads:
         return [], []
     stack = STACKS.get(policy)
-    return [MemoryPressure(loads)], ([MeasuredLoad(loads, stack)] if stack is not None else [])
+    over = tuple(r for r in ("cpu", "memory") if (overcommit or {}).get(r, 1.0) > 1.0)
+    filters: list[MemoryPressure | MeasuredHeadroom] = [MemoryPressure(loads)]
+    if over:
+        filters.append(MeasuredHeadroom(loads, over))
+    return filters, ([MeasuredLoad(loads, stack)] if stack is not None else [])
