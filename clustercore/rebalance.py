@@ -63,9 +63,7 @@ class RebalancePolicy:
     @classmethod
     def from_dict(cls, data: object, path: str = "rebalance") -> RebalancePolicy:
         r = Reader("rebalance policy", data, path)
-        mode = r.string("mode", "off")
-        if mode not in MODES:
-            raise r.fail("mode", f"must be one of {', '.join(MODES)}", mode)
+        mode = r.choice("mode", MODES, "off")
         policy = cls(mode, r.number("interval", 60.0, minimum=1.0), r.number("threshold", 0.2, minimum=0.0,
                                                                              maximum=1.0),
                      r.number("hold", 180.0, minimum=0.0), r.number("margin", 0.02, minimum=0.0),

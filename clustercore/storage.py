@@ -103,9 +103,7 @@ class Volume:
     @classmethod
     def from_dict(cls, data: object, path: str = "") -> Volume:
         r = Reader("volume", data, path)
-        fmt = r.string("format", "qcow2")
-        if fmt not in FORMATS:
-            raise r.fail("format", f"must be one of {', '.join(FORMATS)}", fmt)
+        fmt = r.choice("format", FORMATS, "qcow2")
 
         def name_or_none(field: str) -> str | None:
             return None if r.get(field) is None else r.string(field, pattern=NAME_RE)

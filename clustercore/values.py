@@ -144,6 +144,13 @@ class Reader:
             raise self.fail(name, f"must match {pattern.pattern}", value)
         return value
 
+    def choice(self, name: str, choices: tuple[str, ...], default: str | None = None) -> str:
+        """A string that is one of ``choices``."""
+        value = self.string(name, default)
+        if value not in choices:
+            raise self.fail(name, f"must be one of {', '.join(choices)}", value)
+        return value
+
     def integer(self, name: str, default: int | None = None, minimum: int | None = None,
                 maximum: int = MAX_INTEGER) -> int:
         """An integer in [minimum, maximum]: every integer read is bounded (by default to
