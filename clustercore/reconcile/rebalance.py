@@ -7,7 +7,8 @@ over, since when) and, for the hosts over for ``hold``, plans a batch with
 drain's (:meth:`~clustercore.reconcile.drain.Drain.move`: Migrating in the store, the
 driver, then the new host, each an event naming the measured score before and after). One
 batch at a time; after a batch the hosts must be over for ``hold`` again (the loads must
-first show the moves), and the moved workloads stay put for ``cooldown``.
+first show the moves), and the moved workloads stay put for ``cooldown``. A batch is at most
+the cluster's ``drain_parallel`` moves too (its migration limit).
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ class Rebalance:
         due = held(self.memory, now, policy.hold)
         if not due:
             return
-        self.last = result = plan(self.scheduler(), loads, due, self.memory, now, policy, self.movable)
+        limited = attrs.evolve(policy, batch=min(policy.batch, view.config.drain_parallel))  # the migration limit
+        self.last = result = plan(self.scheduler(), loads, due, self.memory, now, limited, self.movable)
         if not result.moves:
             return
         self.record(Event(now, "cluster", "rebalance", f"{len(result.moves)} move(s) off {', '.join(due)}: measured "
