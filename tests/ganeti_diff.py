@@ -93,7 +93,8 @@ def requests(draw: st.DrawFn, kinds: tuple[str, ...] = ("allocate",)) -> dict[st
                                "networks": draw(st.lists(st.sampled_from(NETWORKS), max_size=2, unique=True)),
                                "tags": []}
     nnodes = draw(st.integers(2, 6))
-    exclusive = draw(st.booleans()) and draw(st.booleans())  # node0 never: hail's dedicated mode is not ported
+    exclusive = draw(st.booleans()) and draw(st.booleans())
+    dedicated = exclusive and draw(st.booleans())  # node0 too: hail's dedicated allocation
     nodes: dict[str, Any] = {}
     for i in range(nnodes):
         total = draw(st.sampled_from([4096, 8192, 16384, 32768]))
@@ -109,7 +110,7 @@ def requests(draw: st.DrawFn, kinds: tuple[str, ...] = ("allocate",)) -> dict[st
             "vm_capable": draw(st.integers(0, 14)) > 0, "master_capable": True, "master_candidate": True,
             "tags": draw(st.lists(st.sampled_from(["rack:r1", "rack:r2", "power:p1", "other"]), max_size=2,
                                   unique=True)),
-            "ndparams": {"spindle_count": spindles, "exclusive_storage": exclusive and i > 0},
+            "ndparams": {"spindle_count": spindles, "exclusive_storage": exclusive and (i > 0 or dedicated)},
             "primary_ip": f"192.0.2.{i + 1}", "secondary_ip": f"198.51.100.{i + 1}"}
     tags = ["svc:a", "svc:b", "other", "rack:r1", "rack:r2"]
     instances: dict[str, Any] = {}

@@ -199,7 +199,7 @@ def answer(data: Any, flags: Sequence[str] = ()) -> dict[str, Any]:
         check_document(data)
         cluster = GanetiCluster(data)
         kind = need(cluster.request, "type", str, "request")
-        if kind in HAIL_MODES and not hmodes.dedicated(data):
+        if kind in HAIL_MODES:
             return HAIL_MODES[kind](cluster, cluster.request, opts)
         handler = HANDLERS.get(kind)
         if handler is None:

@@ -177,7 +177,7 @@ def load(data: Mapping[str, Any], static_kvm_memory: int = 4096) -> Model:
     groups = []
     for i, (uuid, g) in enumerate(data["nodegroups"].items()):
         groups.append(GroupInfo(i, uuid, g["name"], g.get("alloc_policy", "preferred"),
-                                tuple(g.get("networks") or ()), g.get("ipolicy") or cluster_policy,
+                                strings(g, "networks", f"nodegroups.{uuid}"), g.get("ipolicy") or cluster_policy,
                                 strings(g, "tags", f"nodegroups.{uuid}")))
     by_uuid = {g.uuid: g for g in groups}
     ctags = list(strings(data, "cluster_tags", "request file"))

@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from clustercore.adapters.ganeti import hevac
+from clustercore.adapters.ganeti import hdedicated, hevac
 from clustercore.adapters.ganeti.cluster import GanetiCluster, Spec
 from clustercore.adapters.ganeti.hail import (
     AllocError,
@@ -24,7 +24,7 @@ from clustercore.adapters.ganeti.hload import Model, load, parse_instance
 from clustercore.adapters.ganeti.hnode import EXTERNAL
 from clustercore.adapters.ganeti.validate import RequestError, need, show, strings
 
-__all__ = ["FLAGS", "allocate", "allocate_secondary", "change_group", "dedicated", "multi_allocate", "node_evacuate",
+__all__ = ["FLAGS", "allocate", "allocate_secondary", "change_group", "multi_allocate", "node_evacuate",
            "options", "relocate"]
 
 #: hail's options that change its answer (``hail --help``); Ganeti passes them from the
@@ -53,14 +53,6 @@ def options(flags: Sequence[str]) -> Options:
     return Options(capacity, soft, restrict, static)
 
 
-def dedicated(data: Mapping[str, Any]) -> bool:
-    """hail's ``isDedicated``: every node of an allocable group has exclusive storage (hail
-    then allocates by lost allocations, which is not ported: the older allocator answers)."""
-    allocable = {uuid for uuid, g in data["nodegroups"].items() if g.get("alloc_policy") != "unallocable"}
-    return all((nd.get("ndparams") or {}).get("exclusive_storage") is True or nd["group"] not in allocable
-               for nd in data["nodes"].values())
-
-
 def _count(request: Mapping[str, Any], where: str) -> int:
     count: int = need(request, "required_nodes", int, where)
     if count not in (1, 2):
@@ -85,7 +77,9 @@ def allocate(cluster: GanetiCluster, request: Mapping[str, Any], opts: Options) 
         opts = attrs.evolve(opts, restrict_to=strings(request, "restrict-to-nodes", "request"))
     group = request.get("group_name")
     try:
-        if isinstance(group, str):
+        if hdedicated.dedicated(model, group if isinstance(group, str) else None):
+            sol = hdedicated.dedicated_allocate(opts, model, inst, count, group if isinstance(group, str) else None)
+        elif isinstance(group, str):
             sol = try_group_alloc(opts, model, dict(enumerate(model.nodes)), dict(model.instances), group, inst, count)
         else:
             sol = try_mg_alloc(opts, model, dict(enumerate(model.nodes)), dict(model.instances), inst, count)
@@ -106,7 +100,10 @@ def multi_allocate(cluster: GanetiCluster, request: Mapping[str, Any], opts: Opt
         inst = parse_instance(raw, need(raw, "name", str, where), (model.excl_prefixes, model.dsrd_prefixes))
         wanted.append((inst, _count(raw, where), group if isinstance(group, str) else None))
     try:
-        done = alloc_list(opts, model, wanted)
+        if hdedicated.dedicated(model, group if isinstance(group, str) else None):
+            done = hdedicated.dedicated_alloc_list(opts, model, wanted)
+        else:
+            done = alloc_list(opts, model, wanted)
     except AllocError as exc:
         return _reply(False, f"Request failed: {exc}", [])
     placed = [[inst.name, [sol.best.base[i].name for i in sol.best.chosen]] for inst, sol in done if sol.best]
