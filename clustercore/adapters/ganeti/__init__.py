@@ -12,14 +12,14 @@ where parity is knowingly not attempted.
 The modules: :mod:`.hnode` (htools' node and instance bookkeeping), :mod:`.hload` (the
 request's cluster as hail loads it), :mod:`.hmetrics` (hbal's cluster score), :mod:`.hail`
 (allocation, group choice, global N+1 capacity checks), :mod:`.hevac` (moves and
-evacuations), :mod:`.hmodes` (requests and answers); :mod:`.validate` reads every value
-first (its docstring lists the limits), so malformed input gives ``success: false`` with
-what was wrong, never a traceback.
+evacuations), :mod:`.hdedicated` (dedicated clusters), :mod:`.hmodes` (requests and
+answers); :mod:`.validate` reads every value first (its docstring lists the limits), so
+malformed input gives ``success: false`` with what was wrong, never a traceback.
 
-Dedicated clusters (every node of an allocable group with exclusive storage), where hail
-allocates by lost allocations, are still answered by the older allocator built on
-clustercore's Scheduler (:mod:`.cluster`, :mod:`.allocator`, :mod:`.score`): Ganeti's nodes
-as hosts, its rules as filters and a Ganeti-style score as the weigher.
+Dedicated clusters (every usable node with exclusive storage) are answered by
+:mod:`.hdedicated`, as hail does, by lost allocations. The older model built on
+clustercore's Scheduler (:mod:`.cluster`, :mod:`.allocator`, :mod:`.score`) answers no request
+now; :class:`GanetiCluster` still validates every request first.
 """
 
 from clustercore.adapters.ganeti.allocator import Allocator, Choice, ExclusionTagsFilter
