@@ -11,6 +11,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,7 @@ from clustercore.lifecycle import LivenessPolicy
 from clustercore.model import FenceDevice
 from flavors.virt import VirtFlavor
 from flavors.virt.driver import LibvirtDriver
-from flavors.virt.lab import Lab, domain_type
+from flavors.virt.lab import Lab, LabHost, domain_type
 from flavors.virt.spec import Memory, VMSpec
 from flavors.virt.workload import vm_workload
 
@@ -39,18 +40,23 @@ def lab() -> Iterator[Lab]:
 
 
 class Harness:
-    def __init__(self, lab: Lab, config: ClusterConfig = FAST, passwords: dict[str, str] | None = None) -> None:
+    def __init__(self, lab: Lab, config: ClusterConfig = FAST, passwords: dict[str, str] | None = None,
+                 device: Callable[[LabHost], dict[str, Any]] | None = None) -> None:
+        """Each host's fence device: ``device(host)``, or its IPMI BMC (``fence_ipmilan``,
+        with ``passwords`` where given)."""
         self.lab = lab
         self.pool = ThreadPoolExecutor(4)
         self.pollers = ThreadPoolExecutor(4)
         self.driver = LibvirtDriver(shutdown_timeout=0.5)
         self.cluster = Cluster(plugins=Plugins([VirtFlavor(self.driver, soft_fence=lab.soft_fence)],
                                                entry_points=False), config=config, executor=self.pool)
-        assert lab.bmcs is not None
+        bmcs = lab.bmcs
         for host in lab.hosts:
             password = (passwords or {}).get(host.name)
+            assert device is not None or bmcs is not None
+            found = device(host) if device is not None else bmcs.device(host, password=password)  # type: ignore[union-attr]
             self.cluster.register_host({"name": host.name, "address": host.uri, "capacity": {"cpu": 8, "memory": 4096},
-                                        "fence_devices": [lab.bmcs.device(host, password=password)]})
+                                        "fence_devices": [found]})
 
     def tick(self) -> None:
         """Poll every host at once (a heartbeat when its libvirtd answers: a silent one costs

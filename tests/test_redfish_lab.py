@@ -10,23 +10,20 @@ import os
 import socket
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import libvirt
 import pytest
 import requests
 
-from clustercore import Cluster, HostState, Plugins
+from clustercore import HostState
 from clustercore.certs import LabCA
 from clustercore.fence_agents import AgentError, ProcessAgent, RedfishAgent
 from clustercore.model import FenceDevice
-from flavors.virt import VirtFlavor
-from flavors.virt.driver import LibvirtDriver
 from flavors.virt.lab import Lab, LabHost, domain_type
 from flavors.virt.labnet import PortInUse, check_free
 from flavors.virt.labredfish import LabRedfish, redfish_port
-from tests.test_fencing_lab import FAST, Harness
+from tests.test_fencing_lab import Harness
 
 pytestmark = [pytest.mark.slow,  # webob, sushy-tools' dependency, imports cgi
               pytest.mark.filterwarnings("ignore:'cgi' is deprecated:DeprecationWarning")]
@@ -156,24 +153,10 @@ def test_the_sushy_agent_with_the_ca_option(powered: tuple[Lab, LabRedfish], tmp
     assert redfish.offs("lab2") == offs + 1
 
 
-class RedfishHarness(Harness):
-    """test_fencing_lab's harness with the hosts' fence devices on their Redfish BMCs."""
-
-    def __init__(self, lab: Lab, redfish: LabRedfish) -> None:
-        self.lab = lab
-        self.pool = ThreadPoolExecutor(4)
-        self.driver = LibvirtDriver(shutdown_timeout=0.5)
-        self.cluster = Cluster(plugins=Plugins([VirtFlavor(self.driver, soft_fence=lab.soft_fence)],
-                                               entry_points=False), config=FAST, executor=self.pool)
-        for host in lab.hosts:
-            self.cluster.register_host({"name": host.name, "address": host.uri, "capacity": {"cpu": 8, "memory": 4096},
-                                        "fence_devices": [redfish.device(host)]})
-
-
 def test_a_host_that_loses_its_network_is_fenced_through_redfish_and_its_ha_guest_restarts_elsewhere(
         powered: tuple[Lab, LabRedfish]) -> None:
     lab, redfish = powered
-    h = RedfishHarness(lab, redfish)
+    h = Harness(lab, device=redfish.device)  # test_fencing_lab's, the fence devices on the Redfish BMCs
     try:
         h.up("lab1", "lab2")
         h.cluster.start_maintenance("lab1")
