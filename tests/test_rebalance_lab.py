@@ -60,7 +60,7 @@ def test_busy_guests_on_one_host_are_spread_until_none_is_over_then_nothing_move
                                                                    if p.host == h.name} for h in lab.hosts),
                  what="balanced measures")
         quiet = time.monotonic()
-        lc.until(lambda: time.monotonic() - quiet > 8, what="a quiet spell")  # 8 rounds, each one over nothing
+        lc.until(lambda: time.monotonic() - quiet > 5, what="a quiet spell")  # 5 rounds, each one over nothing
         assert len(c.query_events(kind="migrated")) == 2  # nothing more moved
         lc.check_guest(*names)  # moved, not restarted: each kept running, its disk whole
     finally:
