@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -40,7 +37,7 @@ from clustercore.adapters.kube.wire import (
     binding_result,
     preemption_result,
 )
-from clustercore.api.server import split_listen
+from clustercore.api.server import ThreadedServer
 from clustercore.errors import ValidationError
 
 log = logging.getLogger(__name__)
@@ -138,50 +135,11 @@ def create_app(extender: Extender, max_body: int = MAX_BODY) -> Starlette:
     return app
 
 
-class ExtenderServer:
+class ExtenderServer(ThreadedServer):
     """uvicorn in a thread serving :func:`create_app`; HTTPS with ``cert`` and ``key``."""
+
+    name = "extender"
 
     def __init__(self, extender: Extender, listen: str = "127.0.0.1:8888", cert: Path | None = None,
                  key: Path | None = None, max_body: int = MAX_BODY) -> None:
-        if (cert is None) != (key is None):
-            raise ValidationError("extender server", "cert", "a certificate and its key go together", str(cert or key))
-        self.host, self.port = split_listen(listen)
-        self.cert, self.key = cert, key
-        self.app = create_app(extender, max_body)
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        host = self.host if self.host not in ("0.0.0.0", "::") else "127.0.0.1"
-        scheme = "https" if self.cert else "http"
-        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{self.port}"
-
-    def start(self, timeout: float = 10.0) -> ExtenderServer:
-        tls: dict[str, Any] = {"ssl_certfile": str(self.cert), "ssl_keyfile": str(self.key)} if self.cert else {}
-        config = uvicorn.Config(self.app, host=self.host, port=self.port, log_level="warning", lifespan="off",
-                                timeout_graceful_shutdown=3, server_header=False, **tls)
-        server = self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=server.run, name="clustercore-extender", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise OSError(f"the extender did not start on {self.host}:{self.port}")
-            time.sleep(0.02)
-        if self.port == 0:
-            self.port = server.servers[0].sockets[0].getsockname()[1]
-        log.info("extender at %s", self.url)
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def __enter__(self) -> ExtenderServer:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+        super().__init__(create_app(extender, max_body), listen, cert, key)
