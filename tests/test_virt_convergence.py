@@ -153,12 +153,17 @@ def migrate(hosts: Lab, dom: libvirt.virDomain, policy: MigrationPolicy, source:
     return samples, seen, time.monotonic() - started
 
 
-def pass_starts(samples: list[Sample]) -> list[tuple[int, int]]:
-    """(pass, MiB left) at the first sample of each memory-copy pass: the dirty set."""
+def pass_starts(samples: list[Sample], prompt: float = 0.5) -> list[tuple[int, int]]:
+    """(pass, MiB left) at the first sample of each memory-copy pass: the dirty set. Only
+    passes whose first sample came within ``prompt`` s of the one before (the poll is
+    0.2 s): on a loaded machine a late sample sees a pass nearly copied, or none at all."""
     out: list[tuple[int, int]] = []
+    previous: Sample | None = None
     for s in samples:
-        if s.iteration and (not out or s.iteration != out[-1][0]):
+        if (s.iteration and previous is not None and s.iteration != previous.iteration
+                and s.elapsed - previous.elapsed <= prompt):
             out.append((s.iteration, s.remaining // 2**20))
+        previous = s
     return out
 
 
@@ -179,7 +184,8 @@ def test_stalled_pre_copy_escalates_the_downtime_then_post_copy_completes(
     switched = next(i for i, p in enumerate(seen) if p.post_copy)
     before = [p.iteration for p in seen[:switched]]
     # Pre-copy does not converge: pass after pass the dirty set stays at the dirtier's size.
-    assert max(before) >= 4 and all(mib > 100 for n, mib in starts if 1 < n <= max(before)), starts
+    measured = [mib for n, mib in starts if 1 < n <= max(before)]
+    assert max(before) >= 4 and len(measured) >= 2 and all(mib > 100 for mib in measured), (starts, samples)
     limits = [p.downtime_limit for p in seen[:switched + 1]]
     assert sorted(set(limits)) == [50, 100, 200] and limits == sorted(limits)  # raised step by step
     assert seen[switched].downtime_limit == 200 and all(p.post_copy for p in seen[switched:])
