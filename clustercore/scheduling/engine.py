@@ -75,6 +75,14 @@ class HostView:
 
 
 @runtime_checkable
+class OptionalWeigher(Weigher, Protocol):
+    """A weigher that can say beforehand that it tells no hosts apart for a workload (a soft
+    rule the workload does not have): the engine then skips it, which changes no total."""
+
+    def applies(self, workload: Workload, snap: Snapshot) -> bool: ...
+
+
+@runtime_checkable
 class HostFilter(Protocol):
     @property
     def name(self) -> str: ...
@@ -248,6 +256,20 @@ class Scheduler:
         self.weighers: tuple[tuple[Weigher, float], ...] = (*self.policy.weighers, *(as_weigher(w) for w in weighers))
         self.snapshot = snapshot
         self.rng = np.random.default_rng(seed)
+        self._plan: tuple[object, object, list[tuple[Filter, bool]], list[tuple[Weigher, float, bool]]] | None = None
+
+    def _planned(self) -> tuple[list[tuple[Filter, bool]], list[tuple[Weigher, float, bool]]]:
+        """Filters with whether they need the candidates left, weighers with their factor
+        and whether they are optional (computed again when ``filters`` or ``weighers`` is
+        replaced)."""
+        from clustercore.scheduling.filters import WHOLE_CLUSTER
+
+        plan = self._plan
+        if plan is None or plan[0] is not self.filters or plan[1] is not self.weighers:
+            filters = [(f, not isinstance(f, WHOLE_CLUSTER)) for f in self.filters]
+            weighers = [(w, factor, isinstance(w, OptionalWeigher)) for w, factor in self.weighers if factor != 0]
+            plan = self._plan = (self.filters, self.weighers, filters, weighers)
+        return plan[2], plan[3]
 
     # ------------------------------------------------------------------ deciding
 
@@ -274,21 +296,62 @@ class Scheduler:
         return np.flatnonzero(~failed), counts
 
 
-    def _weigh(self, workload: Workload, snap: Snapshot, candidates: np.ndarray
+    def passing(self, workload: Workload, snap: Snapshot) -> np.ndarray:
+        """The hosts of ``snap`` that pass every filter, by index: what ``candidates`` gives,
+        without the per-reason accounting (one mask, the union of every rejection)."""
+        failed: Mask | None = None
+        owned = False  # failed is an array of ours (the first mask is the filter's)
+        everyone = snap.everyone
+        filters, _ = self._planned()
+        for f, narrowed in filters:
+            if narrowed and failed is not None:
+                left = np.flatnonzero(~failed)
+                if not len(left):
+                    return left
+                verdict = f.filter(workload, snap, left)
+            else:
+                verdict = f.filter(workload, snap, everyone)
+            for mask in verdict.values():
+                if failed is None:
+                    failed = mask
+                elif failed is mask or not owned:
+                    failed = failed | mask
+                    owned = True
+                else:
+                    failed |= mask
+        return everyone if failed is None else np.flatnonzero(~failed)
+
+    def _weigh(self, workload: Workload, snap: Snapshot, candidates: np.ndarray, explain: bool = False
                ) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
-        total = np.zeros(len(candidates))
+        """Each weigher's raw scores min-max normalised over the candidates (all equal: 0),
+        times its factor, summed in order; with ``explain``, each part too."""
+        total: np.ndarray | None = None
         parts: list[tuple[str, np.ndarray]] = []
         if len(candidates) < 2:
-            return total, parts
-        for weigher, factor in self.weighers:
-            if factor == 0:
+            return np.zeros(len(candidates)), parts
+        _, weighers = self._planned()
+        for weigher, factor, optional in weighers:
+            if optional and not weigher.applies(workload, snap):  # type: ignore[attr-defined]
+                if explain:
+                    parts.append((weigher.name, factor * np.zeros(len(candidates))))
                 continue
             raw = np.asarray(weigher.weigh(workload, snap, candidates), dtype=float)
             low, high = raw.min(), raw.max()
-            normal = (raw - low) / (high - low) if high > low else np.zeros_like(raw)
-            total += factor * normal
-            parts.append((weigher.name, factor * normal))
-        return total, parts
+            if not high > low:
+                if explain:
+                    parts.append((weigher.name, factor * np.zeros(len(candidates))))
+                continue
+            normal = raw - low
+            normal /= high - low
+            if factor != 1.0:
+                normal *= factor
+            if explain:
+                parts.append((weigher.name, normal))
+            if total is None:
+                total = normal + 0.0 if explain else normal
+            else:
+                total += normal
+        return (np.zeros(len(candidates)) if total is None else total), parts
 
     def _choose(self, candidates: np.ndarray, total: np.ndarray) -> int:
         best = np.flatnonzero(total >= total.max() - 1e-12)
@@ -298,9 +361,9 @@ class Scheduler:
     def select(self, workload: Workload) -> str:
         """The best host for ``workload`` now (nothing reserved); NoValidHost with counts."""
         snap = self.snapshot
-        candidates, counts = self.candidates(workload, snap)
+        candidates = self.passing(workload, snap)
         if not len(candidates):
-            error = NoValidHost(workload.name, snap.size, counts)
+            error = NoValidHost(workload.name, snap.size, self.candidates(workload, snap)[1])
             log.info("%s", error)
             raise error
         total, _ = self._weigh(workload, snap, candidates)
@@ -312,7 +375,7 @@ class Scheduler:
         snap = self.snapshot
         reasons = np.full(snap.size, None, dtype=object)
         candidates, _ = self.candidates(workload, snap, reasons)
-        total, parts = self._weigh(workload, snap, candidates)
+        total, parts = self._weigh(workload, snap, candidates, explain=True)
         chosen = self._choose(candidates, total) if len(candidates) else -1
         position = {int(i): k for k, i in enumerate(candidates)}
         rows = []

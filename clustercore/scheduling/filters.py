@@ -41,14 +41,12 @@ class ResourcesFilter:
     name: str = "resources"
 
     def filter(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> Verdict:
-        vector, unknown = snap.vector(workload.requests)
-        out: dict[str, Mask] = {f"insufficient {r}": np.ones(snap.size, dtype=bool) for r in unknown}
-        for j in np.flatnonzero(vector > 0):
-            resource = snap.resources[j]
-            limit = snap.allocatable[:, j] * self.ratios.get(resource, 1.0)
-            short = snap.used[:, j] + vector[j] > limit + 1e-9
-            if short.any():
-                out[f"insufficient {resource}"] = short
+        asked = snap.asked(workload.requests)
+        out: dict[str, Mask] = {f"insufficient {r}": np.ones(snap.size, dtype=bool) for r in asked.unknown}
+        limits = snap.limits(self.ratios)
+        for j, amount in enumerate(asked.vector.tolist()):
+            if amount > 0:
+                out[f"insufficient {snap.resources[j]}"] = asked.after(j) > limits[:, j]
         return out
 
 
@@ -147,6 +145,8 @@ def _scope_counts(snap: Snapshot, rule_scope: str, selector: Mapping[str, str]) 
         return counts, np.ones(snap.size, dtype=bool)
     codes, names = snap.domains(rule_scope)
     has = codes >= 0
+    if not names:  # no host has a domain of that scope
+        return np.zeros(snap.size, dtype=np.int64), has
     per_domain = np.bincount(codes[has], weights=counts[has], minlength=len(names))
     return np.where(has, per_domain[np.maximum(codes, 0)], 0), has
 
@@ -175,7 +175,7 @@ class AffinityFilter:
             elif counts.any():
                 out[f"affinity {_label(rule)} per {rule.scope}"] = ~has | (counts == 0)
             # affinity with nothing placed yet: the first of a group goes anywhere
-        for index, other in snap.placed_with_rules():
+        for index, other in snap.hard_anti_holders():
             for rule in other.affinity:
                 if not (rule.hard and rule.anti and matches(workload.labels, rule.selector)):
                     continue
@@ -243,6 +243,11 @@ class HeadroomFilter:
             ok = np.zeros(snap.size, dtype=bool)
         return {"N+1 headroom for HA restarts": ~ok}
 
+
+WHOLE_CLUSTER = (StateFilter, ResourcesFilter, HostAffinityFilter, ConnectivityFilter, VolumeFilter, TaintFilter,
+                 AffinityFilter, SpreadFilter, HeadroomFilter)
+"""Filters that decide for every host and ignore ``candidates`` (the engine need not
+compute the candidates left before calling them)."""
 
 DEFAULT_FILTERS = (StateFilter(), ResourcesFilter(), HostAffinityFilter(), ConnectivityFilter(), TaintFilter(),
                    AffinityFilter(), SpreadFilter())

@@ -7,19 +7,25 @@ sorted). ``used`` includes what is reserved on top of the placed workloads (see
 :meth:`Snapshot.reserve`), so successive decisions in a batch see each other.
 
 Derived data that does not change with reservations (label masks, failure-domain codes,
-taint masks, how many placed workloads match a selector) is computed on first use and
-shared between a snapshot and the ones derived from it by reserving.
+taint masks, how many placed workloads match a selector, request vectors, fit limits) is
+computed on first use and shared between a snapshot and the ones derived from it by
+reserving. Reservations live in a shared journal (:mod:`.reservations`), so reserving and
+unreserving cost the same however many are held; per-host arrays that depend on them
+(match counts per selector, workload counts, HA load) are carried forward from a snapshot
+to the next, changed only where the reservation is. Columns are stored per resource
+(Fortran order): ``used[:, j]`` is contiguous.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 import numpy as np
 from numpy.typing import NDArray
 
 from clustercore.model import FrozenMap, Host, HostState, Placement, PlacementState, Resources, Workload
+from clustercore.scheduling.reservations import Entry, Holding, Journal, hard_anti
 from clustercore.topology import Topology
 
 Mask = NDArray[np.bool_]
@@ -28,7 +34,29 @@ Ints = NDArray[np.int64]
 
 
 def matches(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
-    return all(labels.get(k) == v for k, v in selector.items())
+    for k, v in selector.items():  # noqa: SIM110 (a loop, not all(): no generator per call)
+        if labels.get(k) != v:
+            return False
+    return True
+
+
+class Asked:
+    """What the plugins of one decision share about a request on one snapshot: its vector,
+    the names no column has, ``used`` with it added per column, and ``extra`` for plugins."""
+
+    __slots__ = ("_after", "extra", "requests", "unknown", "used", "vector")
+
+    def __init__(self, requests: Resources, used: Floats, vector: Floats, unknown: tuple[str, ...]) -> None:
+        self.requests, self.used, self.vector, self.unknown = requests, used, vector, unknown
+        self._after: dict[int, Floats] = {}
+        self.extra: dict[object, object] = {}
+
+    def after(self, j: int) -> Floats:
+        """Column ``j`` of ``used`` with the request added on every host."""
+        column = self._after.get(j)
+        if column is None:
+            column = self._after[j] = self.used[:, j] + self.vector[j]
+        return column
 
 
 class _Shared:
@@ -45,11 +73,17 @@ class _Shared:
         self.schedulable = np.array([h.state is HostState.UP and h.schedulable for h in hosts], dtype=bool)
         self.workload_count = np.array([len(p) for p in placed], dtype=np.int64)
         self.tainted = np.array([i for i, h in enumerate(hosts) if h.taints], dtype=np.int64)
+        self.everyone = np.arange(len(hosts), dtype=np.int64)
+        self.everyone.flags.writeable = False
         self.state_reasons: dict[str, Mask] | None = None
         self.reach: dict[tuple[str, str], Mask] = {}
         self.ha_load: Floats | None = None
         self.with_rules = [(i, w) for i, group in enumerate(placed) for w in group if w.affinity]
+        self.hard_anti = [(i, w) for i, w in self.with_rules if hard_anti(w)]
         self.pairs: dict[tuple[str, str], Ints] | None = None
+        self.vectors: dict[Resources, tuple[Floats, tuple[str, ...]]] = {}
+        self.limits: dict[FrozenMap[str, float], Floats] = {}
+        self.offered: dict[int, bool] = {}
 
     def pair_counts(self) -> dict[tuple[str, str], Ints]:
         """Per label pair, how many placed workloads on each host carry it (one pass)."""
@@ -75,14 +109,17 @@ class Snapshot:
     used: Floats
     topology: Topology | None
     shared: _Shared = attrs.field(repr=False)
-    #: (host index, workload) reserved on top of the placed workloads, in order.
-    reserved: tuple[tuple[int, Workload], ...] = ()
     #: (host index, workload) placed there but counted as gone (see ``release``).
-    released: tuple[tuple[int, Workload], ...] = ()
-    #: This snapshot's match counts per selector (carried forward by ``reserve``).
-    counts: dict[FrozenMap[str, str], Ints] = attrs.field(factory=dict, repr=False)
+    released: tuple[Entry, ...] = ()
+    #: The reservations of this snapshot's lineage; it sees the first ``version`` entries.
+    journal: Journal = attrs.field(factory=Journal, repr=False)
+    version: int = 0
+    #: Arrays that depend on reservations, carried forward by ``reserve``, ``unreserve`` and
+    #: ``release``: match counts by selector, ``"workloads"`` (counts), ``"ha"`` (HA load).
+    counts: dict[object, NDArray[np.int64] | Floats] = attrs.field(factory=dict, repr=False)
     #: Per-snapshot memo for plugins computing the same thing in one decision.
     memo: dict[object, object] = attrs.field(factory=dict, repr=False)
+    replayed: list[Holding] = attrs.field(factory=list, repr=False)
 
     # ------------------------------------------------------------------ building
 
@@ -122,6 +159,7 @@ class Snapshot:
             _fill(alloc[i], h.allocatable, col)
             for w in placed[i]:
                 _fill(used[i], w.requests, col, add=True)
+        alloc, used = np.asfortranarray(alloc), np.asfortranarray(used)
         alloc.flags.writeable = False
         used.flags.writeable = False
         frozen = tuple(tuple(p) for p in placed)
@@ -129,50 +167,81 @@ class Snapshot:
 
     # ------------------------------------------------------------------ reservations
 
+    @property
+    def reserved(self) -> tuple[Entry, ...]:
+        """(host index, workload) reserved on top of the placed workloads, in order."""
+        return tuple(self.holding().entries.values())
+
+    def holding(self) -> Holding:
+        """This snapshot's reservations, indexed (do not change them)."""
+        if self.version == len(self.journal.log):
+            return self.journal.tip
+        if not self.replayed:
+            self.replayed.append(self.journal.holding(self.version))
+        return self.replayed[0]
+
     def reserve(self, index: int, workload: Workload) -> Snapshot:
         """A new snapshot with ``workload`` reserved on host ``index``."""
-        vector, unknown = self.vector(workload.requests)
+        unknown = self.asked(workload.requests).unknown
         if unknown:
             raise ValueError(f"cannot reserve {workload.name}: no host offers {', '.join(unknown)}")
-        used = self.used.copy()
-        used[index] += vector
-        used.flags.writeable = False
-        counts = {}
-        for selector, known in self.counts.items():
-            if matches(workload.labels, selector):
-                known = known.copy()
-                known[index] += 1
-            counts[selector] = known
-        return attrs.evolve(self, used=used, reserved=(*self.reserved, (index, workload)), counts=counts, memo={})
+        journal, version = self.journal.add(self.version, self.holding(), index, workload)
+        return self._derive(((index, workload),), 1, self.released, journal, version)
 
     def release(self, index: int, workload: Workload) -> Snapshot:
         """A new snapshot in which ``workload``, placed on host ``index``, has left it: what
         a move must be judged against (the balancer's question "where else could it go?")."""
-        used = self.used.copy()
-        used[index] -= self.vector(workload.requests)[0]
-        used.flags.writeable = False
-        return attrs.evolve(self, used=used, released=(*self.released, (index, workload)), counts={}, memo={})
+        return self._derive(((index, workload),), -1, (*self.released, (index, workload)), self.journal,
+                            self.version)
 
     def unreserve(self, name: str) -> Snapshot:
         """A new snapshot without the reservation of workload ``name`` (same snapshot when
         there is none: unreserving is idempotent)."""
-        keep: list[tuple[int, Workload]] = []
-        drop: list[tuple[int, Workload]] = []
-        for entry in self.reserved:
-            (drop if entry[1].name == name else keep).append(entry)
-        if not drop:
+        held = self.holding()
+        if name not in held.by_name:
             return self
-        used = self.used.copy()
-        for index, workload in drop:
-            used[index] -= self.vector(workload.requests)[0]
+        journal, version, gone = self.journal.drop(self.version, held, name)
+        return self._derive(gone, -1, self.released, journal, version)
+
+    def _derive(self, entries: Sequence[Entry], sign: int, released: tuple[Entry, ...], journal: Journal,
+                version: int) -> Snapshot:
+        """The snapshot with ``entries`` added (``sign`` 1) or taken away (-1): ``used`` copied
+        and changed on their hosts, carried arrays likewise."""
+        used = self.used.copy(order="K")
+        counts = dict(self.counts)
+        for index, workload in entries:
+            vector = self.asked(workload.requests).vector
+            if sign > 0:
+                used[index] += vector
+            else:
+                used[index] -= vector
+            for key, known in counts.items():
+                if isinstance(key, FrozenMap):
+                    if not matches(workload.labels, key):
+                        continue
+                    step: object = sign
+                elif key == "ha":
+                    if not workload.ha:
+                        continue
+                    step = vector if sign > 0 else -vector
+                else:
+                    step = sign
+                known = counts[key] = known.copy(order="K")
+                known[index] += step
         used.flags.writeable = False
-        return attrs.evolve(self, used=used, reserved=tuple(keep), counts={}, memo={})
+        return Snapshot(self.hosts, self.resources, self.allocatable, used, self.topology, self.shared, released,
+                        journal, version, counts)
 
     # ------------------------------------------------------------------ columns
 
     @property
     def size(self) -> int:
         return len(self.hosts)
+
+    @property
+    def everyone(self) -> Ints:
+        """Every host's index (read-only)."""
+        return self.shared.everyone
 
     @property
     def index(self) -> Mapping[str, int]:
@@ -195,19 +264,52 @@ class Snapshot:
             return None
 
     def vector(self, resources: Resources) -> tuple[Floats, tuple[str, ...]]:
-        """``resources`` as a row aligned with the columns, and the requested names no
-        column has (no host offers them)."""
-        row = np.zeros(len(self.resources))
-        unknown = []
-        for name in resources.names():
-            amount = resources.get(name)
-            j = self.column(name)
-            if j is None:
-                if amount > 0:
-                    unknown.append(name)
-            else:
-                row[j] = amount
-        return row, tuple(unknown)
+        """``resources`` as a row aligned with the columns (read-only, cached), and the
+        requested names no column has (no host offers them)."""
+        cached = self.shared.vectors.get(resources)
+        if cached is None:
+            row = np.zeros(len(self.resources))
+            unknown = []
+            for name in resources.names():
+                amount = resources.get(name)
+                j = self.column(name)
+                if j is None:
+                    if amount > 0:
+                        unknown.append(name)
+                else:
+                    row[j] = amount
+            row.flags.writeable = False
+            if len(self.shared.vectors) > 4096:
+                self.shared.vectors.clear()
+            cached = self.shared.vectors[resources] = (row, tuple(unknown))
+        return cached
+
+    def offered(self, j: int) -> bool:
+        """Whether every host has some of resource column ``j``."""
+        cached = self.shared.offered.get(j)
+        if cached is None:
+            cached = self.shared.offered[j] = bool((self.allocatable[:, j] > 0).all())
+        return cached
+
+    def limits(self, ratios: FrozenMap[str, float]) -> Floats:
+        """(hosts, resources): ``allocatable * ratio + 1e-9``, what ``used`` may reach."""
+        cached = self.shared.limits.get(ratios)
+        if cached is None:
+            cached = np.asfortranarray(self.allocatable * np.array([ratios.get(r, 1.0) for r in self.resources]))
+            cached += 1e-9
+            cached.flags.writeable = False
+            self.shared.limits[ratios] = cached
+        return cached
+
+    def asked(self, requests: Resources) -> Asked:
+        """The per-decision memo for ``requests`` on this snapshot (by identity: a lookup
+        costs no hashing of the request)."""
+        found = self.memo.get(id(requests))
+        if not (isinstance(found, Asked) and found.requests is requests):
+            if len(self.memo) > 256:  # many requests weighed on one snapshot (explain, extender)
+                self.memo.clear()
+            found = self.memo[id(requests)] = Asked(requests, self.used, *self.vector(requests))
+        return found
 
     def label_mask(self, key: str, value: str) -> Mask:
         """Hosts whose label ``key`` is ``value``."""
@@ -238,7 +340,7 @@ class Snapshot:
         key: FrozenMap[str, str] = selector if isinstance(selector, FrozenMap) else FrozenMap(selector)
         mine = self.counts.get(key)
         if mine is not None:
-            return mine
+            return mine  # type: ignore[return-value]
         base = self.shared.counts.get(key)
         if base is None:
             if len(key) == 1:
@@ -249,9 +351,10 @@ class Snapshot:
                                 dtype=np.int64)
             self.shared.counts[key] = base
         counts = base
-        if self.reserved or self.released:
+        held = self.holding()
+        if held.entries or self.released:
             counts = base.copy()
-            for index, workload in self.reserved:
+            for index, workload in held.entries.values():
                 if matches(workload.labels, key):
                     counts[index] += 1
             for index, workload in self.released:
@@ -292,6 +395,9 @@ class Snapshot:
 
     def ha_load(self) -> Floats:
         """(hosts, resources): what the HA workloads on each host request."""
+        carried = self.counts.get("ha")
+        if carried is not None:
+            return carried  # type: ignore[return-value]
         base = self.shared.ha_load
         if base is None:
             base = np.zeros_like(self.allocatable)
@@ -300,38 +406,47 @@ class Snapshot:
                     if w.ha:
                         base[i] += self.vector(w.requests)[0]
             self.shared.ha_load = base
-        if not any(w.ha for _, w in (*self.reserved, *self.released)):
-            return base
-        load = base.copy()
-        for i, w in self.reserved:
-            if w.ha:
-                load[i] += self.vector(w.requests)[0]
-        for i, w in self.released:
-            if w.ha:
-                load[i] -= self.vector(w.requests)[0]
+        load = base
+        entries = self.holding().entries.values()
+        if any(w.ha for _, w in (*entries, *self.released)):
+            load = base.copy(order="K")
+            for i, w in entries:
+                if w.ha:
+                    load[i] += self.vector(w.requests)[0]
+            for i, w in self.released:
+                if w.ha:
+                    load[i] -= self.vector(w.requests)[0]
+        self.counts["ha"] = load
         return load
 
     def workload_counts(self) -> Ints:
-        counts = self.shared.workload_count
-        if not self.reserved and not self.released:
-            return counts
-        counts = counts.copy()
-        for index, _ in self.reserved:
-            counts[index] += 1
+        carried = self.counts.get("workloads")
+        if carried is not None:
+            return carried  # type: ignore[return-value]
+        counts = self.shared.workload_count.copy()
+        for index, here in self.holding().by_host.items():
+            counts[index] += len(here)
         for index, _ in self.released:
             counts[index] -= 1
+        self.counts["workloads"] = counts
         return counts
 
     def workloads_on(self, index: int) -> tuple[Workload, ...]:
         gone = {w.name for i, w in self.released if i == index}
         here = tuple(w for w in self.shared.placed[index] if w.name not in gone) if gone else self.shared.placed[index]
-        return here + tuple(w for i, w in self.reserved if i == index)
+        return here + self.holding().on(index)
 
     def placed_with_rules(self) -> list[tuple[int, Workload]]:
         """(host index, workload) of every placed or reserved workload with affinity rules."""
         gone = set(self.released)
         placed = [entry for entry in self.shared.with_rules if entry not in gone] if gone else self.shared.with_rules
-        return placed + [(i, w) for i, w in self.reserved if w.affinity]
+        return placed + list(self.holding().with_rules.values())
+
+    def hard_anti_holders(self) -> list[tuple[int, Workload]]:
+        """The same, only those with a hard anti-affinity rule (what a new workload can break)."""
+        gone = set(self.released)
+        placed = [entry for entry in self.shared.hard_anti if entry not in gone] if gone else self.shared.hard_anti
+        return placed + list(self.holding().hard_anti.values())
 
     def host_resources(self, index: int, matrix: Floats) -> Resources:
         row = matrix[index]

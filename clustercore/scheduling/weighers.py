@@ -1,9 +1,11 @@
 """Generic weighers: how good each candidate host is, higher is better.
 
 ``weigh(workload, snapshot, candidates)`` returns one raw score per candidate (an array
-aligned with ``candidates``). The engine normalises each weigher's scores to [0, 1] over
-the candidates and multiplies them by the policy's factor for that weigher; a negative
-factor turns "spread" into "stack" (least allocated times -1 is most allocated).
+aligned with ``candidates``); ``applies(workload, snapshot)``, where a weigher has it, says
+whether it can tell hosts apart at all (the engine skips it when not). The engine
+normalises each weigher's scores to [0, 1] over the candidates and multiplies them by
+the policy's factor for that weigher; a negative factor turns "spread" into "stack"
+(least allocated times -1 is most allocated).
 """
 
 from __future__ import annotations
@@ -16,22 +18,29 @@ from clustercore.scheduling.filters import _scope_counts
 from clustercore.scheduling.snapshot import Snapshot
 
 
-def _utilisation(snap: Snapshot, workload: Workload, candidates: np.ndarray, resources: tuple[str, ...]) -> np.ndarray:
-    """(candidates, resources) fraction of allocatable used once the workload is added.
-    Computed over all hosts once per decision (memoised on the snapshot)."""
-    key = ("utilisation", workload.requests, resources)
-    share = snap.memo.get(key)
-    if share is None:
-        vector, _ = snap.vector(workload.requests)
-        cols = [j for r in resources if (j := snap.column(r)) is not None]
-        alloc = snap.allocatable[:, cols]
-        used = snap.used[:, cols] + vector[cols]
-        share = np.divide(used, alloc, out=np.ones_like(used), where=alloc > 0)
-        snap.memo.clear()
-        snap.memo[key] = share
-    assert isinstance(share, np.ndarray)
-    picked: np.ndarray = share if len(candidates) == snap.size else share[candidates]
-    return picked
+def _shares(snap: Snapshot, workload: Workload, candidates: np.ndarray, resources: tuple[str, ...]
+            ) -> list[np.ndarray]:
+    """Per resource, the fraction of allocatable used on each candidate once the workload
+    is added (1 where nothing is allocatable). Memoised on the snapshot for one decision:
+    the least-allocated and balanced weighers share it."""
+    asked = snap.asked(workload.requests)
+    memo = asked.extra.get(resources)
+    if isinstance(memo, tuple) and memo[0] is candidates:
+        return memo[1]  # type: ignore[no-any-return]
+    shares = []
+    everyone = len(candidates) == snap.size
+    for r in resources:
+        j = snap.column(r)
+        if j is None:
+            continue
+        alloc = snap.allocatable[:, j]
+        if snap.offered(j):
+            share = asked.after(j) / alloc
+        else:
+            share = np.divide(asked.after(j), alloc, out=np.ones(snap.size), where=alloc > 0)
+        shares.append(share if everyone else share[candidates])
+    asked.extra[resources] = (candidates, shares)
+    return shares
 
 
 @attrs.frozen
@@ -43,18 +52,30 @@ class LeastAllocated:
     name: str = "least-allocated"
 
     def weigh(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> np.ndarray:
-        return 1.0 - _utilisation(snap, workload, candidates, self.resources).mean(axis=1)  # type: ignore[no-any-return]
+        shares = _shares(snap, workload, candidates, self.resources)
+        if len(shares) == 2:
+            score = shares[0] + shares[1]
+            score /= 2
+            return np.subtract(1.0, score, out=score)  # type: ignore[no-any-return]
+        return 1.0 - np.stack(shares, axis=1).mean(axis=1)  # type: ignore[no-any-return]
 
 
 @attrs.frozen
 class BalancedAllocation:
-    """Hosts whose CPU and memory fill evenly are better (kube's BalancedAllocation)."""
+    """Hosts whose CPU and memory fill evenly are better (kube's BalancedAllocation): minus
+    the standard deviation of the shares; for two resources minus their difference, which
+    is twice that and normalises the same."""
 
     resources: tuple[str, ...] = ("cpu", "memory")
     name: str = "balanced-allocation"
 
     def weigh(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> np.ndarray:
-        return -_utilisation(snap, workload, candidates, self.resources).std(axis=1)  # type: ignore[no-any-return]
+        shares = _shares(snap, workload, candidates, self.resources)
+        if len(shares) == 2:
+            score = shares[0] - shares[1]
+            np.abs(score, out=score)
+            return np.negative(score, out=score)  # type: ignore[no-any-return]
+        return -np.stack(shares, axis=1).std(axis=1)  # type: ignore[no-any-return]
 
 
 @attrs.frozen
@@ -74,6 +95,9 @@ class SoftAffinity:
 
     name: str = "soft-affinity"
 
+    def applies(self, workload: Workload, snap: Snapshot) -> bool:
+        return any(not rule.hard for rule in workload.affinity)
+
     def weigh(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> np.ndarray:
         score = np.zeros(len(candidates))
         for rule in workload.affinity:
@@ -90,6 +114,9 @@ class PreferredLabels:
 
     name: str = "preferred-labels"
 
+    def applies(self, workload: Workload, snap: Snapshot) -> bool:
+        return bool(workload.preferred_labels)
+
     def weigh(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> np.ndarray:
         score = np.zeros(len(candidates))
         for key, value in workload.preferred_labels.items():
@@ -102,6 +129,9 @@ class AvoidPreferNoSchedule:
     """PreferNoSchedule taints the workload does not tolerate count against the host."""
 
     name: str = "prefer-no-schedule"
+
+    def applies(self, workload: Workload, snap: Snapshot) -> bool:
+        return any(t.effect is TaintEffect.PREFER_NO_SCHEDULE for i in snap.tainted for t in snap.hosts[i].taints)
 
     def weigh(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> np.ndarray:
         penalty = np.zeros(snap.size)
