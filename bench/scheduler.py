@@ -9,9 +9,11 @@ holding 4 small workloads per host already. Two streams of new workloads (1-4 CP
   scores min-max normalised, argmax, copy-on-write reservation): ours against the bound;
 * **mixed**: one in ten with a host selector, one in five with soft anti-affinity.
 
-Timed: decisions and reservations only (the snapshot is built beforehand, as a scheduler
-holds it between decisions). Each repeat starts from the same snapshot; ours and the bound
-alternate within a repeat. kube-scheduler's own SLO threshold for 5,000 nodes is 680 pods/s.
+The 100-host row shows the fixed cost of a decision (Python and numpy call overhead) as
+its difference to the bound's. Timed: decisions and reservations only (the snapshot is
+built beforehand, as a scheduler holds it between decisions). Each repeat starts from the
+same snapshot; ours and the bound alternate within a repeat. kube-scheduler's own SLO
+threshold for 5,000 nodes is 680 pods/s.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from clustercore.model import AffinityRule, Host, HostState, Placement, Placemen
 from clustercore.scheduling import Scheduler, Snapshot
 
 TITLE = "Scheduler: placements per second, one at a time with reservation, against the numpy bound"
-SIZES = ((5_000, 1_000, 5), (50_000, 200, 5))  # hosts, placements per repeat, repeats
+SIZES = ((100, 1_000, 5), (5_000, 1_000, 5), (50_000, 200, 5))  # hosts, placements per repeat, repeats
 HELD = 10_000  # reservations held for the "independent of reservations" row (on 5,000 hosts)
 TARGETS = {5_000: 8_000.0, 50_000: 2_000.0}
 
@@ -160,21 +162,27 @@ def run(progress: Callable[[str], None] = lambda line: print(line, file=sys.stde
              "(min / median / max) | numpy bound, µs (min / median / max) | ours / bound (medians) | "
              "mixed stream, µs (min / median / max) | target |",
              "|---:|---:|---:|---|---|---:|---|---|"]
-    verdicts = []
+    notes: list[str] = []
     for r in rows:
         ours, bound, mixed = r["ours"], r["bound"], r["mixed"]
         assert isinstance(ours, tuple) and isinstance(bound, tuple) and isinstance(mixed, tuple)
         hosts = int(r["hosts"])  # type: ignore[call-overload]
         per_s = 1e6 / ours[1]
         ratio = ours[1] / bound[1]
-        ok = per_s >= TARGETS[hosts] and ratio <= 2.0
-        verdicts.append(ok)
+        if hosts in TARGETS:
+            ok = per_s >= TARGETS[hosts] and ratio <= 2.0
+            target = f"≥ {TARGETS[hosts]:,.0f}/s and ≤ 2x bound: {'met' if ok else 'NOT met'}"
+        else:
+            target = f"fixed cost: {ours[1] - bound[1]:,.0f} µs over the bound per decision"
         lines.append(f"| {hosts:,} | {r['count']:,} x {r['repeats']} | {per_s:,.0f} | {_fmt(ours)} | {_fmt(bound)} "
-                     f"| {ratio:.2f} | {_fmt(mixed)} | ≥ {TARGETS[hosts]:,.0f}/s and ≤ 2x bound: "
-                     f"{'met' if ok else 'NOT met'} |")
+                     f"| {ratio:.2f} | {_fmt(mixed)} | {target} |")
+        if hosts in TARGETS and 1e6 / bound[1] < TARGETS[hosts]:
+            notes.append(f"At {hosts:,} hosts the numpy bound itself makes {1e6 / bound[1]:,.0f} placements/s on this "
+                         f"machine, below the {TARGETS[hosts]:,.0f}/s target: the ratio is the figure to judge here.")
     bare, full = scale["bare"], scale["full"]
     assert isinstance(bare, tuple) and isinstance(full, tuple)
     growth = full[1] / bare[1]
+    lines += [f"\n{n}" for n in notes]
     lines += ["", "| 5,000 hosts, mixed stream | µs per placement (min / median / max) |", "|---|---|",
               f"| no reservations held | {_fmt(bare)} |", f"| {HELD:,} reservations held | {_fmt(full)} |",
               f"| ratio (medians) | {growth:.2f} (target ≤ 1.10: {'met' if growth <= 1.10 else 'NOT met'}) |",

@@ -203,6 +203,13 @@ def check_holding(snap: Snapshot, ref: Reference) -> None:
         assert snap.match_counts({"app": app}).tolist() == [
             sum(1 for w in ref.on(h.name) if w.labels.get("app") == app) for h in snap.hosts]
     assert snap.workload_counts().tolist() == [len(ref.on(h.name)) for h in snap.hosts]
+    rules = {(r.scope, r.selector, r.max_per_scope) for h in snap.hosts for w in ref.on(h.name) for r in w.affinity
+             if r.hard and r.anti}
+    assert set(snap.anti_rules()) == rules
+    for rule in rules:
+        assert snap.holders(rule).tolist() == [
+            sum(1 for w in ref.on(h.name) for r in w.affinity
+                if r.hard and r.anti and (r.scope, r.selector, r.max_per_scope) == rule) for h in snap.hosts]
 
 
 @settings(max_examples=100, deadline=None)
@@ -264,3 +271,14 @@ def test_the_reference_can_disagree() -> None:
     assert set(totals) == {"b"}
     snap = Snapshot.build(hosts)
     assert np.array_equal(Scheduler(snap).passing(Workload("y", "fake", requests=Resources(1, 1024)), snap), [0, 1])
+
+
+def test_two_rules_with_one_selector_and_scope_both_apply() -> None:
+    """Found by the property: the second rule's reason replaced the first's mask."""
+    host = Host("h", capacity=Resources(8, 8192), state=HostState.UP, location={"rack": "r0"})
+    db = Workload("db", "fake", labels={"app": "db"})
+    snap = Snapshot.build([host], {"db": db}, [Placement("db", "h", PlacementState.RUNNING)])
+    web = Workload("web", "fake", affinity=(AffinityRule({"app": "db"}, anti=True, scope="rack", max_per_scope=1),
+                                            AffinityRule({"app": "db"}, anti=True, scope="rack", max_per_scope=2)))
+    assert Reference([host], {"h": [db]}, 1.0).totals(web, "evenly_distributed") == {}
+    assert not len(Scheduler(snap).passing(web, snap))

@@ -6,13 +6,8 @@ candidates; each weigher's scores are normalised to [0, 1] over the candidates (
 Nova style; all equal gives 0) and multiplied by the policy's factor; the best total wins.
 Ties break through a random generator seeded by the caller: deterministic for a seed.
 
-Two ways to write a plugin:
-
-* vectorised (fast): ``Filter.filter(workload, snapshot, candidates) -> {reason: mask}``
-  and ``Weigher.weigh(workload, snapshot, candidates) -> scores`` over numpy columns;
-* per host (simple): ``HostFilter.check(workload, view) -> reason | None`` and
-  ``HostWeigher.weigh(workload, view) -> float``, with a :class:`HostView` of one host.
-  The engine adapts them; they cost a Python call per candidate host.
+Plugins are vectorised (``Filter``, ``Weigher``) or per host (``HostFilter``,
+``HostWeigher``): see :mod:`.protocols`, whose names are re-exported here.
 
 The :class:`Scheduler` holds a snapshot and the reservations made on it: ``schedule``
 decides and reserves, so the next decision sees the resources taken; ``unreserve`` gives
@@ -24,177 +19,39 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
 import attrs
 import numpy as np
 
 from clustercore.errors import NoValidHost
-from clustercore.model import Host, Resources, Workload, ratio_map
+from clustercore.model import Workload, ratio_map
+from clustercore.scheduling.protocols import (
+    Filter,
+    ForFlavor,
+    ForFlavorWeigher,
+    HostFilter,
+    HostView,
+    HostWeigher,
+    OptionalWeigher,
+    PerHostFilter,
+    PerHostWeigher,
+    RejectingFilter,
+    Weigher,
+    as_filter,
+    as_weigher,
+    view,
+)
 from clustercore.scheduling.snapshot import Mask, Snapshot
 
 if TYPE_CHECKING:
     from clustercore.scheduling.policies import Policy
 
+__all__ = ["BatchResult", "Filter", "ForFlavor", "ForFlavorWeigher", "HostFilter", "HostView", "HostWeigher",
+           "OptionalWeigher", "PerHostFilter", "PerHostWeigher", "RejectingFilter", "Row", "Scheduler", "Weigher",
+           "as_filter", "as_weigher", "place", "view"]
+
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- plugin protocols
-
-
-@runtime_checkable
-class Filter(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    def filter(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> Mapping[str, Mask]:
-        """{reason: mask over all hosts, True where the host fails for that reason}."""
-
-
-@runtime_checkable
-class Weigher(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    def weigh(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> np.ndarray:
-        """A raw score per candidate (aligned with ``candidates``); higher is better."""
-
-
-@attrs.frozen
-class HostView:
-    """What a per-host plugin sees of one host: the host, what is used or reserved on it,
-    and the workloads placed or reserved there."""
-
-    host: Host
-    used: Resources
-    workloads: tuple[Workload, ...] = ()
-
-    @property
-    def free(self) -> Resources:
-        return self.host.allocatable - self.used
-
-
-@runtime_checkable
-class OptionalWeigher(Weigher, Protocol):
-    """A weigher that can say beforehand that it tells no hosts apart for a workload (a soft
-    rule the workload does not have): the engine then skips it, which changes no total."""
-
-    def applies(self, workload: Workload, snap: Snapshot) -> bool: ...
-
-
-@runtime_checkable
-class HostFilter(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    def check(self, workload: Workload, view: HostView) -> str | None:
-        """None when ``view`` may run ``workload``; otherwise the reason it may not."""
-
-
-@runtime_checkable
-class HostWeigher(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def multiplier(self) -> float: ...
-
-    def weigh(self, workload: Workload, view: HostView) -> float:
-        """A raw score: higher is better before the multiplier."""
-
-
-def view(snap: Snapshot, index: int) -> HostView:
-    return HostView(snap.hosts[index], snap.host_resources(index, snap.used), snap.workloads_on(index))
-
-
-@attrs.frozen
-class PerHostFilter:
-    """Runs a per-host filter on each remaining candidate."""
-
-    inner: HostFilter
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    def filter(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> Mapping[str, Mask]:
-        out: dict[str, Mask] = {}
-        for i in candidates:
-            why = self.inner.check(workload, view(snap, int(i)))
-            if why is not None:
-                out.setdefault(why, np.zeros(snap.size, dtype=bool))[i] = True
-        return out
-
-
-@attrs.frozen
-class PerHostWeigher:
-    inner: HostWeigher
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    def weigh(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> np.ndarray:
-        return np.array([self.inner.weigh(workload, view(snap, int(i))) for i in candidates], dtype=float)
-
-
-@attrs.frozen
-class ForFlavor:
-    """A per-host filter that concerns one workload flavor only: workloads of other flavors
-    skip it without a per-host call (what a flavor's own rules should be wrapped in)."""
-
-    flavor: str
-    inner: HostFilter
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    def filter(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> Mapping[str, Mask]:
-        if workload.flavor != self.flavor:
-            return {}
-        return PerHostFilter(self.inner).filter(workload, snap, candidates)
-
-
-@attrs.frozen
-class ForFlavorWeigher:
-    """A per-host weigher for one workload flavor only (zero for the others; its factor is
-    the inner weigher's multiplier)."""
-
-    flavor: str
-    inner: HostWeigher
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def factor(self) -> float:
-        return float(self.inner.multiplier)
-
-    def weigh(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> np.ndarray:
-        if workload.flavor != self.flavor:
-            return np.zeros(len(candidates))
-        return PerHostWeigher(self.inner).weigh(workload, snap, candidates)
-
-
-def as_filter(plugin: Filter | HostFilter) -> Filter:
-    if isinstance(plugin, Filter):
-        return plugin
-    if isinstance(plugin, HostFilter):
-        return PerHostFilter(plugin)
-    raise TypeError(f"{plugin!r} is neither a Filter (filter) nor a HostFilter (check)")
-
-
-def as_weigher(plugin: Weigher | HostWeigher) -> tuple[Weigher, float]:
-    """The weigher and its factor (a per-host weigher brings its own multiplier)."""
-    if isinstance(plugin, HostWeigher):
-        return PerHostWeigher(plugin), float(plugin.multiplier)
-    if isinstance(plugin, ForFlavorWeigher):
-        return plugin, plugin.factor
-    if isinstance(plugin, Weigher):
-        return plugin, float(getattr(plugin, "multiplier", 1.0))
-    raise TypeError(f"{plugin!r} is neither a Weigher nor a HostWeigher")
 
 
 # --------------------------------------------------------------------------- results
@@ -256,17 +113,18 @@ class Scheduler:
         self.weighers: tuple[tuple[Weigher, float], ...] = (*self.policy.weighers, *(as_weigher(w) for w in weighers))
         self.snapshot = snapshot
         self.rng = np.random.default_rng(seed)
-        self._plan: tuple[object, object, list[tuple[Filter, bool]], list[tuple[Weigher, float, bool]]] | None = None
+        self._plan: tuple[object, object, list[tuple[Filter, bool, bool]], list[tuple[Weigher, float, bool]]] | None \
+            = None
 
-    def _planned(self) -> tuple[list[tuple[Filter, bool]], list[tuple[Weigher, float, bool]]]:
-        """Filters with whether they need the candidates left, weighers with their factor
-        and whether they are optional (computed again when ``filters`` or ``weighers`` is
-        replaced)."""
+    def _planned(self) -> tuple[list[tuple[Filter, bool, bool]], list[tuple[Weigher, float, bool]]]:
+        """Filters with whether they need the candidates left and whether they can reject
+        without reasons, weighers with their factor and whether they are optional (computed
+        again when ``filters`` or ``weighers`` is replaced)."""
         from clustercore.scheduling.filters import WHOLE_CLUSTER
 
         plan = self._plan
         if plan is None or plan[0] is not self.filters or plan[1] is not self.weighers:
-            filters = [(f, not isinstance(f, WHOLE_CLUSTER)) for f in self.filters]
+            filters = [(f, not isinstance(f, WHOLE_CLUSTER), isinstance(f, RejectingFilter)) for f in self.filters]
             weighers = [(w, factor, isinstance(w, OptionalWeigher)) for w, factor in self.weighers if factor != 0]
             plan = self._plan = (self.filters, self.weighers, filters, weighers)
         return plan[2], plan[3]
@@ -303,8 +161,11 @@ class Scheduler:
         owned = False  # failed is an array of ours (the first mask is the filter's)
         everyone = snap.everyone
         filters, _ = self._planned()
-        for f, narrowed in filters:
-            if narrowed and failed is not None:
+        for f, narrowed, rejecting in filters:
+            if rejecting:
+                union = f.reject(workload, snap)  # type: ignore[attr-defined]
+                verdict: Mapping[str, Mask] = {} if union is None else {"": union}
+            elif narrowed and failed is not None:
                 left = np.flatnonzero(~failed)
                 if not len(left):
                     return left

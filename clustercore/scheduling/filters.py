@@ -15,6 +15,7 @@ import attrs
 import numpy as np
 
 from clustercore.model import AffinityRule, FrozenMap, TaintEffect, Workload, ratio_map
+from clustercore.scheduling.reservations import AntiRule
 from clustercore.scheduling.snapshot import Mask, Snapshot, matches
 from clustercore.storage import StorageDomain, Volume, free, reaches
 from clustercore.topology import NETWORK, STORAGE
@@ -165,26 +166,61 @@ class AffinityFilter:
     name: str = "affinity"
 
     def filter(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> Verdict:
+        out = self._own(workload, snap)
+        blocked = self._blocked(workload, snap)
+        if not blocked:
+            return out
+        on = np.logical_or.reduce(list(blocked.values()))
+        for index, other in snap.hard_anti_holders(on):  # those on a blocked host, in order
+            for rule in other.affinity:
+                if not (rule.hard and rule.anti and matches(workload.labels, rule.selector)):
+                    continue
+                here = blocked.get((rule.scope, rule.selector, rule.max_per_scope))
+                if here is None or not here[index]:
+                    continue  # the other's scope has room for one more match
+                codes, _ = snap.domains(rule.scope)
+                mask = out.setdefault(f"anti-affinity of {other.name}", np.zeros(snap.size, dtype=bool))
+                mask |= codes == codes[index]
+        return out
+
+    def reject(self, workload: Workload, snap: Snapshot) -> Mask | None:
+        """The union of ``filter``'s masks, from per-rule aggregates: the cost does not grow
+        with the workloads holding rules."""
+        masks = list(self._own(workload, snap).values())
+        for (scope, _, _), here in self._blocked(workload, snap).items():
+            codes, _ = snap.domains(scope)
+            masks.append(here if scope == "host" else np.isin(codes, codes[here]))
+        return np.logical_or.reduce(masks) if masks else None
+
+    def _own(self, workload: Workload, snap: Snapshot) -> dict[str, Mask]:
         out: dict[str, Mask] = {}
         for rule in workload.affinity:
             if not rule.hard:
                 continue
             counts, has = _scope_counts(snap, rule.scope, rule.selector)
             if rule.anti:
-                out[f"anti-affinity {_label(rule)} per {rule.scope}"] = has & (counts >= rule.max_per_scope)
+                reason, mask = f"anti-affinity {_label(rule)} per {rule.scope}", has & (counts >= rule.max_per_scope)
             elif counts.any():
-                out[f"affinity {_label(rule)} per {rule.scope}"] = ~has | (counts == 0)
-            # affinity with nothing placed yet: the first of a group goes anywhere
-        for index, other in snap.hard_anti_holders():
-            for rule in other.affinity:
-                if not (rule.hard and rule.anti and matches(workload.labels, rule.selector)):
-                    continue
-                counts, has = _scope_counts(snap, rule.scope, rule.selector)
-                if not has[index] or counts[index] < rule.max_per_scope:
-                    continue  # the other's scope has room for one more match
-                codes, _ = snap.domains(rule.scope)
-                mask = out.setdefault(f"anti-affinity of {other.name}", np.zeros(snap.size, dtype=bool))
-                mask |= codes == codes[index]
+                reason, mask = f"affinity {_label(rule)} per {rule.scope}", ~has | (counts == 0)
+            else:
+                continue  # affinity with nothing placed yet: the first of a group goes anywhere
+            # two rules of one reason (same selector and scope, other limits) both apply
+            out[reason] = out[reason] | mask if reason in out else mask
+        return out
+
+    @staticmethod
+    def _blocked(workload: Workload, snap: Snapshot) -> dict[AntiRule, Mask]:
+        """Per hard anti-affinity rule held by placed or reserved workloads and matching this
+        one, the hosts holding it whose scope is full (where this one would break it)."""
+        out: dict[AntiRule, Mask] = {}
+        for rule in snap.anti_rules():
+            scope, selector, most = rule
+            if not matches(workload.labels, selector):
+                continue
+            counts, has = _scope_counts(snap, scope, selector)
+            here = (snap.holders(rule) > 0) & has & (counts >= most)
+            if here.any():
+                out[rule] = here
         return out
 
 

@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import threading
 
-from clustercore.model import Workload
+from clustercore.model import FrozenMap, Workload
 
 Entry = tuple[int, Workload]  # (host index, workload)
+AntiRule = tuple[str, FrozenMap[str, str], int]  # a hard anti-affinity rule: scope, selector, max per scope
+
+
+def anti_rules(workload: Workload) -> list[AntiRule]:
+    """The hard anti-affinity rules of ``workload`` (those a newcomer can break)."""
+    return [(r.scope, r.selector, r.max_per_scope) for r in workload.affinity if r.hard and r.anti]
 
 
 def hard_anti(workload: Workload) -> bool:
-    """Whether ``workload`` has a hard anti-affinity rule (one a newcomer can break)."""
     return any(rule.hard and rule.anti for rule in workload.affinity)
 
 
@@ -28,7 +33,7 @@ class Holding:
     positions of each workload name and on each host, the entries with rules and those
     with a hard anti-affinity rule. Copying is a few dict copies (tuples inside)."""
 
-    __slots__ = ("by_host", "by_name", "entries", "hard_anti", "with_rules")
+    __slots__ = ("anti", "by_host", "by_name", "entries", "hard_anti", "with_rules")
 
     def __init__(self) -> None:
         self.entries: dict[int, Entry] = {}
@@ -36,11 +41,12 @@ class Holding:
         self.by_host: dict[int, tuple[int, ...]] = {}
         self.with_rules: dict[int, Entry] = {}
         self.hard_anti: dict[int, Entry] = {}
+        self.anti: dict[AntiRule, int] = {}  # how many reserved workloads hold each rule
 
     def copy(self) -> Holding:
         held = Holding()
         held.entries, held.by_name, held.by_host = dict(self.entries), dict(self.by_name), dict(self.by_host)
-        held.with_rules, held.hard_anti = dict(self.with_rules), dict(self.hard_anti)
+        held.with_rules, held.hard_anti, held.anti = dict(self.with_rules), dict(self.hard_anti), dict(self.anti)
         return held
 
     def add(self, position: int, index: int, workload: Workload) -> None:
@@ -51,6 +57,8 @@ class Holding:
             self.with_rules[position] = (index, workload)
             if hard_anti(workload):
                 self.hard_anti[position] = (index, workload)
+                for rule in anti_rules(workload):
+                    self.anti[rule] = self.anti.get(rule, 0) + 1
 
     def drop(self, name: str) -> list[Entry]:
         """Remove every reservation of ``name``; what was removed."""
@@ -63,7 +71,9 @@ class Holding:
             else:
                 del self.by_host[index]
             self.with_rules.pop(position, None)
-            self.hard_anti.pop(position, None)
+            if self.hard_anti.pop(position, None):
+                for rule in anti_rules(workload):
+                    self.anti[rule] -= 1
             gone.append((index, workload))
         return gone
 

@@ -24,81 +24,12 @@ import attrs
 import numpy as np
 from numpy.typing import NDArray
 
-from clustercore.model import FrozenMap, Host, HostState, Placement, PlacementState, Resources, Workload
-from clustercore.scheduling.reservations import Entry, Holding, Journal, hard_anti
+from clustercore.model import FrozenMap, Host, Placement, PlacementState, Resources, Workload
+from clustercore.scheduling.columns import Asked, Floats, Ints, Mask, Shared, matches
+from clustercore.scheduling.reservations import AntiRule, Entry, Holding, Journal, anti_rules
 from clustercore.topology import Topology
 
-Mask = NDArray[np.bool_]
-Floats = NDArray[np.float64]
-Ints = NDArray[np.int64]
-
-
-def matches(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
-    for k, v in selector.items():  # noqa: SIM110 (a loop, not all(): no generator per call)
-        if labels.get(k) != v:
-            return False
-    return True
-
-
-class Asked:
-    """What the plugins of one decision share about a request on one snapshot: its vector,
-    the names no column has, ``used`` with it added per column, and ``extra`` for plugins."""
-
-    __slots__ = ("_after", "extra", "requests", "unknown", "used", "vector")
-
-    def __init__(self, requests: Resources, used: Floats, vector: Floats, unknown: tuple[str, ...]) -> None:
-        self.requests, self.used, self.vector, self.unknown = requests, used, vector, unknown
-        self._after: dict[int, Floats] = {}
-        self.extra: dict[object, object] = {}
-
-    def after(self, j: int) -> Floats:
-        """Column ``j`` of ``used`` with the request added on every host."""
-        column = self._after.get(j)
-        if column is None:
-            column = self._after[j] = self.used[:, j] + self.vector[j]
-        return column
-
-
-class _Shared:
-    """Caches shared by a snapshot and the snapshots derived from it by reservations."""
-
-    def __init__(self, hosts: tuple[Host, ...], placed: tuple[tuple[Workload, ...], ...]) -> None:
-        self.hosts = hosts
-        self.placed = placed
-        self.index = {h.name: i for i, h in enumerate(hosts)}
-        self.label_masks: dict[tuple[str, str], Mask] = {}
-        self.domains: dict[str, tuple[Ints, tuple[str, ...]]] = {}
-        self.counts: dict[FrozenMap[str, str], Ints] = {}
-        self.state = np.array([h.state is HostState.UP for h in hosts], dtype=bool)
-        self.schedulable = np.array([h.state is HostState.UP and h.schedulable for h in hosts], dtype=bool)
-        self.workload_count = np.array([len(p) for p in placed], dtype=np.int64)
-        self.tainted = np.array([i for i, h in enumerate(hosts) if h.taints], dtype=np.int64)
-        self.everyone = np.arange(len(hosts), dtype=np.int64)
-        self.everyone.flags.writeable = False
-        self.state_reasons: dict[str, Mask] | None = None
-        self.reach: dict[tuple[str, str], Mask] = {}
-        self.ha_load: Floats | None = None
-        self.with_rules = [(i, w) for i, group in enumerate(placed) for w in group if w.affinity]
-        self.hard_anti = [(i, w) for i, w in self.with_rules if hard_anti(w)]
-        self.pairs: dict[tuple[str, str], Ints] | None = None
-        self.vectors: dict[Resources, tuple[Floats, tuple[str, ...]]] = {}
-        self.limits: dict[FrozenMap[str, float], Floats] = {}
-        self.offered: dict[int, bool] = {}
-
-    def pair_counts(self) -> dict[tuple[str, str], Ints]:
-        """Per label pair, how many placed workloads on each host carry it (one pass)."""
-        if self.pairs is None:
-            pairs: dict[tuple[str, str], Ints] = {}
-            size = len(self.hosts)
-            for i, group in enumerate(self.placed):
-                for w in group:
-                    for pair in w.labels.items():
-                        counts = pairs.get(pair)
-                        if counts is None:
-                            counts = pairs[pair] = np.zeros(size, dtype=np.int64)
-                        counts[i] += 1
-            self.pairs = pairs
-        return self.pairs
+__all__ = ["Asked", "Floats", "Ints", "Mask", "Snapshot", "matches"]
 
 
 @attrs.frozen(eq=False)
@@ -108,7 +39,7 @@ class Snapshot:
     allocatable: Floats
     used: Floats
     topology: Topology | None
-    shared: _Shared = attrs.field(repr=False)
+    shared: Shared = attrs.field(repr=False)
     #: (host index, workload) placed there but counted as gone (see ``release``).
     released: tuple[Entry, ...] = ()
     #: The reservations of this snapshot's lineage; it sees the first ``version`` entries.
@@ -163,7 +94,7 @@ class Snapshot:
         alloc.flags.writeable = False
         used.flags.writeable = False
         frozen = tuple(tuple(p) for p in placed)
-        return cls(hosts, columns, alloc, used, topology, _Shared(hosts, frozen))
+        return cls(hosts, columns, alloc, used, topology, Shared(hosts, frozen, columns, alloc))
 
     # ------------------------------------------------------------------ reservations
 
@@ -224,6 +155,10 @@ class Snapshot:
                     if not workload.ha:
                         continue
                     step = vector if sign > 0 else -vector
+                elif isinstance(key, tuple):  # an anti-affinity rule: how many hold it
+                    step = sign * anti_rules(workload).count(key)
+                    if not step:
+                        continue
                 else:
                     step = sign
                 known = counts[key] = known.copy(order="K")
@@ -258,48 +193,20 @@ class Snapshot:
         return self.shared.schedulable
 
     def column(self, resource: str) -> int | None:
-        try:
-            return self.resources.index(resource)
-        except ValueError:
-            return None
+        return self.shared.column.get(resource)
 
     def vector(self, resources: Resources) -> tuple[Floats, tuple[str, ...]]:
         """``resources`` as a row aligned with the columns (read-only, cached), and the
         requested names no column has (no host offers them)."""
-        cached = self.shared.vectors.get(resources)
-        if cached is None:
-            row = np.zeros(len(self.resources))
-            unknown = []
-            for name in resources.names():
-                amount = resources.get(name)
-                j = self.column(name)
-                if j is None:
-                    if amount > 0:
-                        unknown.append(name)
-                else:
-                    row[j] = amount
-            row.flags.writeable = False
-            if len(self.shared.vectors) > 4096:
-                self.shared.vectors.clear()
-            cached = self.shared.vectors[resources] = (row, tuple(unknown))
-        return cached
+        return self.shared.vector(resources)
 
     def offered(self, j: int) -> bool:
         """Whether every host has some of resource column ``j``."""
-        cached = self.shared.offered.get(j)
-        if cached is None:
-            cached = self.shared.offered[j] = bool((self.allocatable[:, j] > 0).all())
-        return cached
+        return self.shared.offered(j)
 
     def limits(self, ratios: FrozenMap[str, float]) -> Floats:
         """(hosts, resources): ``allocatable * ratio + 1e-9``, what ``used`` may reach."""
-        cached = self.shared.limits.get(ratios)
-        if cached is None:
-            cached = np.asfortranarray(self.allocatable * np.array([ratios.get(r, 1.0) for r in self.resources]))
-            cached += 1e-9
-            cached.flags.writeable = False
-            self.shared.limits[ratios] = cached
-        return cached
+        return self.shared.limits(ratios)
 
     def asked(self, requests: Resources) -> Asked:
         """The per-decision memo for ``requests`` on this snapshot (by identity: a lookup
@@ -313,27 +220,16 @@ class Snapshot:
 
     def label_mask(self, key: str, value: str) -> Mask:
         """Hosts whose label ``key`` is ``value``."""
-        cached = self.shared.label_masks.get((key, value))
-        if cached is None:
-            cached = np.array([h.labels.get(key) == value for h in self.hosts], dtype=bool)
-            self.shared.label_masks[(key, value)] = cached
-        return cached
+        return self.shared.label_mask(key, value)
 
     def domains(self, scope: str) -> tuple[Ints, tuple[str, ...]]:
         """Per host, the code of its ``scope`` failure domain (-1 when it has none), and the
         domain names by code. Scope ``host`` makes every host its own domain."""
-        cached = self.shared.domains.get(scope)
-        if cached is None:
-            if scope == "host":
-                cached = (np.arange(self.size, dtype=np.int64), tuple(h.name for h in self.hosts))
-            else:
-                values = [h.location.get(scope) for h in self.hosts]
-                names = tuple(sorted({v for v in values if v is not None}))
-                code = {n: i for i, n in enumerate(names)}
-                cached = (np.array([code.get(v, -1) if v is not None else -1 for v in values],
-                                   dtype=np.int64), names)
-            self.shared.domains[scope] = cached
-        return cached
+        return self.shared.domains(scope)
+
+    def state_reasons(self) -> dict[str, Mask]:
+        """Why hosts that are not schedulable are not: ``unschedulable`` or ``host STATE``."""
+        return self.shared.state_reasons()
 
     def match_counts(self, selector: Mapping[str, str]) -> Ints:
         """Per host, how many placed or reserved workloads match ``selector``."""
@@ -362,19 +258,6 @@ class Snapshot:
                     counts[index] -= 1
         self.counts[key] = counts
         return counts
-
-    def state_reasons(self) -> dict[str, Mask]:
-        """Why hosts that are not schedulable are not: ``unschedulable`` or ``host STATE``."""
-        cached = self.shared.state_reasons
-        if cached is None:
-            cached = {}
-            for i, host in enumerate(self.hosts):
-                if self.schedulable[i]:
-                    continue
-                reason = "unschedulable" if host.state is HostState.UP else f"host {host.state}"
-                cached.setdefault(reason, np.zeros(self.size, dtype=bool))[i] = True
-            self.shared.state_reasons = cached
-        return cached
 
     def reaching(self, kind: str, target: str) -> Mask:
         """Hosts the topology says reach network or storage ``target``."""
@@ -442,11 +325,47 @@ class Snapshot:
         placed = [entry for entry in self.shared.with_rules if entry not in gone] if gone else self.shared.with_rules
         return placed + list(self.holding().with_rules.values())
 
-    def hard_anti_holders(self) -> list[tuple[int, Workload]]:
-        """The same, only those with a hard anti-affinity rule (what a new workload can break)."""
+    def anti_rules(self) -> list[AntiRule]:
+        """The distinct hard anti-affinity rules of the placed and reserved workloads."""
+        held = self.holding().anti
+        if not held:
+            return list(self.shared.anti)
+        rules = dict(self.shared.anti)
+        rules.update((rule, None) for rule, n in held.items() if n)
+        return list(rules)
+
+    def holders(self, rule: AntiRule) -> Ints:
+        """Per host, how many of its placed or reserved workloads hold hard anti-affinity ``rule``."""
+        carried = self.counts.get(rule)
+        if carried is not None:
+            return carried  # type: ignore[return-value]
+        base = self.shared.holders.get(rule)
+        if base is None:
+            base = self.shared.holders[rule] = np.zeros(self.size, dtype=np.int64)
+            for i, w in self.shared.hard_anti:
+                base[i] += anti_rules(w).count(rule)
+        counts = base.copy()
+        for i, w in self.holding().hard_anti.values():
+            counts[i] += anti_rules(w).count(rule)
+        for i, w in self.released:
+            counts[i] -= anti_rules(w).count(rule)
+        self.counts[rule] = counts
+        return counts
+
+    def hard_anti_holders(self, on: Mask | None = None) -> list[tuple[int, Workload]]:
+        """The same, only those with a hard anti-affinity rule (what a new workload can break),
+        and only on the hosts ``on`` when given."""
         gone = set(self.released)
-        placed = [entry for entry in self.shared.hard_anti if entry not in gone] if gone else self.shared.hard_anti
-        return placed + list(self.holding().hard_anti.values())
+        held = self.holding()
+        if on is None:
+            placed = self.shared.hard_anti
+            reserved = list(held.hard_anti.values())
+        else:
+            hosts = np.flatnonzero(on).tolist()
+            placed = [(i, w) for i in hosts for w in self.shared.placed[i] if (i, w) in self.shared.hard_anti_set]
+            reserved = [held.hard_anti[p] for p in sorted(p for i in hosts for p in held.by_host.get(i, ())
+                                                          if p in held.hard_anti)]
+        return [entry for entry in placed if entry not in gone] + reserved
 
     def host_resources(self, index: int, matrix: Floats) -> Resources:
         row = matrix[index]
