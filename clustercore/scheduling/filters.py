@@ -78,6 +78,8 @@ class ConnectivityFilter:
 
     def filter(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> Verdict:
         out: dict[str, Mask] = {}
+        if not (workload.networks or workload.storage):
+            return out
         for kind, needed in ((NETWORK, workload.networks), (STORAGE, workload.storage)):
             for target in sorted(needed):
                 out[f"missing {kind} {target}"] = ~snap.reaching(kind, target)
@@ -130,7 +132,7 @@ class TaintFilter:
 
     def filter(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> Verdict:
         out: dict[str, Mask] = {}
-        for i in snap.tainted:
+        for i in snap.tainted.tolist():
             for taint in snap.hosts[i].taints:
                 tolerated = any(t.tolerates(taint) for t in workload.tolerations)
                 if taint.effect is TaintEffect.NO_SCHEDULE and not tolerated:

@@ -131,7 +131,8 @@ class AvoidPreferNoSchedule:
     name: str = "prefer-no-schedule"
 
     def applies(self, workload: Workload, snap: Snapshot) -> bool:
-        return any(t.effect is TaintEffect.PREFER_NO_SCHEDULE for i in snap.tainted for t in snap.hosts[i].taints)
+        return len(snap.tainted) > 0 and any(t.effect is TaintEffect.PREFER_NO_SCHEDULE
+                                             for i in snap.tainted.tolist() for t in snap.hosts[i].taints)
 
     def weigh(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> np.ndarray:
         penalty = np.zeros(snap.size)
