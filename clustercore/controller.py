@@ -5,9 +5,12 @@ One ``step(now)`` is one pass. It composes the reconcilers of :mod:`clustercore.
 1. observe (:mod:`~clustercore.reconcile.observe`): informers, heartbeats, reboots -> a View
    (followers stop here, so their caches stay warm);
 2. recovery of hosts seen rebooting (their placements fail);
-3. for each host that needs a look, the first decider with a decision, in order: hosts
-   (join, liveness, connectivity), drain, fence; committed as one transaction (host
-   compare-and-swap + event; see :mod:`~clustercore.reconcile.writer`), then flavors told;
+3. for each host that needs a look (not Up, missing a required network or storage, or Up
+   with its heartbeat grace run out: a deadline in :mod:`~clustercore.deadlines`, armed when
+   the host changes, so an Up host that keeps beating costs nothing), the first decider
+   with a decision, in order: hosts (join, liveness, connectivity), drain, fence; committed
+   as one transaction (host compare-and-swap + event; see
+   :mod:`~clustercore.reconcile.writer`), then flavors told;
 4. settle orphaned Starting/Migrating placements; recovery (HA restart) of Failed ones.
 
 Calls into flavors and hosts run off the pass on per-host lanes with deadlines
@@ -22,13 +25,14 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 
 import attrs
 
 from clustercore import watchdog
 from clustercore.clock import Clock
+from clustercore.deadlines import Deadlines
 from clustercore.driver import migrates_storage
 from clustercore.errors import Conflict, NotLeader, StoreError
 from clustercore.events import Event, EventLog
@@ -60,6 +64,12 @@ from clustercore.state import ClusterState, Versioned
 log = logging.getLogger(__name__)
 __all__ = ["Controller", "Decision", "StepReport"]
 LOOKS = 3  # looks per pass at hosts whose calls answered within the pass
+
+
+def heard(host: Host, last_seen: Mapping[str, float]) -> float:
+    """When ``host`` was last heard from: its latest heartbeat, or its last change if later."""
+    seen = last_seen.get(host.name)
+    return host.since if seen is None or seen < host.since else seen
 
 
 @attrs.frozen
@@ -116,6 +126,9 @@ class Controller:
         #: Seconds a pass may spend waiting on host calls in all (None: LOOKS x call_wait).
         self.wait_budget: float | None = None
         self._configured: object = None  # the config the flavors were last given
+        #: Each Up host's end of heartbeat grace (clustercore.deadlines), armed when it changes.
+        self.deadlines: Deadlines[str] = Deadlines()
+        self._limit: float | None = None  # the grace the deadlines were armed with
 
     def _prepare_maintenance(self, name: str) -> None:
         """Without an operator's API (a bare controller): the transition alone."""
@@ -211,6 +224,7 @@ class Controller:
             errors: list[str] = []
             try:
                 view = self.observer.sync(now, errors)
+                self._follow(view)
                 if not self.may_act():
                     return StepReport(now, len(view.hosts), (), (), ("not the leader: observing only",))
                 self._act(view, events, conflicts, errors)
@@ -272,21 +286,44 @@ class Controller:
             except Conflict as exc:  # decided on this pass: recorded on the next
                 conflicts.append(str(exc))
 
+    def _follow(self, view: View) -> None:
+        """Keep each Up host's heartbeat deadline (grace end) for the hosts that changed since
+        the last pass, or for every host when the grace itself changed. Followers too, so a
+        new leader's deadlines are warm."""
+        limit = view.config.liveness.connecting_after
+        changed: Iterable[str] = self.observer.take_changed()
+        if limit != self._limit:
+            self._limit = limit
+            for name in self.deadlines:
+                if name not in view.hosts:
+                    self.deadlines.cancel(name)
+            changed = list(view.hosts)
+        hosts, last_seen, up = view.hosts, view.last_seen, HostState.UP
+        for name in changed:
+            current = hosts.get(name)
+            if current is None or current.value.state is not up:
+                self.deadlines.cancel(name)
+            else:
+                self.deadlines.arm(name, heard(current.value, last_seen) + limit)
+
     def _needing_look(self, view: View) -> list[str]:
-        """Every host but the common case, kept cheap (this loop is the pass's cost at
-        10,000 hosts): Up, heard from recently, missing nothing."""
-        up, now, limit = HostState.UP, view.now, view.config.liveness.connecting_after
-        last_seen, incomplete = self.observer.last_seen, self.topology.incomplete
-        looking = []
-        for name, current in self.observer.hosts.items():
-            host = current.value
-            if host.state is up and name not in incomplete:
-                seen = last_seen.get(name)
-                since = host.since
-                if now - (since if seen is None or seen < since else seen) <= limit:
-                    continue
-            looking.append(name)
-        return looking
+        """The hosts this pass looks at: every one not Up or missing a required network or
+        storage, and the Up ones whose grace ran out unheard. An Up host that keeps beating
+        costs nothing here: its deadline comes once per grace period and is pushed back to
+        its latest heartbeat (a stale one is due again next pass, as long as it stays Up)."""
+        hosts, now, last_seen = view.hosts, view.now, view.last_seen
+        limit = view.config.liveness.connecting_after  # what _follow armed with, this pass
+        looking = set(view.unsettled)
+        looking.update(n for n in self.topology.incomplete if n in hosts)
+        for name in self.deadlines.pop_due(now):
+            current = hosts.get(name)
+            if current is None or current.value.state is not HostState.UP:
+                continue  # never so: a change that made it so disarmed it
+            seen = heard(current.value, last_seen)
+            self.deadlines.arm(name, seen + limit)
+            if now - seen > limit:
+                looking.add(name)
+        return sorted(looking)
 
     def _look(self, current: Versioned[Host], view: View, workloads: int, events: list[Event],
               conflicts: list[str], errors: list[str]) -> bool:

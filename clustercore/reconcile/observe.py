@@ -9,7 +9,9 @@ updates the topology (networks and storage it reaches) and a new boot id marks t
 whose heartbeat key is gone (its lease expired, or it never beat) is in ``lease_gone``
 since this manager first saw it so (its own clock: self-fencing counts from there,
 :mod:`clustercore.watchdog`); a report whose watchdog changed is noted for the leader to
-record in the host (``watchdogs``). Placements
+record in the host (``watchdogs``). The hosts not Up are kept as ``unsettled``, and the
+names of hosts changed or removed since the controller last asked as ``changed`` (what it
+re-arms heartbeat deadlines from). Placements
 that became Failed, whoever wrote them, are collected for recovery. Followers observe too,
 so a new leader's caches are warm and its heartbeats timed.
 
@@ -22,7 +24,7 @@ and its workloads are still restarted.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from types import MappingProxyType
 
 import attrs
@@ -31,7 +33,7 @@ from clustercore import credentials
 from clustercore.config import ClusterConfig
 from clustercore.errors import CorruptEntry
 from clustercore.events import Event, EventLog
-from clustercore.model import Host, HostReport, PlacementState
+from clustercore.model import Host, HostReport, HostState, PlacementState
 from clustercore.plugins import HostProbe
 from clustercore.state import CONFIG_KEY, HEARTBEATS, HOSTS, PLACEMENTS, ClusterState, Informer, Versioned
 from clustercore.store.base import Store
@@ -51,6 +53,7 @@ class View:
     reports: Mapping[str, HostReport]
     corrupt: Mapping[str, str]
     lease_gone: Mapping[str, float] = attrs.field(factory=dict)
+    unsettled: Set[str] = attrs.field(factory=frozenset)  # hosts not Up (live: a pass's commits show)
 
 
 class Observer:
@@ -75,6 +78,8 @@ class Observer:
         self._required: tuple[frozenset[str], frozenset[str]] | None = None
         self._report_bytes: dict[str, bytes] = {}
         self._told: dict[str, int] = {}  # key -> revision whose corruption was recorded
+        self.unsettled: set[str] = set()  # hosts whose state is not Up
+        self.changed: set[str] = set()  # hosts changed or removed since the controller last took them
 
     def sync(self, now: float, errors: list[str]) -> View:
         config = self.state.config().value
@@ -86,7 +91,19 @@ class Observer:
         self._sync_placements(errors)
         return View(now, config, MappingProxyType(self.hosts), MappingProxyType(self.last_seen),
                     MappingProxyType(self.reports), MappingProxyType(self.corrupt),
-                    MappingProxyType(self.lease_gone))
+                    MappingProxyType(self.lease_gone), self.unsettled)
+
+    def take_changed(self) -> set[str]:
+        """The hosts changed (in the store or by this manager) or removed since the last call."""
+        changed, self.changed = self.changed, set()
+        return changed
+
+    def _index(self, host: Host) -> None:
+        if host.state is HostState.UP:
+            self.unsettled.discard(host.name)
+        else:
+            self.unsettled.add(host.name)
+        self.changed.add(host.name)
 
     def require(self, networks: frozenset[str], storage: frozenset[str]) -> None:
         """What every working host must reach (the probes reconciler's answer)."""
@@ -103,6 +120,7 @@ class Observer:
         """This manager wrote ``host`` at ``revision``: the same pass sees it at once."""
         self.hosts[host.name] = Versioned(host, revision)
         self.corrupt.pop(host.name, None)
+        self._index(host)
 
     def _tell_corrupt(self, key: str, now: float, kind: str, subject: str, consequence: str) -> None:
         problem = self.state.corrupt.get(key)
@@ -124,6 +142,8 @@ class Observer:
             self.corrupt.pop(name, None)
             self.lease_gone.pop(name, None)
             self.topology.remove_host(name)
+            self.unsettled.discard(name)
+            self.changed.add(name)
         beating = self._beat_informer.items
         for name in changed:
             if name not in beating:
@@ -137,11 +157,13 @@ class Observer:
                 last = self.hosts.get(name)
                 if last is not None:  # keep judging it by its last good value
                     self.hosts[name] = Versioned(last.value, kv.mod_revision)
+                    self.changed.add(name)
                 self._tell_corrupt(HOSTS + name, now, "host-corrupt", f"host/{name}",
                                    "judged by its last good value" if last else "not judged until it is fixed")
                 continue
             self.corrupt.pop(name, None)
             self.hosts[name] = current
+            self._index(current.value)
             self.topology.add_host(current.value)
 
     def _sync_beats(self, now: float, errors: list[str]) -> None:

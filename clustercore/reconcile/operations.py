@@ -289,7 +289,7 @@ class OperationsRunner:
     # ------------------------------------------------------------------ fencing, as operations
 
     def _record_fencing(self, view: View) -> None:
-        fencing = {n for n, h in view.hosts.items() if h.value.state is S.FENCING}
+        fencing = {n for n in view.unsettled if n in view.hosts and view.hosts[n].value.state is S.FENCING}
         if not fencing:
             return
         followed = {o.value.target for o in self._open.values() if o.value.kind == "fence"}
