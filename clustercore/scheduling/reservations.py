@@ -6,7 +6,13 @@ would make a batch of N decisions cost O(N²). Instead the snapshots of one line
 :class:`Journal` and each knows its ``version`` (how many journal entries it sees). The
 journal keeps the :class:`Holding` after its last entry up to date (by name, by host, with
 affinity rules), so the newest snapshot answers in O(1); an older one replays its prefix
-once, on first use, and deriving from it forks a new journal (what copying cost before).
+once, on first use, and deriving from it forks a new journal whose base is a copy of what it
+holds (a few dict copies).
+
+Threads: deriving is serialised by the journal's lock, and every derived snapshot is
+right. A snapshot at the tip reads the live holding, so one thread must not read a
+snapshot while another derives from that same snapshot; give each thread its own
+scheduler (as every caller in clustercore does: a fresh snapshot per scheduler).
 """
 
 from __future__ import annotations

@@ -212,7 +212,7 @@ class Snapshot:
         """The per-decision memo for ``requests`` on this snapshot (by identity: a lookup
         costs no hashing of the request)."""
         found = self.memo.get(id(requests))
-        if not (isinstance(found, Asked) and found.requests is requests):
+        if not (isinstance(found, Asked) and found.requests is requests and found.used is self.used):
             if len(self.memo) > 256:  # many requests weighed on one snapshot (explain, extender)
                 self.memo.clear()
             found = self.memo[id(requests)] = Asked(requests, self.used, *self.vector(requests))
