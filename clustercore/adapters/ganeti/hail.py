@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 import attrs
 
 from clustercore.adapters.ganeti.hload import GroupInfo, Model
-from clustercore.adapters.ganeti.hmetrics import Stats, cluster_score
+from clustercore.adapters.ganeti.hmetrics import Stats, cluster_score, scores_replacing
 from clustercore.adapters.ganeti.hnode import (
     MOVABLE,
     Fail,
@@ -166,20 +166,30 @@ def policy_failure(inst: Inst, node: Node) -> Fail | None:
 # ------------------------------------------------------------------------------ placing
 
 
-def on_single(opts: Options, nl: Nodes, inst: Inst, pdx: int, force: bool | None = None,
-              stats: Stats | None = None) -> Element | Fail:
-    """``allocateOnSingle``: ``inst`` on node ``pdx``, scored on the whole node list."""
-    node = nl[pdx]
-    fail = policy_failure(inst, node)
-    if fail:
-        return fail
-    new_inst = attrs.evolve(inst, pnode=pdx, snode=-1)
-    try:
-        new_p = add_pri(node, new_inst, opts.ignore_soft_errors if force is None else force)
-    except NodeFail as exc:
-        return exc.mode
-    stats = stats or Stats.of(nl.values())
-    return Element(nl, (new_p,), new_inst, (pdx,), stats.replaced([(node, new_p)]).score())
+def on_singles(opts: Options, nl: Nodes, inst: Inst, targets: list[int], force: bool | None = None
+               ) -> list[Element | Fail]:
+    """``allocateOnSingle`` on each node of ``targets``: ``inst`` on it, scored on the whole
+    node list afresh as hail does (:func:`scores_replacing` scores all candidates at once)."""
+    out: list[Element | Fail] = []
+    placed: list[tuple[int, Inst, Node]] = []
+    for pdx in targets:
+        node = nl[pdx]
+        fail = policy_failure(inst, node)
+        if fail:
+            out.append(fail)
+            continue
+        new_inst = attrs.evolve(inst, pnode=pdx, snode=-1)
+        try:
+            placed.append((len(out), new_inst, add_pri(node, new_inst, opts.ignore_soft_errors if force is None
+                                                       else force)))
+        except NodeFail as exc:
+            out.append(exc.mode)
+            continue
+        out.append(Fail.FailN1)  # replaced below
+    scores = scores_replacing(nl.values(), [new_p for _, _, new_p in placed])
+    for (k, new_inst, new_p), score in zip(placed, scores, strict=True):
+        out[k] = Element(nl, (new_p,), new_inst, (new_inst.pnode,), score)
+    return out
 
 
 def on_pair(opts: Options, stats: Stats, nl: Nodes, inst: Inst, pdx: int, sdx: int) -> Element | Fail:
@@ -214,10 +224,10 @@ def _alloc_nodes(opts: Options, nl: list[Node], count: int) -> list[int] | list[
 def try_alloc(opts: Options, nl: Nodes, il: Insts, inst: Inst, targets: list[int] | list[tuple[int, list[int]]],
               count: int) -> Solution:
     keep: Callable[[Element], bool] = (lambda e: redundant(*_with(e, il))) if opts.capacity else (lambda e: True)
-    stats = Stats.of(nl.values())
     if count == 2:
         if not targets:
             raise AllocError("Not enough online nodes")
+        stats = Stats.of(nl.values())
         total = Solution()
         for p, secondaries in targets:  # type: ignore[misc]
             results = [on_pair(opts, stats, nl, inst, p, s) for s in secondaries]
@@ -225,7 +235,7 @@ def try_alloc(opts: Options, nl: Nodes, il: Insts, inst: Inst, targets: list[int
         return attrs.evolve(total, log=(describe(total), *total.log))
     if not targets:
         raise AllocError("No online nodes")
-    sol = _collect([on_single(opts, nl, inst, p, stats=stats) for p in targets], keep)  # type: ignore[arg-type]
+    sol = _collect(on_singles(opts, nl, inst, targets), keep)  # type: ignore[arg-type]
     return attrs.evolve(sol, log=(describe(sol), *sol.log))
 
 
@@ -281,9 +291,7 @@ def _failover_to_any(nl: Nodes, il: Insts, idx: int, gdx: int, targets: list[int
 
 
 def _recreate(nl: Nodes, il: Insts, inst: Inst, targets: list[int]) -> tuple[Nodes, Insts]:
-    opts = Options(ignore_soft_errors=True)
-    stats = Stats.of(nl.values())
-    sol = _collect([on_single(opts, nl, inst, t, stats=stats) for t in targets], lambda e: True)
+    sol = _collect(on_singles(Options(ignore_soft_errors=True), nl, inst, targets), lambda e: True)
     if sol.best is None:
         raise NodeFail(Fail.FailN1)
     return _with(sol.best, il)

@@ -11,13 +11,14 @@ last bit where hail computes from scratch.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import attrs
+import numpy as np
 
 from clustercore.adapters.ganeti.hnode import Node, div
 
-__all__ = ["METRICS", "Metric", "Stats", "cluster_score", "components"]
+__all__ = ["METRICS", "Metric", "Stats", "cluster_score", "components", "scores_replacing"]
 
 
 @attrs.frozen
@@ -106,6 +107,69 @@ def cluster_score(nodes: Iterable[Node]) -> float:
     for metric, value in components(nodes):
         total += metric.weight * value
     return total
+
+
+CHUNK = 1 << 20  # matrix elements folded at a time by scores_replacing
+
+
+def _folds(base: np.ndarray, rows: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each k, the sum of ``base`` with ``values[k]`` at ``rows[k]``, and the sum of
+    squared deviations from its mean: both folded left to right, as Ganeti's ``foldl'``."""
+    count = float(len(base))
+    sums, nvars = np.empty(len(rows)), np.empty(len(rows))
+    step = max(1, CHUNK // max(len(base), 1))
+    for start in range(0, len(rows), step):
+        stop = min(start + step, len(rows))
+        matrix = np.tile(base, (stop - start, 1))
+        matrix[np.arange(stop - start), rows[start:stop]] = values[start:stop]
+        total = np.add.accumulate(matrix, axis=1)[:, -1]  # sequential, unlike np.sum's pairwise sum
+        d = matrix - (total / count)[:, None]
+        sums[start:stop] = total
+        nvars[start:stop] = np.add.accumulate(d * d, axis=1)[:, -1]
+    return sums, nvars
+
+
+def _tags_score(online: list[Node], replaced: Node | None, new: Node | None) -> float:
+    merged: dict[tuple[str, str], int] = {}
+    for n in online:
+        for key, count in (new if replaced is not None and n is replaced else n).instance_map.items():
+            merged[key] = merged.get(key, 0) + count
+    merged = {k: c for k, c in merged.items() if c}
+    return float(sum(merged.values()) - len(merged))
+
+
+def scores_replacing(nodes: Iterable[Node], changes: Sequence[Node]) -> list[float]:
+    """``cluster_score`` of ``nodes`` with each of ``changes`` in turn in place of the
+    (online) node of its index: what hail's ``allocateOnSingle`` computes for every
+    candidate with ``compCV`` afresh, bit for bit (the same sequential sums; an
+    incremental update rounds differently and breaks hail's ties otherwise), for all
+    candidates at once."""
+    ordered = sorted(nodes, key=lambda n: n.idx)
+    online = [n for n in ordered if not n.offline]
+    offline = [n for n in ordered if n.offline]
+    at = {n.idx: k for k, n in enumerate(online)}
+    if any(c.idx not in at or c.offline for c in changes):  # an offline node's: rare, scored one by one
+        return [cluster_score([c if n.idx == c.idx else n for n in ordered]) for c in changes]
+    rows = np.array([at[c.idx] for c in changes], dtype=np.int64)
+    totals = np.zeros(len(changes))
+    with np.errstate(all="ignore"):
+        for metric in METRICS:
+            if metric.statistic == "offline-sum":
+                value: np.ndarray | float = _sum(metric.value(n) for n in offline)
+            elif metric.statistic == "map":
+                mapped = any(n.instance_map for n in online) or any(c.instance_map for c in changes)
+                value = np.array([_tags_score(online, online[r], c) for r, c in zip(rows, changes, strict=True)]
+                                 ) if mapped else 0.0
+            else:
+                base = np.array([metric.value(n) for n in online], dtype=float)
+                new = np.array([metric.value(c) for c in changes], dtype=float)
+                if np.array_equal(new, base[rows], equal_nan=True):
+                    value = _std(list(base)) if metric.statistic == "std" else _sum(base.tolist())
+                else:
+                    sums, nvars = _folds(base, rows, new)
+                    value = np.sqrt(nvars / float(len(base))) if metric.statistic == "std" else sums
+            totals = totals + metric.weight * value
+    return [float(t) for t in totals]
 
 
 @attrs.frozen
