@@ -9,11 +9,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clustercore.adapters.ganeti import Allocator, GanetiCluster, Spec, answer
+from clustercore.adapters.ganeti import answer, hmetrics
+from clustercore.adapters.ganeti.hload import load, parse_instance
+from clustercore.adapters.ganeti.hnode import NodeFail, add_pri
 
 # shared/ sits beside the checkout (here and in CI).
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ganeti-iallocator"
@@ -242,37 +245,43 @@ def hbal_initial_score(state: Path, group: str) -> float:
 
 @pytest.mark.parametrize("name", SAMPLES)
 def test_group_score_is_hbals_score(name: str, tmp_path: Path) -> None:
-    """Our score of the request's cluster equals what hbal prints for hail's view of it."""
+    """Our score of each group of the request's cluster equals what hbal prints for hail's
+    view of it."""
     if not (HAIL.exists() and HBAL.exists()):
         pytest.skip("hail/hbal are not installed (./dev test installs ganeti-htools-3.0)")
     subprocess.run([str(HAIL), "-S", str(tmp_path / "state"), str(DATA / name)], capture_output=True, timeout=60,
                    check=True)
-    cluster = GanetiCluster(sample(name))
-    for uuid, group in cluster.groups.items():
-        assert cluster.score(uuid) == pytest.approx(hbal_initial_score(tmp_path / "state.pre-ialloc", group.name),
-                                                    abs=1e-7)
+    model = load(sample(name))
+    for gdx, group in enumerate(model.groups):
+        ours = hmetrics.cluster_score(n for n in model.nodes if n.group == gdx)
+        assert ours == pytest.approx(hbal_initial_score(tmp_path / "state.pre-ialloc", group.name), abs=1e-7)
 
 
-def test_allocation_lowers_the_score_as_predicted() -> None:
-    """The weigher's vectorised prediction equals the score recomputed after the allocation."""
-    data = sample("hail-alloc-drbd.json")
-    cluster = GanetiCluster(data)
-    allocator = Allocator(cluster)
-    spec = Spec.parse(data["request"], "request")
-    group = next(iter(cluster.groups.values()))
-    for nodes in (1, 2):
-        fresh = GanetiCluster(data)
-        choice = Allocator(fresh).place(spec, nodes, group)
-        fresh.allocate(spec, choice.nodes)
-        assert fresh.score(group.uuid) == pytest.approx(choice.score, abs=1e-9)
-    assert allocator.place(spec, 1, group).score == pytest.approx(
-        min(_score_if_placed(data, spec, node, group.uuid) for node in ("node1", "node2", "node3")), abs=1e-9)
-
-
-def _score_if_placed(data: dict[str, Any], spec: Spec, node: str, group: str) -> float:
-    cluster = GanetiCluster(data)
-    cluster.allocate(spec, [node])
-    return cluster.score(group)
+@pytest.mark.parametrize("small", [True, False])
+@pytest.mark.parametrize("name", SAMPLES)
+def test_candidates_scored_at_once_as_afresh(name: str, small: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every single-node candidate's score from scores_replacing is, to the bit, the score
+    of the whole node list computed afresh with that node replaced (pure Python and numpy
+    folds alike)."""
+    monkeypatch.setattr(hmetrics, "SMALL", 10**9 if small else 0)
+    data = sample(name)
+    model = load(data)
+    kind = data["request"]["type"]
+    requests = {"allocate": [data["request"]], "multi-allocate": data["request"].get("instances")}.get(kind) or \
+        [next(iter(data["instances"].values())) | {"name": "probe"}]
+    for raw in requests:
+        inst = parse_instance(raw, raw["name"], (model.excl_prefixes, model.dsrd_prefixes))
+        changes = []
+        for node in model.nodes:
+            if node.offline:
+                continue
+            try:
+                changes.append(add_pri(node, attrs.evolve(inst, pnode=node.idx, snode=-1), True))
+            except NodeFail:
+                continue
+        assert changes
+        afresh = [hmetrics.cluster_score([c if n.idx == c.idx else n for n in model.nodes]) for c in changes]
+        assert hmetrics.scores_replacing(model.nodes, changes) == afresh
 
 
 def test_dedicated_room_is_what_adding_one_by_one_gives() -> None:

@@ -17,26 +17,13 @@ answers); :mod:`.validate` reads every value first (its docstring lists the limi
 malformed input gives ``success: false`` with what was wrong, never a traceback.
 
 Dedicated clusters (every usable node with exclusive storage) are answered by
-:mod:`.hdedicated`, as hail does, by lost allocations. The older model built on
-clustercore's Scheduler (:mod:`.cluster`, :mod:`.allocator`, :mod:`.score`) answers no request
-now; :class:`GanetiCluster` still validates every request first.
+:mod:`.hdedicated`, as hail does, by lost allocations. :mod:`.cluster` checks the request
+file first, :mod:`.handlers` dispatches it, :mod:`.cli` is the program.
 """
 
-from clustercore.adapters.ganeti.allocator import Allocator, Choice, ExclusionTagsFilter
 from clustercore.adapters.ganeti.cli import main
-from clustercore.adapters.ganeti.cluster import (
-    EXCLUSION_PREFIX,
-    MIRRORED,
-    SHARED,
-    UNLIMITED,
-    GanetiCluster,
-    Group,
-    RequestError,
-    Spec,
-    need,
-)
+from clustercore.adapters.ganeti.cluster import MIRRORED, SHARED, RequestError, Spec, check, need
 from clustercore.adapters.ganeti.handlers import HANDLERS, answer, answer_text, reply
-from clustercore.adapters.ganeti.score import RAW, WEIGHTS, GanetiScoreWeigher, group_score, node_metrics, score_after
 from clustercore.adapters.ganeti.validate import (
     MAX_CPUS,
     MAX_DISK,
@@ -47,33 +34,21 @@ from clustercore.adapters.ganeti.validate import (
 )
 
 __all__ = [
-    "EXCLUSION_PREFIX",
     "HANDLERS",
     "MAX_CPUS",
     "MAX_DISK",
     "MAX_MEMORY",
     "MAX_REQUEST_BYTES",
     "MIRRORED",
-    "RAW",
     "SHARED",
-    "UNLIMITED",
-    "WEIGHTS",
-    "Allocator",
-    "Choice",
-    "ExclusionTagsFilter",
-    "GanetiCluster",
-    "GanetiScoreWeigher",
-    "Group",
     "RequestError",
     "Spec",
     "answer",
     "answer_text",
+    "check",
     "check_document",
     "decode",
-    "group_score",
     "main",
     "need",
-    "node_metrics",
     "reply",
-    "score_after",
 ]

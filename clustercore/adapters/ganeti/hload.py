@@ -167,7 +167,7 @@ def _node(name: str, nd: Mapping[str, Any], idx: int, group: GroupInfo, ctags: l
 
 
 def load(data: Mapping[str, Any], static_kvm_memory: int = 4096) -> Model:
-    """The request's cluster (already validated by :class:`GanetiCluster`). On a KVM
+    """The request's cluster (already checked by :func:`cluster.check`). On a KVM
     cluster (the first enabled hypervisor), each node's own memory is ``static_kvm_memory``
     rather than its reported ``reserved_memory`` (hail's ``--static-kvm-node-memory``,
     4096 by default; 0 keeps the reported value)."""

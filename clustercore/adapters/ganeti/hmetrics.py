@@ -14,7 +14,6 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 
 import attrs
-import numpy as np
 
 from clustercore.adapters.ganeti.hnode import Node, div
 
@@ -109,30 +108,47 @@ def cluster_score(nodes: Iterable[Node]) -> float:
     return total
 
 
-CHUNK = 1 << 20  # matrix elements folded at a time by scores_replacing
+CHUNK = 1 << 20  # matrix elements folded at a time by numpy in scores_replacing
+SMALL = 40_000  # candidates x nodes up to which pure Python folds them (numpy's import costs more)
 
 
-def _folds(base: np.ndarray, rows: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _folds(base: list[float], rows: list[int], values: list[float]) -> tuple[list[float], list[float]]:
     """For each k, the sum of ``base`` with ``values[k]`` at ``rows[k]``, and the sum of
     squared deviations from its mean: both folded left to right, as Ganeti's ``foldl'``."""
     count = float(len(base))
-    sums, nvars = np.empty(len(rows)), np.empty(len(rows))
+    if len(rows) * len(base) <= SMALL:
+        sums, nvars = [], []
+        for row, value in zip(rows, values, strict=True):
+            xs = [*base[:row], value, *base[row + 1:]]
+            total = _sum(xs)
+            mean = total / count
+            nvar = 0.0
+            for x in xs:
+                d = x - mean
+                nvar += d * d
+            sums.append(total)
+            nvars.append(nvar)
+        return sums, nvars
+    import numpy as np  # only for large clusters: its import is most of a small request's time
+
+    array, at, new = np.array(base), np.array(rows, dtype=np.int64), np.array(values)
+    out_sums, out_nvars = np.empty(len(rows)), np.empty(len(rows))
     step = max(1, CHUNK // max(len(base), 1))
     for start in range(0, len(rows), step):
         stop = min(start + step, len(rows))
-        matrix = np.tile(base, (stop - start, 1))
-        matrix[np.arange(stop - start), rows[start:stop]] = values[start:stop]
-        total = np.add.accumulate(matrix, axis=1)[:, -1]  # sequential, unlike np.sum's pairwise sum
-        d = matrix - (total / count)[:, None]
-        sums[start:stop] = total
-        nvars[start:stop] = np.add.accumulate(d * d, axis=1)[:, -1]
-    return sums, nvars
+        matrix = np.tile(array, (stop - start, 1))
+        matrix[np.arange(stop - start), at[start:stop]] = new[start:stop]
+        folded = np.add.accumulate(matrix, axis=1)[:, -1]  # sequential, unlike np.sum's pairwise sum
+        deviation = matrix - (folded / count)[:, None]
+        out_sums[start:stop] = folded
+        out_nvars[start:stop] = np.add.accumulate(deviation * deviation, axis=1)[:, -1]
+    return out_sums.tolist(), out_nvars.tolist()
 
 
-def _tags_score(online: list[Node], replaced: Node | None, new: Node | None) -> float:
+def _tags_score(online: list[Node], replaced: Node, new: Node) -> float:
     merged: dict[tuple[str, str], int] = {}
     for n in online:
-        for key, count in (new if replaced is not None and n is replaced else n).instance_map.items():
+        for key, count in (new if n is replaced else n).instance_map.items():
             merged[key] = merged.get(key, 0) + count
     merged = {k: c for k, c in merged.items() if c}
     return float(sum(merged.values()) - len(merged))
@@ -150,26 +166,26 @@ def scores_replacing(nodes: Iterable[Node], changes: Sequence[Node]) -> list[flo
     at = {n.idx: k for k, n in enumerate(online)}
     if any(c.idx not in at or c.offline for c in changes):  # an offline node's: rare, scored one by one
         return [cluster_score([c if n.idx == c.idx else n for n in ordered]) for c in changes]
-    rows = np.array([at[c.idx] for c in changes], dtype=np.int64)
-    totals = np.zeros(len(changes))
-    with np.errstate(all="ignore"):
-        for metric in METRICS:
-            if metric.statistic == "offline-sum":
-                value: np.ndarray | float = _sum(metric.value(n) for n in offline)
-            elif metric.statistic == "map":
-                mapped = any(n.instance_map for n in online) or any(c.instance_map for c in changes)
-                value = np.array([_tags_score(online, online[r], c) for r, c in zip(rows, changes, strict=True)]
-                                 ) if mapped else 0.0
+    rows = [at[c.idx] for c in changes]
+    totals = [0.0] * len(changes)
+    for metric in METRICS:
+        if metric.statistic == "offline-sum":
+            values = [_sum(metric.value(n) for n in offline)] * len(changes)
+        elif metric.statistic == "map":
+            mapped = any(n.instance_map for n in online) or any(c.instance_map for c in changes)
+            values = [_tags_score(online, online[r], c) if mapped else 0.0 for r, c in zip(rows, changes, strict=True)]
+        else:
+            base = [metric.value(n) for n in online]
+            new = [metric.value(c) for c in changes]
+            if all(y == base[r] or (math.isnan(y) and math.isnan(base[r])) for r, y in zip(rows, new, strict=True)):
+                values = [_std(base) if metric.statistic == "std" else _sum(base)] * len(changes)
             else:
-                base = np.array([metric.value(n) for n in online], dtype=float)
-                new = np.array([metric.value(c) for c in changes], dtype=float)
-                if np.array_equal(new, base[rows], equal_nan=True):
-                    value = _std(list(base)) if metric.statistic == "std" else _sum(base.tolist())
-                else:
-                    sums, nvars = _folds(base, rows, new)
-                    value = np.sqrt(nvars / float(len(base))) if metric.statistic == "std" else sums
-            totals = totals + metric.weight * value
-    return [float(t) for t in totals]
+                sums, nvars = _folds(base, rows, new)
+                count = float(len(base))
+                values = [math.sqrt(v / count) if v >= 0 else math.nan for v in nvars] \
+                    if metric.statistic == "std" else sums
+        totals = [t + metric.weight * v for t, v in zip(totals, values, strict=True)]
+    return totals
 
 
 @attrs.frozen

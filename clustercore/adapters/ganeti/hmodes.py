@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 
 from clustercore.adapters.ganeti import hdedicated, hevac
-from clustercore.adapters.ganeti.cluster import GanetiCluster, Spec
+from clustercore.adapters.ganeti.cluster import Spec
 from clustercore.adapters.ganeti.hail import (
     AllocError,
     Options,
@@ -68,10 +68,10 @@ def _reply(success: bool, info: str, result: Any) -> dict[str, Any]:
     return {"success": success, "info": info, "result": result}
 
 
-def allocate(cluster: GanetiCluster, request: Mapping[str, Any], opts: Options) -> dict[str, Any]:
+def allocate(data: Mapping[str, Any], request: Mapping[str, Any], opts: Options) -> dict[str, Any]:
     Spec.parse(request, "request")  # validated as the other modes are
     count = _count(request, "request")
-    model = load(cluster.data, opts.static_kvm_memory)
+    model = load(data, opts.static_kvm_memory)
     inst = parse_instance(request, need(request, "name", str, "request"), (model.excl_prefixes, model.dsrd_prefixes))
     if "restrict-to-nodes" in request and opts.restrict_to is None:
         opts = attrs.evolve(opts, restrict_to=strings(request, "restrict-to-nodes", "request"))
@@ -90,8 +90,8 @@ def allocate(cluster: GanetiCluster, request: Mapping[str, Any], opts: Options) 
     return _reply(True, f"Request successful: {_info(sol)}", [sol.best.base[i].name for i in sol.best.chosen])
 
 
-def multi_allocate(cluster: GanetiCluster, request: Mapping[str, Any], opts: Options) -> dict[str, Any]:
-    model: Model = load(cluster.data, opts.static_kvm_memory)
+def multi_allocate(data: Mapping[str, Any], request: Mapping[str, Any], opts: Options) -> dict[str, Any]:
+    model: Model = load(data, opts.static_kvm_memory)
     group = request.get("group_name")
     wanted = []
     for i, raw in enumerate(need(request, "instances", list, "request")):
@@ -127,18 +127,18 @@ def _evacuation(ev: Evacuation) -> dict[str, Any]:
     return _reply(True, f"Request successful: {info}", [ev.moved, ev.failed, ev.jobs])
 
 
-def node_evacuate(cluster: GanetiCluster, request: Mapping[str, Any], opts: Options) -> dict[str, Any]:
+def node_evacuate(data: Mapping[str, Any], request: Mapping[str, Any], opts: Options) -> dict[str, Any]:
     mode = need(request, "evac_mode", str, "request")
     if mode not in ("all", "primary-only", "secondary-only"):
         raise RequestError(f"request.evac_mode: must be all, primary-only or secondary-only, got {show(mode)}")
-    model = load(cluster.data, opts.static_kvm_memory)
+    model = load(data, opts.static_kvm_memory)
     need(request, "instances", list, "request")
     idxs = [_instance_index(model, n, "request.instances") for n in strings(request, "instances", "request")]
     return _evacuation(hevac.node_evacuate(opts, model, mode, idxs))
 
 
-def change_group(cluster: GanetiCluster, request: Mapping[str, Any], opts: Options) -> dict[str, Any]:
-    model = load(cluster.data, opts.static_kvm_memory)
+def change_group(data: Mapping[str, Any], request: Mapping[str, Any], opts: Options) -> dict[str, Any]:
+    model = load(data, opts.static_kvm_memory)
     need(request, "instances", list, "request")
     idxs = [_instance_index(model, n, "request.instances") for n in strings(request, "instances", "request")]
     targets = []
@@ -150,8 +150,8 @@ def change_group(cluster: GanetiCluster, request: Mapping[str, Any], opts: Optio
     return _evacuation(hevac.change_group(opts, model, idxs, targets))
 
 
-def relocate(cluster: GanetiCluster, request: Mapping[str, Any], opts: Options) -> dict[str, Any]:
-    model = load(cluster.data, opts.static_kvm_memory)
+def relocate(data: Mapping[str, Any], request: Mapping[str, Any], opts: Options) -> dict[str, Any]:
+    model = load(data, opts.static_kvm_memory)
     idx = _instance_index(model, need(request, "name", str, "request"), "request.name")
     count = need(request, "required_nodes", int, "request")
     need(request, "relocate_from", list, "request")
@@ -183,8 +183,8 @@ def relocate(cluster: GanetiCluster, request: Mapping[str, Any], opts: Options) 
         return _reply(False, f"Request failed: {exc}", [])
 
 
-def allocate_secondary(cluster: GanetiCluster, request: Mapping[str, Any], opts: Options) -> dict[str, Any]:
-    model = load(cluster.data, opts.static_kvm_memory)
+def allocate_secondary(data: Mapping[str, Any], request: Mapping[str, Any], opts: Options) -> dict[str, Any]:
+    model = load(data, opts.static_kvm_memory)
     idx = _instance_index(model, need(request, "name", str, "request"), "request.name")
     try:
         sol = hevac.allocate_secondary(opts, model, idx)
