@@ -160,8 +160,14 @@ def memory() -> dict[str, float]:
 
 
 def _nova() -> str:
-    found = sorted(p for p in Path("/").glob("*/*/lib/python3*/site-packages/nova/scheduler") if p.is_dir())
-    found += sorted(p for p in Path("/").glob("*/*/*/lib/python3*/site-packages/nova/scheduler") if p.is_dir())
+    """Whether a virtualenv with nova is here (looked for where venvs live, two levels down)."""
+    found: list[Path] = []
+    for root in (Path("/opt"), Path("/srv"), Path("/work"), Path.home(), Path("/usr/local")):
+        for pattern in ("*/lib/python3*/site-packages/nova/scheduler", "*/*/lib/python3*/site-packages/nova/scheduler"):
+            try:
+                found += sorted(p for p in root.glob(pattern) if p.is_dir())
+            except OSError:
+                continue
     if not found:
         return "Nova's filter scheduler: not measured, no virtualenv with `nova` on this machine."
     return f"Nova's filter scheduler: a venv with nova exists ({found[0]}), not yet wired into this benchmark."

@@ -120,10 +120,10 @@ class Scheduler:
         """Filters with whether they need the candidates left and whether they can reject
         without reasons, weighers with their factor and whether they are optional (computed
         again when ``filters`` or ``weighers`` is replaced)."""
-        from clustercore.scheduling.filters import WHOLE_CLUSTER
-
         plan = self._plan
         if plan is None or plan[0] is not self.filters or plan[1] is not self.weighers:
+            from clustercore.scheduling.filters import WHOLE_CLUSTER
+
             filters = [(f, not isinstance(f, WHOLE_CLUSTER), isinstance(f, RejectingFilter)) for f in self.filters]
             weighers = [(w, factor, isinstance(w, OptionalWeigher)) for w, factor in self.weighers if factor != 0]
             plan = self._plan = (self.filters, self.weighers, filters, weighers)
@@ -153,7 +153,6 @@ class Scheduler:
                         reasons[new] = reason
         return np.flatnonzero(~failed), counts
 
-
     def passing(self, workload: Workload, snap: Snapshot) -> np.ndarray:
         """The hosts of ``snap`` that pass every filter, by index: what ``candidates`` gives,
         without the per-reason accounting (one mask, the union of every rejection)."""
@@ -174,13 +173,15 @@ class Scheduler:
                 verdict = f.filter(workload, snap, everyone)
             for mask in verdict.values():
                 if failed is None:
-                    failed = mask
+                    failed = np.asarray(mask, dtype=bool)
                 elif failed is mask or not owned:
                     failed = failed | mask
                     owned = True
                 else:
                     failed |= mask
-        return everyone if failed is None else np.flatnonzero(~failed)
+        if failed is None or not failed.any():
+            return everyone
+        return np.flatnonzero(~failed)
 
     def _weigh(self, workload: Workload, snap: Snapshot, candidates: np.ndarray, explain: bool = False
                ) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:

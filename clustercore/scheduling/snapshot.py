@@ -45,11 +45,13 @@ class Snapshot:
     #: The reservations of this snapshot's lineage; it sees the first ``version`` entries.
     journal: Journal = attrs.field(factory=Journal, repr=False)
     version: int = 0
-    #: Arrays that depend on reservations, carried forward by ``reserve``, ``unreserve`` and
-    #: ``release``: match counts by selector, ``"workloads"`` (counts), ``"ha"`` (HA load).
+    #: Arrays that depend on reservations, computed on first use and then carried forward
+    #: by ``reserve``, ``unreserve`` and ``release``: match counts by selector (FrozenMap),
+    #: anti-affinity holders by rule (tuple), ``"workloads"`` (counts), ``"ha"`` (HA load).
     counts: dict[object, NDArray[np.int64] | Floats] = attrs.field(factory=dict, repr=False)
     #: Per-snapshot memo for plugins computing the same thing in one decision.
     memo: dict[object, object] = attrs.field(factory=dict, repr=False)
+    #: The holding replayed for a snapshot behind its journal's tip (at most one, on first use).
     replayed: list[Holding] = attrs.field(factory=list, repr=False)
 
     # ------------------------------------------------------------------ building
