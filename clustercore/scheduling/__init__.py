@@ -1,8 +1,10 @@
 """Placement: filters say where a workload may run, weighers say where it runs best.
 
-:mod:`.snapshot` (the column-wise view), :mod:`.engine` (the Scheduler and the plugin
-protocols), :mod:`.filters` and :mod:`.weighers` (the generic plugins), :mod:`.policies`
-(named bundles), :mod:`.balancer` and :mod:`.capacity`.
+:mod:`.snapshot` (the column-wise view; its shared per-host caches in :mod:`.columns`, its
+reservations in :mod:`.reservations`), :mod:`.engine` (the Scheduler), :mod:`.protocols`
+(the plugin protocols and per-host adapters, re-exported by the engine), :mod:`.filters`
+and :mod:`.weighers` (the generic plugins), :mod:`.policies` (named bundles),
+:mod:`.balancer` and :mod:`.capacity`.
 """
 
 from clustercore.scheduling.engine import (
