@@ -315,12 +315,15 @@ class Controller:
         limit = view.config.liveness.connecting_after  # what _follow armed with, this pass
         looking = set(view.unsettled)
         looking.update(n for n in self.topology.incomplete if n in hosts)
+        arm, up = self.deadlines.arm, HostState.UP
         for name in self.deadlines.pop_due(now):
             current = hosts.get(name)
-            if current is None or current.value.state is not HostState.UP:
+            if current is None or current.value.state is not up:
                 continue  # never so: a change that made it so disarmed it
-            seen = heard(current.value, last_seen)
-            self.deadlines.arm(name, seen + limit)
+            seen, since = last_seen.get(name), current.value.since  # heard(), inline: the pass's loop
+            if seen is None or seen < since:
+                seen = since
+            arm(name, seen + limit)
             if now - seen > limit:
                 looking.add(name)
         return sorted(looking)

@@ -174,19 +174,21 @@ class Observer:
         changed, gone = self._beat_informer.sync()
         for name in gone:
             self.lease_gone.setdefault(name, now)
-        items, report_bytes = self._beat_informer.items, self._report_bytes
-        for name in changed:
-            self.lease_gone.pop(name, None)
+        items, report_bytes, lease_gone, last_seen = self._beat_informer.items, self._report_bytes, \
+            self.lease_gone, self.last_seen
+        for name in changed:  # the common case, a host beating with the same report, kept cheap
+            if lease_gone:
+                lease_gone.pop(name, None)
             kv = items[name]
-            stored = digests.get(name)
             if report_bytes.get(name) != kv.value:
+                stored = digests.get(name)
                 try:
                     report = self.state.report(kv)
                 except CorruptEntry as exc:
                     errors.append(str(exc))
                     log.error("%s", exc)
                     if stored is None:
-                        self.last_seen[name] = now  # a host without a credential is heard as before
+                        last_seen[name] = now  # a host without a credential is heard as before
                     continue
                 if not credentials.accepts(stored.value.decode(errors="replace") if stored else None,
                                            report.credential):
@@ -201,7 +203,7 @@ class Observer:
                     self.reboots.add(name)
                 if name not in self.probes:  # a probe's answer is the truth once there is one
                     self.topology.set_reachable(name, report.networks, report.storage)
-            self.last_seen[name] = now
+            last_seen[name] = now
 
     def _refuse(self, name: str, value: bytes, now: float) -> None:
         if self._refused.get(name) == value:
