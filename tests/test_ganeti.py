@@ -260,9 +260,9 @@ def test_group_score_is_hbals_score(name: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("small", [True, False])
 @pytest.mark.parametrize("name", SAMPLES)
 def test_candidates_scored_at_once_as_afresh(name: str, small: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every single-node candidate's score from scores_replacing is, to the bit, the score
-    of the whole node list computed afresh with that node replaced (pure Python and numpy
-    folds alike)."""
+    """Every single-node candidate's score computed at once (_afresh) is, to the bit, the
+    score of the whole node list computed afresh with that node replaced (pure Python and
+    numpy folds alike); scores_replacing ranks the candidates exactly as those do."""
     monkeypatch.setattr(hmetrics, "SMALL", 10**9 if small else 0)
     data = sample(name)
     model = load(data)
@@ -281,7 +281,11 @@ def test_candidates_scored_at_once_as_afresh(name: str, small: bool, monkeypatch
                 continue
         assert changes
         afresh = [hmetrics.cluster_score([c if n.idx == c.idx else n for n in model.nodes]) for c in changes]
-        assert hmetrics.scores_replacing(model.nodes, changes) == afresh
+        assert hmetrics._afresh(list(model.nodes), changes) == afresh
+        scores = hmetrics.scores_replacing(model.nodes, changes)
+        assert scores == pytest.approx(afresh, rel=1e-12, abs=1e-12)
+        ranked = sorted(range(len(changes)), key=scores.__getitem__)
+        assert ranked == sorted(range(len(changes)), key=afresh.__getitem__)  # ties broken as afresh
 
 
 def test_dedicated_room_is_what_adding_one_by_one_gives() -> None:

@@ -110,6 +110,7 @@ def cluster_score(nodes: Iterable[Node]) -> float:
 
 CHUNK = 1 << 20  # matrix elements folded at a time by numpy in scores_replacing
 SMALL = 40_000  # candidates x nodes up to which pure Python folds them (numpy's import costs more)
+NEAR = 1e-9  # relative score gap under which candidates are scored afresh
 
 
 def _folds(base: list[float], rows: list[int], values: list[float]) -> tuple[list[float], list[float]]:
@@ -155,11 +156,35 @@ def _tags_score(online: list[Node], replaced: Node, new: Node) -> float:
 
 
 def scores_replacing(nodes: Iterable[Node], changes: Sequence[Node]) -> list[float]:
-    """``cluster_score`` of ``nodes`` with each of ``changes`` in turn in place of the
-    (online) node of its index: what hail's ``allocateOnSingle`` computes for every
-    candidate with ``compCV`` afresh, bit for bit (the same sequential sums; an
-    incremental update rounds differently and breaks hail's ties otherwise), for all
-    candidates at once."""
+    """``cluster_score`` of ``nodes`` with each of ``changes`` in turn in place of the node
+    of its index: what hail's ``allocateOnSingle`` computes for every candidate with
+    ``compCV`` afresh. An incremental update (:class:`Stats`) orders the candidates; where
+    two or more come within :data:`NEAR` of each other, only rounding can separate them,
+    so their scores are computed afresh, bit for bit (:func:`_afresh`): ties then break
+    as hail's do, and the others cost no fold over the cluster."""
+    nodes = list(nodes)
+    by_idx = {n.idx: n for n in nodes}
+    stats = Stats.of(nodes)
+    approx = [stats.replaced([(by_idx[c.idx], c)]).score() for c in changes]
+    if any(math.isnan(a) for a in approx):
+        return _afresh(nodes, changes)
+    order = sorted(range(len(changes)), key=approx.__getitem__)
+    out = list(approx)
+    start = 0
+    for end in range(1, len(order) + 1):
+        if end < len(order) and approx[order[end]] - approx[order[end - 1]] <= NEAR * max(1.0, abs(approx[order[end]])):
+            continue
+        run = order[start:end]
+        if len(run) > 1:
+            for k, score in zip(run, _afresh(nodes, [changes[k] for k in run]), strict=True):
+                out[k] = score
+        start = end
+    return out
+
+
+def _afresh(nodes: list[Node], changes: Sequence[Node]) -> list[float]:
+    """:func:`cluster_score` with each of ``changes`` in place, computed for all at once with
+    the same left-to-right sums as Ganeti's."""
     ordered = sorted(nodes, key=lambda n: n.idx)
     online = [n for n in ordered if not n.offline]
     offline = [n for n in ordered if n.offline]
