@@ -26,9 +26,15 @@ def answer(data: Any, flags: Sequence[str] = ()) -> dict[str, Any]:
     """The IAllocator answer for a parsed request; never raises. Every refusal is a
     RequestError ("Invalid request: ..."); anything else is a bug the net below turns into
     an answer ("unexpected ..." in its info) rather than a traceback."""
+    return _answer(data, flags, checked=False)
+
+
+def _answer(data: Any, flags: Sequence[str], checked: bool) -> dict[str, Any]:
+    """:func:`answer`; ``checked``: ``data`` came from :func:`decode`, which checked it."""
     try:
         opts = hmodes.options(flags)
-        check_document(data)
+        if not checked:
+            check_document(data)
         request = check(data)
         kind = need(request, "type", str, "request")
         handler = HANDLERS.get(kind)
@@ -48,4 +54,4 @@ def answer_text(text: str | bytes, flags: Sequence[str] = ()) -> dict[str, Any]:
         data = decode(text)
     except RequestError as exc:
         return reply(False, f"Invalid request: {exc}", [])
-    return answer(data, flags)
+    return _answer(data, flags, checked=True)

@@ -10,6 +10,7 @@ last bit where hail computes from scratch.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterable, Sequence
 
@@ -110,6 +111,7 @@ def cluster_score(nodes: Iterable[Node]) -> float:
 
 CHUNK = 1 << 20  # matrix elements folded at a time by numpy in scores_replacing
 SMALL = 40_000  # candidates x nodes up to which pure Python folds them (numpy's import costs more)
+SMALL_NODES = 256  # beyond, a pure-Python fold per candidate costs more than numpy's import
 NEAR = 1e-9  # relative score gap under which candidates are scored afresh
 
 
@@ -117,7 +119,7 @@ def _folds(base: list[float], rows: list[int], values: list[float]) -> tuple[lis
     """For each k, the sum of ``base`` with ``values[k]`` at ``rows[k]``, and the sum of
     squared deviations from its mean: both folded left to right, as Ganeti's ``foldl'``."""
     count = float(len(base))
-    if len(rows) * len(base) <= SMALL:
+    if len(base) <= SMALL_NODES and len(rows) * len(base) <= SMALL:
         sums, nvars = [], []
         for row, value in zip(rows, values, strict=True):
             xs = [*base[:row], value, *base[row + 1:]]
@@ -169,16 +171,15 @@ def scores_replacing(nodes: Iterable[Node], changes: Sequence[Node]) -> list[flo
     if any(math.isnan(a) for a in approx):
         return _afresh(nodes, changes)
     order = sorted(range(len(changes)), key=approx.__getitem__)
+    tied: set[int] = set()
+    for a, b in itertools.pairwise(order):
+        if approx[b] - approx[a] <= NEAR * max(1.0, abs(approx[b])):
+            tied.update((a, b))
     out = list(approx)
-    start = 0
-    for end in range(1, len(order) + 1):
-        if end < len(order) and approx[order[end]] - approx[order[end - 1]] <= NEAR * max(1.0, abs(approx[order[end]])):
-            continue
-        run = order[start:end]
-        if len(run) > 1:
-            for k, score in zip(run, _afresh(nodes, [changes[k] for k in run]), strict=True):
-                out[k] = score
-        start = end
+    if tied:
+        ks = sorted(tied)
+        for k, score in zip(ks, _afresh(nodes, [changes[k] for k in ks]), strict=True):
+            out[k] = score
     return out
 
 
