@@ -28,15 +28,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", choices=[*BENCHMARKS, []], help="benchmarks to run (default: all)")
     args = parser.parse_args(argv)
     names = args.names or BENCHMARKS
-    old = DOC.read_text() if DOC.exists() else ""
-    sections = {m["name"]: m["body"] for m in SECTION.finditer(old)}
     machine = f"{platform.python_implementation()} {platform.python_version()}, {platform.machine()}"
+    ran = {}
     for name in names:
         module = importlib.import_module(f"bench.{name}")
         print(f"running {name}: {module.TITLE}", file=sys.stderr)
         body = module.run()
-        sections[name] = f"## {module.TITLE}\n\n_{machine}, {os.cpu_count()} cores._\n\n{body.strip()}\n\n"
+        ran[name] = f"## {module.TITLE}\n\n_{machine}, {os.cpu_count()} cores._\n\n{body.strip()}\n\n"
         print(body, file=sys.stderr)
+    old = DOC.read_text() if DOC.exists() else ""  # read now: another bench may have written meanwhile
+    sections = {m["name"]: m["body"] for m in SECTION.finditer(old)} | ran
     text = HEADER + "".join(f"<!-- bench:{n} -->\n{sections[n]}<!-- /bench:{n} -->\n" for n in BENCHMARKS
                             if n in sections)
     DOC.parent.mkdir(exist_ok=True)
