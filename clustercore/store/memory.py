@@ -1,21 +1,27 @@
 """The embedded default store: etcd's semantics (see :mod:`clustercore.store.base`) in one
 process, with no server.
 
-Keys live in a dict beside a sorted list of keys, so a prefix listing is a bisect range,
-not a scan. The last ``history`` events are kept for watches to resume from; a watch is a
-cursor into that shared history, woken through one condition variable. Leases expire
-lazily: every public call first deletes the keys of leases whose time is up on the
+Keys live in a dict beside a sorted list of keys (sortedcontainers' ``SortedList``: a
+new key costs a logarithm, not a shift of every later key), so a prefix listing is a range,
+not a scan. The last ``history`` events are kept for watches to start from. Each watch has
+a queue of its own, filled as a write commits: watches are filed by their prefix's first
+path segment (``hosts/``, ``heartbeats/``...), so a write costs a lookup per event and
+reaches only the watches it concerns, whatever number of watches others hold. A watch that
+falls more than ``history`` events behind is told :class:`~clustercore.errors.Compacted`,
+as etcd tells a compacted one. Watchers are woken through one condition variable. Leases
+expire lazily: every public call first deletes the keys of leases whose time is up on the
 injected clock (one revision per expired lease).
 """
 
 from __future__ import annotations
 
-import bisect
 import builtins
 import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+
+from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from clustercore.clock import Clock, SystemClock
 from clustercore.errors import Compacted, Conflict, KeyNotFound, LeaseNotFound
@@ -23,22 +29,29 @@ from clustercore.store.base import Check, Delete, EventType, KeyValue, Put, Stor
 
 
 class MemoryWatch:
-    def __init__(self, store: MemoryStore, prefix: str, next_revision: int) -> None:
+    def __init__(self, store: MemoryStore, prefix: str, queue: deque[StoreEvent]) -> None:
         self._store = store
         self.prefix = prefix
-        self._next = next_revision  # first revision not yet delivered
+        self.segment = segment(prefix)
+        self.queue = queue  # events committed and not yet delivered
+        self.lost: int | None = None  # the first revision dropped when the queue overflowed
         self.cancelled = False
 
     def get(self, timeout: float | None = 0.0) -> builtins.list[StoreEvent]:
         return self._store._drain(self, timeout)
 
     def cancel(self) -> None:
-        self.cancelled = True
-        with self._store._changed:
-            self._store._changed.notify_all()
+        self._store._cancel(self)
 
     def __repr__(self) -> str:
-        return f"MemoryWatch(prefix={self.prefix!r}, next={self._next})"
+        return f"MemoryWatch(prefix={self.prefix!r}, queued={len(self.queue)})"
+
+
+def segment(text: str) -> str | None:
+    """The first path segment of a key or prefix (``hosts/`` of ``hosts/h1``); None for a
+    prefix without one (``config``, ``""``), which may match keys of any segment."""
+    i = text.find("/")
+    return text[:i + 1] if i >= 0 else None
 
 
 class MemoryStore:
@@ -47,13 +60,13 @@ class MemoryStore:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._data: dict[str, KeyValue] = {}
-        self._keys: list[str] = []
+        self._keys = SortedList()
         self._revision = 0
         self._history: deque[StoreEvent] = deque(maxlen=history)
         self._leases: dict[int, tuple[float, float]] = {}  # id -> (ttl, expiry)
         self._lease_keys: dict[int, set[str]] = {}
         self._next_lease = 1
-        self._watches: list[MemoryWatch] = []
+        self._watches: dict[str | None, list[MemoryWatch]] = {}  # by their prefix's segment
 
     def __repr__(self) -> str:
         return f"MemoryStore(keys={len(self._data)}, revision={self._revision})"
@@ -74,11 +87,9 @@ class MemoryStore:
     def list(self, prefix: str) -> list[KeyValue]:
         with self._lock:
             self._expire()
-            keys = self._keys
-            lo = bisect.bisect_left(keys, prefix)
-            hi = bisect.bisect_left(keys, prefix + "\U0010ffff", lo) if prefix else len(keys)
             data = self._data
-            return [data[k] for k in keys[lo:hi]]
+            keys = self._keys.irange(prefix, prefix + "\U0010ffff", (True, False)) if prefix else self._keys
+            return [data[k] for k in keys]
 
     # ------------------------------------------------------------------ writes
 
@@ -119,8 +130,23 @@ class MemoryStore:
             if events:
                 self._revision = revision
                 self._history.extend(events)
+                self._deliver(events)
                 self._changed.notify_all()
             return self._revision
+
+    def _deliver(self, events: builtins.list[StoreEvent]) -> None:
+        watches, general = self._watches, self._watches.get(None, ())
+        limit = self._history.maxlen or 0
+        for event in events:
+            key = event.kv.key
+            i = key.find("/")
+            for group in (watches.get(key[:i + 1]) if i >= 0 else None, general):
+                for watch in group or ():
+                    if key.startswith(watch.prefix) and watch.lost is None:
+                        watch.queue.append(event)
+                        if len(watch.queue) > limit:  # too far behind: it must list again
+                            watch.lost = watch.queue[0].kv.mod_revision
+                            watch.queue.clear()
 
     def _apply(self, op: Put | Delete, revision: int) -> StoreEvent | None:
         old = self._data.get(op.key)
@@ -130,10 +156,10 @@ class MemoryStore:
             if old is None:
                 return None
             del self._data[op.key]
-            del self._keys[bisect.bisect_left(self._keys, op.key)]
+            self._keys.remove(op.key)
             return StoreEvent(EventType.DELETE, KeyValue(op.key, b"", old.create_revision, revision, 0, 0))
         if old is None:
-            bisect.insort(self._keys, op.key)
+            self._keys.add(op.key)
             kv = KeyValue(op.key, op.value, revision, revision, 1, op.lease)
         else:
             kv = KeyValue(op.key, op.value, old.create_revision, revision, old.version + 1, op.lease)
@@ -185,29 +211,32 @@ class MemoryStore:
     def watch(self, prefix: str, start_revision: int | None = None) -> MemoryWatch:
         with self._lock:
             self._expire()
-            if start_revision is not None:
+            queue: deque[StoreEvent] = deque()
+            if start_revision is not None and start_revision <= self._revision:
                 oldest = self._history[0].kv.mod_revision if self._history else self._revision + 1
-                if start_revision < oldest and start_revision <= self._revision:
+                if start_revision < oldest:
                     raise Compacted(start_revision, oldest)
-            watch = MemoryWatch(self, prefix, self._revision + 1 if start_revision is None else start_revision)
-            self._watches.append(watch)
+                queue.extend(e for e in self._history if e.kv.mod_revision >= start_revision
+                             and e.kv.key.startswith(prefix))
+            watch = MemoryWatch(self, prefix, queue)
+            self._watches.setdefault(watch.segment, []).append(watch)
             return watch
 
+    def _cancel(self, watch: MemoryWatch) -> None:
+        with self._changed:
+            if not watch.cancelled:
+                watch.cancelled = True
+                group = self._watches.get(watch.segment, [])
+                group[:] = [w for w in group if w is not watch]
+                watch.queue.clear()
+            self._changed.notify_all()
+
     def _pending(self, watch: MemoryWatch) -> builtins.list[StoreEvent]:
-        history = self._history
-        if not history or watch._next > self._revision:
-            return []
-        oldest = history[0].kv.mod_revision
-        if watch._next < oldest:
-            raise Compacted(watch._next, oldest)
-        events = []
-        for event in reversed(history):  # newest first: the unseen part is at the end
-            if event.kv.mod_revision < watch._next:
-                break
-            if event.kv.key.startswith(watch.prefix):
-                events.append(event)
-        events.reverse()
-        watch._next = self._revision + 1
+        if watch.lost is not None:
+            oldest = self._history[0].kv.mod_revision if self._history else self._revision + 1
+            raise Compacted(watch.lost, oldest)
+        events = list(watch.queue)
+        watch.queue.clear()
         return events
 
     def _drain(self, watch: MemoryWatch, timeout: float | None) -> builtins.list[StoreEvent]:
@@ -221,14 +250,16 @@ class MemoryStore:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     break
-                self._changed.wait_for(lambda: watch.cancelled or watch._next <= self._revision, left)
+                self._changed.wait_for(lambda: watch.cancelled or bool(watch.queue) or watch.lost is not None,
+                                       left)
                 self._expire()
                 events = [] if watch.cancelled else self._pending(watch)
             return events
 
     def close(self) -> None:
         with self._changed:
-            for watch in self._watches:
-                watch.cancelled = True
+            for group in self._watches.values():
+                for watch in group:
+                    watch.cancelled = True
             self._watches.clear()
             self._changed.notify_all()
