@@ -9,8 +9,9 @@ One ``step(now)`` is one pass. It composes the reconcilers of :mod:`clustercore.
    with its heartbeat grace run out: a deadline in :mod:`~clustercore.deadlines`, armed when
    the host changes, so an Up host that keeps beating costs nothing), the first decider
    with a decision, in order: hosts (join, liveness, connectivity), drain, fence; committed
-   as one transaction (host compare-and-swap + event; see
-   :mod:`~clustercore.reconcile.writer`), then flavors told;
+   (host compare-and-swap + event, :mod:`~clustercore.reconcile.writer`; the hosts' own
+   transitions together at the end of the look, :mod:`~clustercore.reconcile.commits`),
+   then flavors told;
 4. settle orphaned Starting/Migrating placements; recovery (HA restart) of Failed ones.
 
 Calls into flavors and hosts run off the pass on per-host lanes with deadlines
@@ -43,6 +44,7 @@ from clustercore.model import Host, HostReport, HostState, Workload
 from clustercore.operations import Operations
 from clustercore.plugins import Plugins
 from clustercore.reconcile.calls import HostCalls
+from clustercore.reconcile.commits import STAGED, Commits
 from clustercore.reconcile.drain import Drain
 from clustercore.reconcile.fence import Fence
 from clustercore.reconcile.hosts import Hosts, Pending
@@ -101,6 +103,7 @@ class Controller:
         # Whether this manager may act now: it leads and its lease is valid (clustercore.leadership).
         self.may_act: Callable[[], bool] = may_act or (lambda: True)
         act = self.may_act
+        self.commits = Commits(self.writer, self.observer, plugins, act)
         self.hosts = Hosts(plugins, self.calls, self.topology)
         self.drain = Drain(state, plugins, self.calls, self.writer, self.drainer,
                            functools.partial(self.scheduler, moving=True), clock.now, act, self._reached)
@@ -126,9 +129,9 @@ class Controller:
         #: Seconds a pass may spend waiting on host calls in all (None: LOOKS x call_wait).
         self.wait_budget: float | None = None
         self._configured: object = None  # the config the flavors were last given
-        #: Each Up host's end of heartbeat grace (clustercore.deadlines), armed when it changes.
-        self.deadlines: Deadlines[str] = Deadlines()
-        self._limit: float | None = None  # the grace the deadlines were armed with
+        #: Each Up host's end of heartbeat grace (clustercore.deadlines), armed when it
+        #: changes, pushed back by the observer as its heartbeats are taken.
+        self.deadlines: Deadlines[str] = self.observer.grace
 
     def _prepare_maintenance(self, name: str) -> None:
         """Without an operator's API (a bare controller): the transition alone."""
@@ -184,13 +187,7 @@ class Controller:
                remove: bool = False) -> tuple[Host, Event]:
         """Store ``decision`` (compare-and-swap on ``current``) with its event, then tell the
         flavors. Raises Conflict when the host changed since it was read."""
-        done = self.writer.host_transition(current, decision, now, remove)
-        self.observer.failed.update(done.failed)
-        if not remove:
-            self.observer.committed(done.host, done.revision)
-        for failure in self.plugins.host_transition(current.value, done.host, decision.event.value, decision.reason):
-            self.writer.record(Event(now, f"host/{done.host.name}", "flavor-error", str(failure)))
-        return done.host, done.event
+        return self.commits.commit(current, decision, now, remove)
 
     def scheduler(self, extra_filters: Sequence[Filter | HostFilter] = (), seed: int = 0,
                   moving: bool = False) -> Scheduler:
@@ -258,6 +255,7 @@ class Controller:
                 counts = self._counts()
             waiting = [n for n in looking if n in view.hosts
                        and self._look(view.hosts[n], view, (counts or {}).get(n, 0), events, conflicts, errors)]
+            self.commits.flush(events, conflicts)
             self.recovery.rebooted(view, errors)
             self.settle.sync(view, events, errors)
             self.recovery.sync(view, errors)
@@ -292,40 +290,40 @@ class Controller:
         new leader's deadlines are warm."""
         limit = view.config.liveness.connecting_after
         changed: Iterable[str] = self.observer.take_changed()
-        if limit != self._limit:
-            self._limit = limit
-            for name in self.deadlines:
-                if name not in view.hosts:
+        with self.observer.beats_lock:  # heartbeats taken push deadlines back meanwhile
+            if limit != self.observer.grace_limit:
+                self.observer.grace_limit = limit
+                for name in self.deadlines:
+                    if name not in view.hosts:
+                        self.deadlines.cancel(name)
+                changed = list(view.hosts)
+            hosts, last_seen, up = view.hosts, view.last_seen, HostState.UP
+            for name in changed:
+                current = hosts.get(name)
+                if current is None or current.value.state is not up:
                     self.deadlines.cancel(name)
-            changed = list(view.hosts)
-        hosts, last_seen, up = view.hosts, view.last_seen, HostState.UP
-        for name in changed:
-            current = hosts.get(name)
-            if current is None or current.value.state is not up:
-                self.deadlines.cancel(name)
-            else:
-                self.deadlines.arm(name, heard(current.value, last_seen) + limit)
+                else:
+                    self.deadlines.arm(name, heard(current.value, last_seen) + limit)
 
     def _needing_look(self, view: View) -> list[str]:
         """The hosts this pass looks at: every one not Up or missing a required network or
         storage, and the Up ones whose grace ran out unheard. An Up host that keeps beating
-        costs nothing here: its deadline comes once per grace period and is pushed back to
-        its latest heartbeat (a stale one is due again next pass, as long as it stays Up)."""
+        costs nothing here: each heartbeat taken pushes its deadline back (a stale one is
+        due again next pass, as long as it stays Up)."""
         hosts, now, last_seen = view.hosts, view.now, view.last_seen
         limit = view.config.liveness.connecting_after  # what _follow armed with, this pass
         looking = set(view.unsettled)
         looking.update(n for n in self.topology.incomplete if n in hosts)
         arm, up = self.deadlines.arm, HostState.UP
-        for name in self.deadlines.pop_due(now):
-            current = hosts.get(name)
-            if current is None or current.value.state is not up:
-                continue  # never so: a change that made it so disarmed it
-            seen, since = last_seen.get(name), current.value.since  # heard(), inline: the pass's loop
-            if seen is None or seen < since:
-                seen = since
-            arm(name, seen + limit)
-            if now - seen > limit:
-                looking.add(name)
+        with self.observer.beats_lock:
+            for name in self.deadlines.pop_due(now):
+                current = hosts.get(name)
+                if current is None or current.value.state is not up:
+                    continue  # never so: a change that made it so disarmed it
+                seen = heard(current.value, last_seen)
+                arm(name, seen + limit)
+                if now - seen > limit:
+                    looking.add(name)
         return sorted(looking)
 
     def _look(self, current: Versioned[Host], view: View, workloads: int, events: list[Event],
@@ -341,6 +339,10 @@ class Controller:
                 return False
             if not self.may_act():
                 return False
+            if decision.event in STAGED:
+                self.commits.stage(current, decision, view.now)
+                return False
+            self.commits.flush(events, conflicts)  # the store takes the decisions in the order they were made
             new, event = self.commit(current, decision, view.now)
             events.append(event)
             if new.state is HostState.FENCING and current.value.state is not HostState.FENCING:

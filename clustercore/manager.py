@@ -167,10 +167,14 @@ class Manager:
     def run(self, interval: float = 1.0, stop: threading.Event | None = None) -> None:
         """Step every ``interval`` seconds until ``stop`` (then resign at once); the lease is
         renewed by a thread of its own every third of the TTL while passes keep within
-        ``pass_limit``. No store error ends it."""
+        ``pass_limit``, and heartbeats are taken as they arrive by another
+        (:meth:`~clustercore.reconcile.observe.Observer.listen`). No store error ends it."""
         stop = stop or threading.Event()
         renewer = threading.Thread(target=self.keep_leading, args=(stop,), name=f"renew-{self.name}", daemon=True)
         renewer.start()
+        listener = threading.Thread(target=self.cluster.controller.observer.listen, args=(self.clock.now, stop),
+                                    name=f"heartbeats-{self.name}", daemon=True)
+        listener.start()
         try:
             while not stop.is_set():
                 try:
@@ -183,6 +187,7 @@ class Manager:
         finally:
             stop.set()
             renewer.join()
+            listener.join()
             try:
                 self.elector.resign()
             except Exception as exc:

@@ -15,6 +15,12 @@ re-arms heartbeat deadlines from). Placements
 that became Failed, whoever wrote them, are collected for recovery. Followers observe too,
 so a new leader's caches are warm and its heartbeats timed.
 
+A manager takes heartbeats as they arrive, on a thread of its own (:meth:`Observer.listen`):
+a host beating with the report it sent before only has its time noted there, so 10,000
+heartbeats a second cost the pass nothing. Whatever needs judging (a new or changed
+report, a refused or corrupt one, a heartbeat key gone) is left for the pass. Without the
+listener (a bare :class:`~clustercore.Cluster` stepped by hand) the pass takes them all.
+
 A corrupt host entry is not dropped: it is listed in ``corrupt`` (shown as CORRUPT by
 ``manager status``) with one ``host-corrupt`` event per bad revision, and the last good
 value read of it stays in the view, so its heartbeats are still judged, it is still fenced
@@ -24,19 +30,22 @@ and its workloads are still restarted.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Set
+import threading
+import time
+from collections.abc import Callable, Mapping, Set
 from types import MappingProxyType
 
 import attrs
 
 from clustercore import credentials
 from clustercore.config import ClusterConfig
+from clustercore.deadlines import Deadlines
 from clustercore.errors import CorruptEntry
 from clustercore.events import Event, EventLog
 from clustercore.model import Host, HostReport, HostState, PlacementState
 from clustercore.plugins import HostProbe
 from clustercore.state import CONFIG_KEY, HEARTBEATS, HOSTS, PLACEMENTS, ClusterState, Informer, Versioned
-from clustercore.store.base import Store
+from clustercore.store.base import KeyValue, Store
 from clustercore.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -80,14 +89,22 @@ class Observer:
         self._told: dict[str, int] = {}  # key -> revision whose corruption was recorded
         self.unsettled: set[str] = set()  # hosts whose state is not Up
         self.changed: set[str] = set()  # hosts changed or removed since the controller last took them
+        self.beats_lock = threading.Lock()  # the heartbeat informer and what it feeds: the listener or the pass
+        #: Each Up host's end of heartbeat grace (armed by the controller), pushed back by
+        #: every heartbeat taken, so an Up host that keeps beating never comes due.
+        self.grace: Deadlines[str] = Deadlines()
+        self.grace_limit: float | None = None  # the grace the controller armed with
+        self._later: dict[str, float] = {}  # heartbeats (or their absence) for the pass to judge -> noticed when
+        self.beats_taken = 0  # heartbeat changes taken, by the listener or a pass
+        self.listen_seconds = 0.0  # CPU time the listener spent taking them
 
     def sync(self, now: float, errors: list[str]) -> View:
         config = self.state.config().value
         self._tell_corrupt(CONFIG_KEY, now, "config-corrupt", "cluster", "the last good config stays in force")
         if self._required is None:
             self.topology.require(config.required_networks, config.required_storage)
+        self._sync_beats(now, errors)  # first: a heartbeat key the listener saw go is gone since then
         self._sync_hosts(now, errors)
-        self._sync_beats(now, errors)
         self._sync_placements(errors)
         return View(now, config, MappingProxyType(self.hosts), MappingProxyType(self.last_seen),
                     MappingProxyType(self.reports), MappingProxyType(self.corrupt),
@@ -121,6 +138,7 @@ class Observer:
         self.hosts[host.name] = Versioned(host, revision)
         self.corrupt.pop(host.name, None)
         self._index(host)
+        self.topology.add_host(host)
 
     def _tell_corrupt(self, key: str, now: float, kind: str, subject: str, consequence: str) -> None:
         problem = self.state.corrupt.get(key)
@@ -149,6 +167,9 @@ class Observer:
             if name not in beating:
                 self.lease_gone.setdefault(name, now)
             kv = self._host_informer.items[name]
+            mine = self.hosts.get(name)
+            if mine is not None and mine.revision == kv.mod_revision and name not in self.corrupt:
+                continue  # this manager's own commit, taken in already (committed())
             try:
                 current = self.state.decode_host(kv)
             except CorruptEntry as exc:
@@ -166,44 +187,83 @@ class Observer:
             self._index(current.value)
             self.topology.add_host(current.value)
 
-    def _sync_beats(self, now: float, errors: list[str]) -> None:
-        changed, _ = self._credential_informer.sync()
-        for name in changed:
-            self._report_bytes.pop(name, None)  # judged again under the new credential
-        digests = self._credential_informer.items
+    def listen(self, now: Callable[[], float], stop: threading.Event, poll: float = 0.05) -> None:
+        """Take heartbeats as they arrive until ``stop`` (a manager's thread): the time of a
+        host beating with its previous report is noted here; the rest waits for the pass."""
+        while not stop.is_set():
+            started = time.thread_time()
+            try:
+                with self.beats_lock:
+                    taken = self._take_beats(now())
+            except Exception as exc:  # the store is away: the pass says so; listen again later
+                log.debug("taking heartbeats: %s", exc)
+                taken = 0
+            self.listen_seconds += time.thread_time() - started
+            if not taken:
+                stop.wait(poll)
+
+    def _take_beats(self, now: float) -> int:
+        """The heartbeat changes since the last take (the lock held): a known report from a
+        host not missing its key only notes ``now``; anything else is left for the pass."""
         changed, gone = self._beat_informer.sync()
-        for name in gone:
-            self.lease_gone.setdefault(name, now)
-        items, report_bytes, lease_gone, last_seen = self._beat_informer.items, self._report_bytes, \
-            self.lease_gone, self.last_seen
+        items, report_bytes, lease_gone, last_seen, later = self._beat_informer.items, self._report_bytes, \
+            self.lease_gone, self.last_seen, self._later
+        grace, limit = self.grace, self.grace_limit
         for name in changed:  # the common case, a host beating with the same report, kept cheap
-            if lease_gone:
-                lease_gone.pop(name, None)
-            kv = items[name]
-            if report_bytes.get(name) != kv.value:
-                stored = digests.get(name)
-                try:
-                    report = self.state.report(kv)
-                except CorruptEntry as exc:
-                    errors.append(str(exc))
-                    log.error("%s", exc)
-                    if stored is None:
-                        last_seen[name] = now  # a host without a credential is heard as before
-                    continue
-                if not credentials.accepts(stored.value.decode(errors="replace") if stored else None,
-                                           report.credential):
-                    self._refuse(name, kv.value, now)
-                    continue
-                report_bytes[name] = kv.value
-                old = self.reports.get(name)
-                self.reports[name] = report
-                if old is None or old.watchdog != report.watchdog:
-                    self.watchdogs.add(name)
-                if old is not None and old.boot_id and report.boot_id != old.boot_id:
-                    self.reboots.add(name)
-                if name not in self.probes:  # a probe's answer is the truth once there is one
-                    self.topology.set_reachable(name, report.networks, report.storage)
-            last_seen[name] = now
+            if name not in later and name not in lease_gone and report_bytes.get(name) == items[name].value:
+                last_seen[name] = now
+                if limit is not None and name in grace:
+                    grace.arm(name, now + limit)
+            else:
+                later.setdefault(name, now)
+        for name in gone:
+            later.setdefault(name, now)
+        self.beats_taken += len(changed) + len(gone)
+        return len(changed) + len(gone)
+
+    def _sync_beats(self, now: float, errors: list[str]) -> None:
+        with self.beats_lock:
+            changed, _ = self._credential_informer.sync()
+            for name in changed:
+                self._report_bytes.pop(name, None)  # judged again under the new credential
+            self._take_beats(now)
+            later, self._later = self._later, {}
+            for name, when in later.items():
+                kv = self._beat_informer.items.get(name)
+                if kv is None:
+                    self.lease_gone.setdefault(name, when)
+                else:
+                    self.lease_gone.pop(name, None)
+                    self._judge_beat(name, kv, when, errors)
+
+    def _judge_beat(self, name: str, kv: KeyValue, when: float, errors: list[str]) -> None:
+        """A heartbeat whose report is new to this manager, heard at ``when``."""
+        value = kv.value
+        stored = self._credential_informer.items.get(name)
+        if self._report_bytes.get(name) != value:
+            try:
+                report = self.state.report(kv)
+            except CorruptEntry as exc:
+                errors.append(str(exc))
+                log.error("%s", exc)
+                if stored is None:
+                    self.last_seen[name] = when  # a host without a credential is heard as before
+                return
+            if not credentials.accepts(stored.value.decode(errors="replace") if stored else None, report.credential):
+                self._refuse(name, value, when)
+                return
+            self._report_bytes[name] = value
+            old = self.reports.get(name)
+            self.reports[name] = report
+            if old is None or old.watchdog != report.watchdog:
+                self.watchdogs.add(name)
+            if old is not None and old.boot_id and report.boot_id != old.boot_id:
+                self.reboots.add(name)
+            if name not in self.probes:  # a probe's answer is the truth once there is one
+                self.topology.set_reachable(name, report.networks, report.storage)
+        self.last_seen[name] = when
+        if self.grace_limit is not None and name in self.grace:
+            self.grace.arm(name, when + self.grace_limit)
 
     def _refuse(self, name: str, value: bytes, now: float) -> None:
         if self._refused.get(name) == value:

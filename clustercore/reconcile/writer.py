@@ -11,7 +11,7 @@ raises :class:`~clustercore.errors.Conflict` and writes nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
@@ -49,6 +49,23 @@ class Decision:
     event: HostEvent
     reason: str
     non_operational: NonOperationalReason | None = None
+
+
+@attrs.frozen
+class Planned:
+    """A host transition ready to commit: what to check, what to write, and what it makes."""
+
+    current: Versioned[Host]
+    decision: Decision
+    new: Host
+    event: Event
+    checks: tuple[Check, ...]
+    ops: tuple[Put | Delete, ...]
+    failed: tuple[str, ...] = ()  # placements failed with it (the host goes Down)
+
+
+#: etcd's default ``--max-txn-ops``: a transaction of more operations is refused.
+TXN_OPS = 128
 
 
 @attrs.frozen
@@ -98,12 +115,12 @@ class Writer:
         log.info("%s", event)
         return new
 
-    def host_transition(self, current: Versioned[Host], decision: Decision, now: float,
-                        remove: bool = False) -> Committed:
-        """Store ``decision`` with its event; a host that goes Down takes its placements with
-        it in the same transaction (whatever ran there died: a host that comes back at once
-        cannot make its dead workloads look alive). ``remove`` deletes the host and its
-        heartbeat."""
+    def plan_transition(self, current: Versioned[Host], decision: Decision, now: float,
+                        remove: bool = False) -> Planned:
+        """``decision`` with its event, ready to commit; a host that goes Down takes its
+        placements with it in the same transaction (whatever ran there died: a host that
+        comes back at once cannot make its dead workloads look alive). ``remove`` deletes
+        the host and its heartbeat."""
         old = current.value
         new = transition(decision.base, decision.event, now, decision.reason, decision.non_operational)
         event = Event(now, f"host/{old.name}", decision.event.value, decision.reason, str(old.state), str(new.state))
@@ -119,9 +136,51 @@ class Writer:
                 checks.append(Check(PLACEMENTS + failed.workload, p.revision))
                 ops.append(Put(PLACEMENTS + failed.workload, encode(failed)))
                 dead.append(failed.workload)
-        revision = self.store.txn(checks, ops)
-        log.info("%s", event)
-        return Committed(new, event, revision, tuple(dead))
+        return Planned(current, decision, new, event, tuple(checks), tuple(ops), tuple(dead))
+
+    def host_transition(self, current: Versioned[Host], decision: Decision, now: float,
+                        remove: bool = False) -> Committed:
+        """Store ``decision`` (:meth:`plan_transition`) in a transaction of its own."""
+        planned = self.plan_transition(current, decision, now, remove)
+        revision = self.store.txn(planned.checks, planned.ops)
+        log.info("%s", planned.event)
+        return Committed(planned.new, planned.event, revision, planned.failed)
+
+    def host_transitions(self, planned: Sequence[Planned], done: Callable[[Planned, int | Conflict], None]) -> None:
+        """Commit many transitions in as few transactions as the store takes (at most
+        :data:`TXN_OPS` operations each); ``done`` is told each one's revision, or its
+        Conflict. A transaction that loses a compare-and-swap is committed again one
+        transition at a time, so a host changed meanwhile costs only its own."""
+        chunk: list[Planned] = []
+        size = 0
+        for item in [*planned, None]:
+            if item is not None and size + len(item.ops) + len(item.checks) <= TXN_OPS:
+                chunk.append(item)
+                size += len(item.ops) + len(item.checks)
+                continue
+            if chunk:
+                self._commit_together(chunk, done)
+            chunk, size = ([item], len(item.ops) + len(item.checks)) if item is not None else ([], 0)
+
+    def _commit_together(self, chunk: Sequence[Planned], done: Callable[[Planned, int | Conflict], None]) -> None:
+        try:
+            revision = self.store.txn([c for p in chunk for c in p.checks], [o for p in chunk for o in p.ops])
+        except Conflict as exc:
+            if len(chunk) == 1:
+                done(chunk[0], exc)
+                return
+            for item in chunk:
+                try:
+                    revision = self.store.txn(item.checks, item.ops)
+                except Conflict as exc:
+                    done(item, exc)
+                    continue
+                log.info("%s", item.event)
+                done(item, revision)
+            return
+        for item in chunk:
+            log.info("%s", item.event)
+            done(item, revision)
 
     def host_rebooted(self, host: str, now: float, dead: Mapping[str, int]) -> tuple[list[str], list[str]]:
         """``host`` booted since its last heartbeat and no longer runs the placements in

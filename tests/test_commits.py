@@ -1,0 +1,196 @@
+"""A pass's cost follows what changed: heartbeats taken by the manager's listener as they
+arrive, and the hosts' own transitions committed together (clustercore.reconcile.commits)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import attrs
+import pytest
+
+from clustercore import Cluster, ClusterConfig, FakeClock, HostReport, HostState, Plugins
+from clustercore.errors import StoreError
+from clustercore.reconcile.writer import TXN_OPS
+from clustercore.store.base import Check, Delete, Put
+from clustercore.testing import FakeFlavor
+
+REPORT = HostReport(networks=frozenset({"mgmt"}))
+
+
+def _cluster(hosts: int) -> tuple[Cluster, FakeClock]:
+    clock = FakeClock()
+    cluster = Cluster(plugins=Plugins([FakeFlavor("fake")], entry_points=False), clock=clock,
+                      config=ClusterConfig(required_networks=frozenset({"mgmt"})))
+    for i in range(hosts):
+        cluster.register_host({"name": f"h{i:03d}", "capacity": {"cpu": 8, "memory": 8192}})
+        cluster.heartbeat(f"h{i:03d}", REPORT)
+    cluster.step()
+    cluster.step()
+    assert all(h.state is HostState.UP for h in cluster.hosts().values())
+    return cluster, clock
+
+
+class Transactions:
+    """The store's transactions, counted (the real store underneath); ``fail`` makes the
+    next one that checks a host key raise, ``before`` runs a second writer first."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.store = cluster.store
+        self.real = self.store.txn
+        self.sizes: list[int] = []
+        self.fail: Exception | None = None
+        self.before: Any = None
+        self.store.txn = self  # type: ignore[method-assign]
+
+    def __call__(self, checks: Sequence[Check], ops: Sequence[Put | Delete]) -> int:
+        if any(c.key.startswith("hosts/") for c in checks):
+            if self.before is not None:
+                before, self.before = self.before, None
+                before()
+            if self.fail is not None:
+                fail, self.fail = self.fail, None
+                raise fail
+            self.sizes.append(len(checks) + len(ops))
+        return self.real(checks, ops)
+
+
+def _silence(cluster: Cluster, clock: FakeClock, silent: set[str], seconds: int) -> None:
+    others = [n for n in cluster.hosts() if n not in silent]
+    for _ in range(seconds):
+        clock.advance(1.0)
+        for name in others:
+            cluster.heartbeat(name, REPORT)
+
+
+def test_a_hundred_hosts_going_connecting_take_a_few_transactions_each_within_etcds_limit() -> None:
+    cluster, clock = _cluster(300)
+    silent = {f"h{i:03d}" for i in range(0, 300, 3)}
+    txns = Transactions(cluster)
+    _silence(cluster, clock, silent, 31)
+    report = cluster.step()
+    assert {e.subject for e in report.events} == {f"host/{n}" for n in silent}
+    assert all(e.kind == "heartbeat-missed" for e in report.events)
+    states = cluster.hosts()
+    assert all(states[n].state is (HostState.CONNECTING if n in silent else HostState.UP) for n in states)
+    assert len(txns.sizes) == 3 and max(txns.sizes) <= TXN_OPS, txns.sizes  # 100 x (check, host, event)
+    stored = {e.subject for e in cluster.query_events(kind="heartbeat-missed")}
+    assert stored == {f"host/{n}" for n in silent}, "every transition stored with its event"
+
+
+def test_a_host_rewritten_by_a_second_writer_costs_only_its_own_transition() -> None:
+    cluster, clock = _cluster(30)
+    silent = {f"h{i:03d}" for i in range(10)}
+    txns = Transactions(cluster)
+    victim = "h004"
+
+    def second_writer() -> None:
+        kv = cluster.store.get("hosts/" + victim)
+        assert kv is not None
+        cluster.store.put("hosts/" + victim, kv.value)
+
+    txns.before = second_writer
+    _silence(cluster, clock, silent, 31)
+    first = cluster.step()
+    assert len(first.conflicts) == 1 and victim in first.conflicts[0]
+    assert {e.subject for e in first.events} == {f"host/{n}" for n in silent - {victim}}
+    assert cluster.host(victim).state is HostState.UP
+    assert cluster.controller.observer.hosts[victim].value.state is HostState.UP, "taken back"
+    clock.advance(1.0)
+    second = cluster.step()
+    assert [e.subject for e in second.events] == [f"host/{victim}"] and not second.conflicts
+    assert all(cluster.host(n).state is HostState.CONNECTING for n in silent)
+
+
+def test_staged_transitions_the_store_never_took_are_taken_back_and_decided_again() -> None:
+    cluster, clock = _cluster(20)
+    silent = {f"h{i:03d}" for i in range(5)}
+    txns = Transactions(cluster)
+    txns.fail = StoreError("etcd: connection refused")
+    _silence(cluster, clock, silent, 31)
+    first = cluster.step()
+    assert first.store_error is not None and not first.events
+    observer = cluster.controller.observer
+    assert all(observer.hosts[n].value.state is HostState.UP for n in silent), "nothing shown that is not stored"
+    assert all(cluster.host(n).state is HostState.UP for n in silent)
+    clock.advance(1.0)
+    second = cluster.step()
+    assert {e.subject for e in second.events} == {f"host/{n}" for n in silent}
+    assert all(cluster.host(n).state is HostState.CONNECTING for n in silent)
+
+
+@pytest.fixture
+def listening() -> Iterator[tuple[Cluster, FakeClock]]:
+    cluster, clock = _cluster(4)
+    stop = threading.Event()
+    thread = threading.Thread(target=cluster.controller.observer.listen, args=(clock.now, stop, 0.001))
+    thread.start()
+    yield cluster, clock
+    stop.set()
+    thread.join()
+
+
+def _taken(cluster: Cluster, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while cluster.controller.observer.beats_taken < count:
+        assert time.monotonic() < deadline, "the listener took nothing"
+        time.sleep(0.001)
+
+
+def test_the_listener_notes_a_known_report_and_leaves_the_rest_to_the_pass(
+        listening: tuple[Cluster, FakeClock]) -> None:
+    cluster, clock = listening
+    observer = cluster.controller.observer
+    clock.advance(5.0)
+    taken = observer.beats_taken
+    cluster.heartbeat("h000", REPORT)
+    _taken(cluster, taken + 1)
+    assert observer.last_seen["h000"] == clock.now(), "heard without a pass"
+    clock.advance(1.0)
+    wider = attrs.evolve(REPORT, storage=frozenset({"nfs"}))
+    cluster.heartbeat("h001", wider)
+    cluster.store.delete("heartbeats/h002")
+    _taken(cluster, taken + 3)
+    assert observer.last_seen["h001"] < clock.now() and observer.reports["h001"].storage == frozenset()
+    assert "h002" not in observer.lease_gone, "judging is the pass's"
+    clock.advance(1.0)
+    cluster.step()
+    assert observer.last_seen["h001"] == clock.now() - 1.0, "heard when the listener took it"
+    assert observer.reports["h001"].storage == frozenset({"nfs"})
+    assert observer.lease_gone["h002"] == clock.now() - 1.0
+
+
+def test_with_the_listener_a_silent_host_goes_connecting_and_beating_ones_stay_up(
+        listening: tuple[Cluster, FakeClock]) -> None:
+    cluster, clock = listening
+    observer = cluster.controller.observer
+    for _ in range(40):
+        clock.advance(1.0)
+        taken = observer.beats_taken
+        for name in ("h000", "h001", "h002"):
+            cluster.heartbeat(name, REPORT)
+        _taken(cluster, taken + 3)
+        cluster.step()
+    states = cluster.hosts()
+    assert states["h003"].state is HostState.CONNECTING
+    assert all(states[n].state is HostState.UP for n in ("h000", "h001", "h002"))
+    assert observer.listen_seconds > 0
+
+
+def test_a_heartbeat_without_the_credential_is_never_heard_by_the_listener(
+        listening: tuple[Cluster, FakeClock]) -> None:
+    cluster, clock = listening
+    observer = cluster.controller.observer
+    before = observer.last_seen["h000"]
+    taken = observer.beats_taken
+    for _ in range(3):
+        clock.advance(1.0)
+        cluster.writer.heartbeat("h000", attrs.evolve(REPORT, credential="stolen"))
+        taken += 1
+        _taken(cluster, taken)
+        cluster.step()
+    assert observer.last_seen["h000"] == before
+    refused = cluster.query_events(kind="heartbeat-refused")
+    assert len(refused) == 1, "one event, however often it comes"
