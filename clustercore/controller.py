@@ -35,7 +35,7 @@ from clustercore import watchdog
 from clustercore.clock import Clock
 from clustercore.deadlines import Deadlines
 from clustercore.driver import migrates_storage
-from clustercore.errors import Conflict, NotLeader, StoreError
+from clustercore.errors import Conflict, CorruptEntry, NotLeader, StoreError, UnknownWorkload
 from clustercore.events import Event, EventLog
 from clustercore.fencing import Fencer
 from clustercore.lifecycle import HostEvent
@@ -143,9 +143,14 @@ class Controller:
         return None if probe is None else probe.storage
 
     def _workloads_on(self, host: str) -> list[Workload]:
-        workloads = self.state.workloads()
-        return [workloads[p.value.workload].value for p in self.state.placements().values()
-                if p.value.host == host and p.value.workload in workloads]
+        """The workloads placed on ``host`` (the observer's index), each read by its key."""
+        found = []
+        for name in self.observer.placed_on(host):
+            try:
+                found.append(self.state.workload(name).value)
+            except (UnknownWorkload, CorruptEntry):
+                continue
+        return found
 
     @property
     def fencer(self) -> Fencer:

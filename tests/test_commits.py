@@ -13,17 +13,22 @@ import pytest
 
 from clustercore import Cluster, ClusterConfig, FakeClock, HostReport, HostState, Plugins
 from clustercore.errors import StoreError
+from clustercore.model import Placement, PlacementState, Workload
 from clustercore.reconcile.writer import TXN_OPS
+from clustercore.resources import Resources
+from clustercore.state import encode
+from clustercore.statistics import StatsPolicy
 from clustercore.store.base import Check, Delete, Put
-from clustercore.testing import FakeFlavor
+from clustercore.testing import FakeDriver, FakeFlavor
 
 REPORT = HostReport(networks=frozenset({"mgmt"}))
 
 
 def _cluster(hosts: int) -> tuple[Cluster, FakeClock]:
+    """Up hosts; statistics off (their sampling reads each host's workloads every interval)."""
     clock = FakeClock()
     cluster = Cluster(plugins=Plugins([FakeFlavor("fake")], entry_points=False), clock=clock,
-                      config=ClusterConfig(required_networks=frozenset({"mgmt"})))
+                      config=ClusterConfig(required_networks=frozenset({"mgmt"}), statistics=StatsPolicy(interval=0)))
     for i in range(hosts):
         cluster.register_host({"name": f"h{i:03d}", "capacity": {"cpu": 8, "memory": 8192}})
         cluster.heartbeat(f"h{i:03d}", REPORT)
@@ -194,3 +199,73 @@ def test_a_heartbeat_without_the_credential_is_never_heard_by_the_listener(
     assert observer.last_seen["h000"] == before
     refused = cluster.query_events(kind="heartbeat-refused")
     assert len(refused) == 1, "one event, however often it comes"
+
+
+class Reads:
+    """The store's reads by key or prefix, counted (the real store underneath)."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        store = cluster.store
+        self.keys: list[str] = []
+        get, listing = store.get, store.list
+
+        def counted_get(key: str) -> Any:
+            self.keys.append(key)
+            return get(key)
+
+        def counted_list(prefix: str) -> Any:
+            self.keys.append(prefix + "*")
+            return listing(prefix)
+
+        store.get, store.list = counted_get, counted_list  # type: ignore[method-assign]
+
+    def of(self, prefix: str) -> list[str]:
+        return [k for k in self.keys if k.startswith(prefix)]
+
+
+def _pass(cluster: Cluster, clock: FakeClock) -> Any:
+    clock.advance(1.0)
+    for name in cluster.hosts():
+        cluster.heartbeat(name, REPORT)
+    return cluster.step()
+
+
+def test_an_orphan_is_settled_when_its_time_comes_and_no_pass_lists_the_placements() -> None:
+    cluster, clock = _cluster(3)
+    after = cluster.config.orphan_after
+    cluster.store.put("workloads/w", encode(Workload("w", "fake", requests=Resources(1, 256))))
+    cluster.store.put("placements/w", encode(Placement("w", "h001", PlacementState.STARTING, clock.now())))
+    driver = cluster.plugins.driver("fake")
+    assert isinstance(driver, FakeDriver)
+    driver.running.setdefault("h001", set()).add("w")  # it started; its manager died before saying so
+    reads = Reads(cluster)
+    _pass(cluster, clock)
+    seen = clock.now()
+    flying = cluster.controller.observer.in_flight
+    while clock.now() - seen < after - 1:
+        _pass(cluster, clock)
+        assert flying["w"].value.state is PlacementState.STARTING, "not before orphan_after"
+    for _ in range(3):
+        _pass(cluster, clock)
+    assert "w" not in flying
+    assert reads.of("placements/") == [] and reads.of("workloads/") == ["workloads/w"], \
+        "the passes read only the workload they settled"
+    assert cluster.placements()["w"].state is PlacementState.RUNNING
+    assert [e.kind for e in cluster.query_events(subject="workload/w")] == ["started"]
+
+
+def test_an_ha_restart_waiting_out_its_backoff_costs_no_reads_until_its_next_try() -> None:
+    cluster, clock = _cluster(3)
+    huge = Workload("w", "fake", requests=Resources(64, 256), ha=True)  # no host has 64 CPUs
+    cluster.store.put("workloads/w", encode(huge))
+    cluster.store.put("placements/w", encode(Placement("w", "h001", PlacementState.FAILED, clock.now())))
+    first = _pass(cluster, clock)
+    assert any("HA restart of w" in e and "retry in 10 s" in e for e in first.errors)
+    reads = Reads(cluster)
+    for _ in range(9):
+        report = _pass(cluster, clock)
+        assert not any("HA restart" in e for e in report.errors)
+    assert reads.of("placements/") == [] and reads.of("workloads/") == [], "waiting costs nothing"
+    again = _pass(cluster, clock)
+    assert any("HA restart of w" in e and "retry in 20 s" in e for e in again.errors)
+    assert reads.of("placements/w") and reads.of("workloads/w")

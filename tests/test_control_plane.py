@@ -19,6 +19,7 @@ from clustercore.lifecycle import LivenessPolicy
 from clustercore.manager import Manager
 from clustercore.model import FenceDevice, Host, PlacementState
 from clustercore.plugins import HostDescription
+from clustercore.state import CONFIG_KEY
 from clustercore.store.base import KeyValue
 from clustercore.store.memory import MemoryStore
 from clustercore.testing import FakeFlavor
@@ -233,18 +234,19 @@ def test_no_operator_call_or_value_makes_a_pass_raise(ops: list[tuple[str, str, 
 
 
 class StallingStore(MemoryStore):
-    """A memory store whose listings of placements block while ``open`` is clear (a pass
-    stuck in its store; the elector's calls still go through)."""
+    """A memory store whose reads of the cluster's config (what every pass begins with)
+    block while ``open`` is clear (a pass stuck in its store; the elector's calls still go
+    through)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.open = threading.Event()
         self.open.set()
 
-    def list(self, prefix: str) -> list[KeyValue]:
-        if prefix.startswith("placements/"):
+    def get(self, key: str) -> KeyValue | None:
+        if key == CONFIG_KEY:
             self.open.wait(30)
-        return super().list(prefix)
+        return super().get(key)
 
 
 def test_a_pass_that_overruns_its_limit_gives_the_leadership_up() -> None:

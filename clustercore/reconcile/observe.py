@@ -12,7 +12,8 @@ since this manager first saw it so (its own clock: self-fencing counts from ther
 record in the host (``watchdogs``). The hosts not Up are kept as ``unsettled``, and the
 names of hosts changed or removed since the controller last asked as ``changed`` (what it
 re-arms heartbeat deadlines from). Placements
-that became Failed, whoever wrote them, are collected for recovery. Followers observe too,
+that became Failed, whoever wrote them, are collected for recovery, and those in flight
+(Starting, Migrating) kept for settling. Followers observe too,
 so a new leader's caches are warm and its heartbeats timed.
 
 A manager takes heartbeats as they arrive, on a thread of its own (:meth:`Observer.listen`):
@@ -42,7 +43,8 @@ from clustercore.config import ClusterConfig
 from clustercore.deadlines import Deadlines
 from clustercore.errors import CorruptEntry
 from clustercore.events import Event, EventLog
-from clustercore.model import Host, HostReport, HostState, PlacementState
+from clustercore.model import Host, HostReport, HostState, Placement, PlacementState
+from clustercore.placements import in_flight
 from clustercore.plugins import HostProbe
 from clustercore.state import CONFIG_KEY, HEARTBEATS, HOSTS, PLACEMENTS, ClusterState, Informer, Versioned
 from clustercore.store.base import KeyValue, Store
@@ -76,6 +78,10 @@ class Observer:
         self.corrupt: dict[str, str] = {}  # host name -> problem
         self.reboots: set[str] = set()  # hosts seen rebooting, acted on by the leader
         self.failed: set[str] = set()  # placements Failed, by anyone
+        self.in_flight: dict[str, Versioned[Placement]] = {}  # placements Starting or Migrating
+        self.flights: set[str] = set()  # placements that entered, changed in or left flight, for settle
+        self._placed: dict[str, set[str]] = {}  # host -> workloads placed there
+        self._placed_on: dict[str, str] = {}  # workload -> its placement's host
         self.lease_gone: dict[str, float] = {}  # host -> when first seen without a heartbeat key
         self.watchdogs: set[str] = set()  # hosts whose reported watchdog changed, for the leader to record
         self._host_informer = Informer(store, HOSTS)
@@ -276,15 +282,38 @@ class Observer:
         except Exception as exc:  # a follower, or the store is away
             log.debug("cannot record heartbeat-refused: %s", exc)
 
+    def placed_on(self, host: str) -> list[str]:
+        """The workloads placed on ``host`` (any placement state), as of the last pass."""
+        return sorted(self._placed.get(host, ()))
+
+    def _place(self, name: str, host: str | None) -> None:
+        old = self._placed_on.pop(name, None)
+        if old is not None:
+            self._placed[old].discard(name)
+        if host is not None:
+            self._placed_on[name] = host
+            self._placed.setdefault(host, set()).add(name)
+
     def _sync_placements(self, errors: list[str]) -> None:
         changed, deleted = self._placement_informer.sync()
         items = self._placement_informer.items
         for name in changed:
             try:
-                placement = self.state.decode_placement(items[name]).value
+                current = self.state.decode_placement(items[name])
             except CorruptEntry as exc:
                 errors.append(str(exc))
                 continue
-            if placement.state is PlacementState.FAILED:
+            if self._placed_on.get(name) != current.value.host:
+                self._place(name, current.value.host)
+            if current.value.state is PlacementState.FAILED:
                 self.failed.add(name)
+            if in_flight(current.value):
+                self.in_flight[name] = current
+                self.flights.add(name)
+            elif self.in_flight.pop(name, None) is not None:
+                self.flights.add(name)
         self.failed -= deleted
+        for name in deleted:
+            self._place(name, None)
+            if self.in_flight.pop(name, None) is not None:
+                self.flights.add(name)

@@ -10,8 +10,9 @@ Each pass, highest priority first:
 * an HA one is restarted where the scheduler says: Starting is in the store before the
   driver acts (a deposed leader's write fails there), the start runs on the target's call
   lane; Running once it returns, Failed again with a doubling backoff (10 s to 300 s) if it
-  fails. A start that outlives its deadline is left Starting: the settle reconciler asks
-  the host later, so nothing is started twice;
+  fails (a deadline: a pass reads only the placements and workloads whose try is due). A
+  start that outlives its deadline is left Starting: the settle reconciler asks the host
+  later, so nothing is started twice;
 * an HA workload with a volume on a host-local storage domain is not restarted elsewhere
   (its data is on the dead host): it stays Failed, reported once (``ha-blocked``), for an
   operator to decide (:func:`clustercore.storage.ha_blocker`).
@@ -24,8 +25,9 @@ from collections.abc import Callable
 
 import attrs
 
+from clustercore.deadlines import Deadlines
 from clustercore.driver import WorkloadState
-from clustercore.errors import ClusterError
+from clustercore.errors import ClusterError, UnknownWorkload
 from clustercore.events import Event
 from clustercore.model import Placement, PlacementState, Workload
 from clustercore.placements import PlacementEvent
@@ -61,6 +63,7 @@ class Recovery:
         self.scheduler = scheduler
         self.may_act = may_act
         self.retry: dict[str, tuple[float, float]] = {}  # workload -> (next try, delay)
+        self.waiting: Deadlines[str] = Deadlines()  # Failed HA workloads in their backoff, until their next try
         self.restarting: dict[str, Restart] = {}
         self.blocked: set[str] = set()  # HA workloads that cannot restart elsewhere (local volumes), reported
 
@@ -125,18 +128,28 @@ class Recovery:
         failed = self.observer.failed
         if not failed:
             return
-        workloads = {n: v.value for n, v in self.state.workloads().items()}
-        found = [(n, self.state.placement(n)) for n in failed]
-        order = sorted(((n, p) for n, p in found if p is not None and p.value.state is PlacementState.FAILED),
-                       key=lambda np: -(workloads[np[0]].priority if np[0] in workloads else 0))
-        failed.intersection_update(n for n, _ in order)
+        self.waiting.pop_due(now)  # their backoff is over: tried again now
+        ready = [n for n in failed if n not in self.waiting]
+        if not ready:
+            return
+        found = [(n, p) for n in ready
+                 if (p := self.state.placement(n)) is not None and p.value.state is PlacementState.FAILED]
+        failed.difference_update(set(ready) - {n for n, _ in found})
+        workloads = {n: self._workload(n) for n, _ in found}
+        order = sorted(found, key=lambda np: -(w.priority if (w := workloads[np[0]]) is not None else 0))
         for name, current in order:
             if not self.may_act():
                 return
             try:
-                self._recover(current, workloads.get(name), view, errors)
+                self._recover(current, workloads[name], view, errors)
             except ClusterError as exc:
                 errors.append(f"recovery of {name}: {exc}")
+
+    def _workload(self, name: str) -> Workload | None:
+        try:
+            return self.state.workload(name).value
+        except UnknownWorkload:
+            return None
 
     def _recover(self, current: Versioned[Placement], workload: Workload | None, view: View,
                  errors: list[str]) -> None:
@@ -210,6 +223,7 @@ class Recovery:
         retry = self.retry.get(name)
         delay = min(2 * retry[1], 300.0) if retry else 10.0
         self.retry[name] = (now + delay, delay)
+        self.waiting.arm(name, now + delay)
         errors.append(f"{why} (retry in {delay:.0f} s)")
 
     def _moved_meanwhile(self, current: Versioned[Placement], workload: Workload,

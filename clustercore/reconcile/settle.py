@@ -1,7 +1,8 @@
 """Settle: placements a manager left Starting or Migrating when it died mid-way.
 
-Once such a placement has sat unchanged for the cluster's ``orphan_after`` seconds and
-this manager is not running it, the hosts are asked (off the pass, on the source host's
+Once such a placement has sat unchanged for the cluster's ``orphan_after`` seconds (a
+deadline armed when the observer sees it enter or change in flight) and this manager is
+not running it, the hosts are asked (off the pass, on the source host's
 call lane; a driver's ``settle`` first ends a move still in progress) where the workload
 runs, and that is recorded: Running where it runs, Failed when nowhere (HA ones then
 restart), untouched when the hosts do not answer or it seems to run on both.
@@ -11,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from clustercore.deadlines import Deadlines
 from clustercore.driver import SettlingDriver, WorkloadDriver, WorkloadState
 from clustercore.errors import ClusterError
 from clustercore.events import Event
 from clustercore.model import Host, HostState, Placement, PlacementState, Workload
-from clustercore.placements import PlacementEvent, in_flight
+from clustercore.placements import PlacementEvent
 from clustercore.plugins import Plugins
 from clustercore.reconcile.calls import HostCalls, outcome
 from clustercore.reconcile.observe import Observer, View
@@ -65,41 +67,46 @@ class Settle:
         self.observer = observer
         self.launched = launched
         self.may_act = may_act
-        self.seen: dict[str, tuple[int, float]] = {}  # in-flight placement -> (revision, first seen)
-        self._scan = float("-inf")
+        #: In-flight placements by name, due once unchanged for ``orphan_after`` (armed as
+        #: the observer sees them enter or change in flight), so a pass looks only at those due.
+        self.due: Deadlines[str] = Deadlines()
         self._asking: set[str] = set()
+        self._after: float | None = None
 
     def take_over(self) -> None:
-        self.seen.clear()
-        self._scan = float("-inf")
+        """A new leader gives every placement in flight the whole ``orphan_after`` from now."""
+        self._after = None
 
     def sync(self, view: View, events: list[Event], errors: list[str]) -> None:
-        after = view.config.orphan_after
-        if view.now - self._scan < after / 2 and not self._asking:
-            return
-        self._scan = view.now
-        launched = self.launched()
-        current_names: set[str] = set()
-        for name, current in self.state.placements().items():
-            p = current.value
-            if not in_flight(p) or name in launched:
+        after, now, flying = view.config.orphan_after, view.now, self.observer.in_flight
+        changed, self.observer.flights = self.observer.flights, set()
+        if after != self._after:  # first pass, a new leader or a new setting: every one afresh
+            self._after = after
+            self.due = Deadlines()
+            changed = set(flying)
+        for name in changed:
+            if name in flying:
+                self.due.arm(name, now + after)
+            else:
+                self.due.cancel(name)
+        names = [*self.due.pop_due(now), *(n for n in sorted(self._asking) if n not in self.due)]
+        launched = self.launched() if names else set()
+        for name in names:
+            current = flying.get(name)
+            if current is None:
+                self._asking.discard(name)
                 continue
-            current_names.add(name)
-            first = self.seen.get(name)
-            if first is None or first[0] != current.revision:
-                self.seen[name] = (current.revision, view.now)
-                continue
-            if view.now - first[1] < after or not self.may_act():
+            if name in launched or not self.may_act():  # this manager runs it, or may not act
+                self.due.arm(name, now + after)
                 continue
             try:
                 event = self._settle(current, view)
             except ClusterError as exc:
-                errors.append(f"settling {name} ({p.state}): {exc}")
+                errors.append(f"settling {name} ({current.value.state}): {exc}")
+                self.due.arm(name, now + after / 2)  # asked again later
                 continue
             if event is not None:
                 events.append(event)
-        for name in set(self.seen) - current_names:
-            del self.seen[name]
 
     def _settle(self, current: Versioned[Placement], view: View) -> Event | None:
         p = current.value
