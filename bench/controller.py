@@ -218,11 +218,14 @@ def run() -> str:
         *(f"| {h} | {c} | {p} | {d} | {t} |" for h, c, p, d, t in BEFORE),
         "",
         "How: the pass looks at the hosts not Up (or missing a required network or storage) and at the Up hosts "
-        "whose heartbeat grace came due (`clustercore.deadlines`: due times in a heap, the keys due together "
-        "filed under one entry, a deadline pushed back filed again only when its old time comes), so an Up host "
-        "that keeps beating costs one dict lookup per grace period, not one per pass. A heartbeat with the "
-        "report its host sent before is taken by the listener, which notes its time; the memory store hands "
-        "each watch only the events under its prefix (queues filled as writes commit), so informers of other "
-        "prefixes pay nothing per heartbeat. Command: `python -m bench controller`.",
+        "whose heartbeat grace ran out (`clustercore.deadlines`: keys in buckets of a second, moved when armed "
+        "again). A heartbeat with the report its host sent before is taken by the listener, which notes its "
+        "time and pushes the host's deadline back, so an Up host that keeps beating never comes up in a pass. "
+        "The hosts' own transitions of a look are stored together, at most 128 operations a transaction "
+        "(`clustercore.reconcile.commits`). The memory store hands each watch only the events under its prefix. "
+        "What is left in the 1 % pass is the work per transition (the new host and its event encoded, "
+        "compare-and-swap, the flavors told: about 80 µs each) and the garbage collector, which runs within "
+        "it. With statistics on, each host is sampled every 15 s (667 calls a second at 10,000 hosts, on the "
+        "hosts' call lanes): their cost is per call, inside the passes. Command: `python -m bench controller`.",
     ]
     return "\n".join(lines)

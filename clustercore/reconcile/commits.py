@@ -71,7 +71,7 @@ class Commits:
                 conflicts.append(str(outcome))
                 self.observer.committed(planned.current.value, planned.current.revision)
                 return
-            self.observer.committed(planned.new, outcome)
+            self.observer.stored(planned.new, outcome)
             self._tell_flavors(planned.current.value, planned.new, planned.decision, planned.event.time)
             events.append(planned.event)
 

@@ -146,6 +146,10 @@ class Observer:
         self._index(host)
         self.topology.add_host(host)
 
+    def stored(self, host: Host, revision: int) -> None:
+        """A staged ``host`` (shown already by :meth:`committed`) is now stored at ``revision``."""
+        self.hosts[host.name] = Versioned(host, revision)
+
     def _tell_corrupt(self, key: str, now: float, kind: str, subject: str, consequence: str) -> None:
         problem = self.state.corrupt.get(key)
         revision = self.state.corrupt_revision.get(key, 0)
