@@ -132,6 +132,9 @@ class Controller:
         #: Each Up host's end of heartbeat grace (clustercore.deadlines), armed when it
         #: changes, pushed back by the observer as its heartbeats are taken.
         self.deadlines: Deadlines[str] = self.observer.grace
+        #: Connecting hosts with nothing to decide before a time (:meth:`_rest`), not looked at till then.
+        self.asleep: Deadlines[str] = Deadlines()
+        self._liveness: object = None  # the liveness policy they were put to rest under
 
     def _prepare_maintenance(self, name: str) -> None:
         """Without an operator's API (a bare controller): the transition alone."""
@@ -178,6 +181,7 @@ class Controller:
         placements are watched afresh."""
         self.fence.take_over(now)
         self.settle.take_over()
+        self.asleep = Deadlines()
 
     def depose(self) -> None:
         """This manager lost the leadership: queued calls and jobs are dropped."""
@@ -254,12 +258,10 @@ class Controller:
         self.probes.sync(view, errors)
         self.drain.errors = errors
         looking = self._needing_look(view)
-        counts: dict[str, int] | None = None
+        placed = self.observer.placed_count
         for _ in range(LOOKS):
-            if counts is None and any(view.hosts[n].value.state is HostState.CONNECTING for n in looking):
-                counts = self._counts()
             waiting = [n for n in looking if n in view.hosts
-                       and self._look(view.hosts[n], view, (counts or {}).get(n, 0), events, conflicts, errors)]
+                       and self._look(view.hosts[n], view, placed(n), events, conflicts, errors)]
             self.commits.flush(events, conflicts)
             self.recovery.rebooted(view, errors)
             self.settle.sync(view, events, errors)
@@ -295,6 +297,8 @@ class Controller:
         new leader's deadlines are warm."""
         limit = view.config.liveness.connecting_after
         changed: Iterable[str] = self.observer.take_changed()
+        if view.config.liveness != self._liveness:  # a resting host may be due sooner now
+            self._liveness, self.asleep = view.config.liveness, Deadlines()
         with self.observer.beats_lock:  # heartbeats taken push deadlines back meanwhile
             if limit != self.observer.grace_limit:
                 self.observer.grace_limit = limit
@@ -304,6 +308,7 @@ class Controller:
                 changed = list(view.hosts)
             hosts, last_seen, up = view.hosts, view.last_seen, HostState.UP
             for name in changed:
+                self.asleep.cancel(name)
                 current = hosts.get(name)
                 if current is None or current.value.state is not up:
                     self.deadlines.cancel(name)
@@ -317,10 +322,14 @@ class Controller:
         due again next pass, as long as it stays Up)."""
         hosts, now, last_seen = view.hosts, view.now, view.last_seen
         limit = view.config.liveness.connecting_after  # what _follow armed with, this pass
-        looking = set(view.unsettled)
-        looking.update(n for n in self.topology.incomplete if n in hosts)
         arm, up = self.deadlines.arm, HostState.UP
         with self.observer.beats_lock:
+            woken, self.observer.woken = self.observer.woken, set()
+            for name in woken:
+                self.asleep.cancel(name)
+            self.asleep.pop_due(now)
+            looking = {n for n in view.unsettled if n not in self.asleep}
+            looking.update(n for n in self.topology.incomplete if n in hosts)
             for name in self.deadlines.pop_due(now):
                 current = hosts.get(name)
                 if current is None or current.value.state is not up:
@@ -330,6 +339,15 @@ class Controller:
                 if now - seen > limit:
                     looking.add(name)
         return sorted(looking)
+
+    def _rest(self, host: Host, view: View) -> None:
+        """A Connecting host with nothing to decide is not looked at again before the least
+        NonResponsive grace has passed since it went Connecting, unless it beats or changes
+        first (its heartbeat or change wakes it)."""
+        if host.state is HostState.CONNECTING:
+            wake = host.since + view.config.liveness.non_responsive_grace
+            if wake > view.now:
+                self.asleep.arm(host.name, wake)
 
     def _look(self, current: Versioned[Host], view: View, workloads: int, events: list[Event],
               conflicts: list[str], errors: list[str]) -> bool:
@@ -341,6 +359,7 @@ class Controller:
                 if decision is not None:
                     break
             else:
+                self._rest(current.value, view)
                 return False
             if not self.may_act():
                 return False
@@ -363,12 +382,6 @@ class Controller:
             errors.append(f"host {name}: {exc}")
             log.error("host %s: %s", name, exc)
         return False
-
-    def _counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for p in self.state.placements().values():
-            counts[p.value.host] = counts.get(p.value.host, 0) + 1
-        return counts
 
     # ------------------------------------------------------------------ running
 

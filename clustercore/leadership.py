@@ -76,10 +76,14 @@ class Elector:
             return self._campaign()
 
     def _campaign(self) -> bool:
-        if self.leading:
-            return self._renew()
+        if self.leading:  # renewed within a third of the TTL (by the renewer): nothing to ask the store
+            return True if self.monotonic() - self.renewed_at < self.ttl / 3 else self._renew()
         sent = self.monotonic()
         try:
+            held = self.store.get(LEADER_KEY)
+            if held is not None:  # one read while another leads, not a lease granted and revoked
+                self._tell_stale(held)
+                return False
             lease = self.store.grant(self.ttl)
         except StoreError as exc:
             log.warning("%s: cannot reach the store to campaign: %s", self.name, exc)
@@ -89,14 +93,18 @@ class Elector:
         except (Conflict, StoreError):
             self.store.revoke(lease)
             held = self.store.get(LEADER_KEY)
-            if held is not None and held.lease == 0 and self._stale_told != held.mod_revision:
-                self._stale_told = held.mod_revision
-                log.error("%s: the leader key is held by %s with no lease: nobody can lead until it is cleared "
-                          "(clustercore manager clear-leader)", self.name, holder(held))
+            if held is not None:
+                self._tell_stale(held)
             return False
         self.lease, self.renewed_at = lease, sent
         log.warning("%s leads (token %d)", self.name, self.token)
         return True
+
+    def _tell_stale(self, held: KeyValue) -> None:
+        if held.lease == 0 and self._stale_told != held.mod_revision:
+            self._stale_told = held.mod_revision
+            log.error("%s: the leader key is held by %s with no lease: nobody can lead until it is cleared "
+                      "(clustercore manager clear-leader)", self.name, holder(held))
 
     def renew(self) -> bool:
         """Keep the lease alive; False (and no longer leading) when it is gone."""

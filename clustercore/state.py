@@ -167,8 +167,12 @@ class ClusterState:
     def config(self) -> Versioned[ClusterConfig]:
         """The cluster's config; while the stored one cannot be decoded, the last good one
         read (the defaults if none was) stays in force and the problem is in ``corrupt``."""
+        return self.config_of(self.store.get(CONFIG_KEY))
+
+    def config_of(self, kv: KeyValue | None) -> Versioned[ClusterConfig]:
+        """:meth:`config` from ``kv``, the config entry as read (an informer's copy)."""
         try:
-            found = self._get("config/", "cluster", ClusterConfig.from_dict)
+            found = None if kv is None else self._decode(kv, "config/", ClusterConfig.from_dict)
         except CorruptEntry as exc:
             if self.corrupt.get(CONFIG_KEY) != exc.problem:
                 log.error("%s (the last good config stays in force)", exc)

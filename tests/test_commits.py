@@ -269,3 +269,41 @@ def test_an_ha_restart_waiting_out_its_backoff_costs_no_reads_until_its_next_try
     again = _pass(cluster, clock)
     assert any("HA restart of w" in e and "retry in 20 s" in e for e in again.errors)
     assert reads.of("placements/w") and reads.of("workloads/w")
+
+
+def test_a_connecting_host_rests_until_its_grace_can_end_and_a_heartbeat_wakes_it() -> None:
+    cluster, clock = _cluster(6)
+    silent = {"h000", "h001", "h002"}
+    _silence(cluster, clock, silent, 31)
+    cluster.step()
+    went = cluster.host("h000").since
+    assert all(cluster.host(n).state is HostState.CONNECTING for n in silent)
+    _silence(cluster, clock, silent, 1)
+    cluster.step()  # looked at once as Connecting: nothing to decide yet, so it rests
+    looked: list[str] = []
+    controller = cluster.controller
+    decide = controller._deciders[0]
+
+    def counted(current: Any, view: Any, workloads: int) -> Any:
+        looked.append(current.value.name)
+        return decide(current, view, workloads)
+
+    controller._deciders = (counted, *controller._deciders[1:])
+    grace = cluster.config.liveness.non_responsive_grace  # 60 s, and no workloads to add to it
+    _silence(cluster, clock, silent, 1)
+    cluster.step()
+    assert not looked, "a resting host is not looked at"
+    cluster.heartbeat("h002", REPORT)  # it beats again: woken, and Up again
+    cluster.step()
+    assert looked == ["h002"] and cluster.host("h002").state is HostState.UP
+    looked.clear()
+    silent = {"h000", "h001"}
+    while clock.now() < went + grace:
+        _silence(cluster, clock, silent, 1)
+        cluster.step()
+        assert cluster.host("h000").state is HostState.CONNECTING
+    assert set(looked) <= silent and len(looked) <= 2, "looked at once its grace could end"
+    _silence(cluster, clock, silent, 1)
+    cluster.step()
+    assert all(cluster.host(n).state is HostState.NON_RESPONSIVE for n in ("h000", "h001")), \
+        "NonResponsive on the first pass past the grace, as without resting"

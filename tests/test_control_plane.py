@@ -19,9 +19,8 @@ from clustercore.lifecycle import LivenessPolicy
 from clustercore.manager import Manager
 from clustercore.model import FenceDevice, Host, PlacementState
 from clustercore.plugins import HostDescription
-from clustercore.state import CONFIG_KEY
-from clustercore.store.base import KeyValue
-from clustercore.store.memory import MemoryStore
+from clustercore.store.base import StoreEvent
+from clustercore.store.memory import MemoryStore, MemoryWatch
 from clustercore.testing import FakeFlavor
 
 S = HostState
@@ -234,8 +233,8 @@ def test_no_operator_call_or_value_makes_a_pass_raise(ops: list[tuple[str, str, 
 
 
 class StallingStore(MemoryStore):
-    """A memory store whose reads of the cluster's config (what every pass begins with)
-    block while ``open`` is clear (a pass stuck in its store; the elector's calls still go
+    """A memory store whose watches (what every pass begins with: its informers) block
+    while ``open`` is clear (a pass stuck in its store; the elector's calls still go
     through)."""
 
     def __init__(self) -> None:
@@ -243,10 +242,9 @@ class StallingStore(MemoryStore):
         self.open = threading.Event()
         self.open.set()
 
-    def get(self, key: str) -> KeyValue | None:
-        if key == CONFIG_KEY:
-            self.open.wait(30)
-        return super().get(key)
+    def _drain(self, watch: MemoryWatch, timeout: float | None) -> list[StoreEvent]:
+        self.open.wait(30)
+        return super()._drain(watch, timeout)
 
 
 def test_a_pass_that_overruns_its_limit_gives_the_leadership_up() -> None:

@@ -88,6 +88,7 @@ class Observer:
         self._beat_informer = Informer(store, HEARTBEATS)
         self._placement_informer = Informer(store, PLACEMENTS)
         self._credential_informer = Informer(store, credentials.KEY)
+        self._config_informer = Informer(store, CONFIG_KEY)  # the config, read from a watch, not each pass
         self._refused: dict[str, bytes] = {}  # host -> the heartbeat value last refused
         self.probes: dict[str, HostProbe] = {}  # what flavors found each host to reach
         self._required: tuple[frozenset[str], frozenset[str]] | None = None
@@ -100,12 +101,14 @@ class Observer:
         #: every heartbeat taken, so an Up host that keeps beating never comes due.
         self.grace: Deadlines[str] = Deadlines()
         self.grace_limit: float | None = None  # the grace the controller armed with
+        self.woken: set[str] = set()  # hosts not Up whose heartbeat changed: the controller looks again
         self._later: dict[str, float] = {}  # heartbeats (or their absence) for the pass to judge -> noticed when
         self.beats_taken = 0  # heartbeat changes taken, by the listener or a pass
         self.listen_seconds = 0.0  # CPU time the listener spent taking them
 
     def sync(self, now: float, errors: list[str]) -> View:
-        config = self.state.config().value
+        self._config_informer.sync()
+        config = self.state.config_of(self._config_informer.items.get("")).value
         self._tell_corrupt(CONFIG_KEY, now, "config-corrupt", "cluster", "the last good config stays in force")
         if self._required is None:
             self.topology.require(config.required_networks, config.required_storage)
@@ -218,7 +221,7 @@ class Observer:
         changed, gone = self._beat_informer.sync()
         items, report_bytes, lease_gone, last_seen, later = self._beat_informer.items, self._report_bytes, \
             self.lease_gone, self.last_seen, self._later
-        grace, limit = self.grace, self.grace_limit
+        grace, limit, unsettled, woken = self.grace, self.grace_limit, self.unsettled, self.woken
         for name in changed:  # the common case, a host beating with the same report, kept cheap
             if name not in later and name not in lease_gone and report_bytes.get(name) == items[name].value:
                 last_seen[name] = now
@@ -226,8 +229,12 @@ class Observer:
                     grace.arm(name, now + limit)
             else:
                 later.setdefault(name, now)
+            if name in unsettled:
+                woken.add(name)
         for name in gone:
             later.setdefault(name, now)
+            if name in unsettled:
+                woken.add(name)
         self.beats_taken += len(changed) + len(gone)
         return len(changed) + len(gone)
 
@@ -285,6 +292,10 @@ class Observer:
             self.events.record(Event(now, f"host/{name}", "heartbeat-refused", f"a heartbeat {why}"))
         except Exception as exc:  # a follower, or the store is away
             log.debug("cannot record heartbeat-refused: %s", exc)
+
+    def placed_count(self, host: str) -> int:
+        """How many workloads are placed on ``host``, as of the last pass."""
+        return len(self._placed.get(host, ()))
 
     def placed_on(self, host: str) -> list[str]:
         """The workloads placed on ``host`` (any placement state), as of the last pass."""
