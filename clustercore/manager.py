@@ -14,10 +14,18 @@ manager's leadership, so a follower accepts writes too); work that needs hosts b
 operation that whichever manager leads carries out. :attr:`Manager.on_pass` and
 :attr:`Manager.on_decision` are told how long each pass and each scheduler decision took
 (the metrics follow them).
+
+Memory: a manager process (``freeze_memory``, set by ``clustercore manager run``; the
+collector is the whole process's, so a library user's manager leaves it alone) collects
+garbage once after its first pass (which reads every host) and every :data:`REFREEZE`
+seconds, and freezes what is left (:func:`freeze_long_lived`), so the cluster's long-lived
+state (a hundred thousand hosts' records) is not traversed again by every later
+collection, which would otherwise land inside passes.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -37,6 +45,15 @@ from clustercore.store.url import open_store
 __all__ = ["Manager", "open_store", "status"]
 
 log = logging.getLogger(__name__)
+REFREEZE = 600.0  # seconds between two freezes of what survived (freeze_long_lived)
+
+
+def freeze_long_lived() -> None:
+    """Collect once, then move every object left into the collector's permanent generation
+    (``gc.freeze``): later collections look only at what was made since. Cycles made
+    before are collected by this call first, so nothing that was garbage is kept."""
+    gc.collect()
+    gc.freeze()
 
 
 class Manager:
@@ -48,8 +65,10 @@ class Manager:
     manager had queued are dropped."""
 
     def __init__(self, store: Store, name: str, ttl: float = 10.0, plugins: Plugins | None = None,
-                 clock: Clock | None = None, pass_limit: float | None = None, max_backoff: float = 5.0) -> None:
+                 clock: Clock | None = None, pass_limit: float | None = None, max_backoff: float = 5.0,
+                 freeze_memory: bool = False) -> None:
         self.name = name
+        self.freeze_memory = freeze_memory
         self.store = store  # unguarded: what the API writes operators' requests to
         self.clock = clock or SystemClock()
         self.elector = Elector(store, name, ttl=ttl, margin=min(2.0, ttl / 4))
@@ -64,6 +83,7 @@ class Manager:
         self.cluster.controller.wait_budget = self.pass_limit / 2
         self._token = 0  # the leadership the controller last took over
         self._pass_started: float | None = None  # monotonic time of the pass under way
+        self._frozen_at = float("-inf")  # monotonic time of the last freeze_long_lived()
         self.store_errors = 0  # passes in a row that the store failed
         #: Called with the seconds each pass took and whether this manager led after it.
         self.on_pass: list[Callable[[float, bool], None]] = []
@@ -165,16 +185,11 @@ class Manager:
         return float(min(self.max_backoff, interval * 2.0 ** min(self.store_errors, 16)))
 
     def run(self, interval: float = 1.0, stop: threading.Event | None = None) -> None:
-        """Step every ``interval`` seconds until ``stop`` (then resign at once); the lease is
-        renewed by a thread of its own every third of the TTL while passes keep within
-        ``pass_limit``, and heartbeats are taken as they arrive by another
-        (:meth:`~clustercore.reconcile.observe.Observer.listen`). No store error ends it."""
+        """Step every ``interval`` seconds until ``stop`` (then resign at once), with the
+        threads of :meth:`start` beside the passes and :meth:`between_passes` after each.
+        No store error ends it."""
         stop = stop or threading.Event()
-        renewer = threading.Thread(target=self.keep_leading, args=(stop,), name=f"renew-{self.name}", daemon=True)
-        renewer.start()
-        listener = threading.Thread(target=self.cluster.controller.observer.listen, args=(self.clock.now, stop),
-                                    name=f"heartbeats-{self.name}", daemon=True)
-        listener.start()
+        threads = self.start(stop)
         try:
             while not stop.is_set():
                 try:
@@ -183,17 +198,36 @@ class Manager:
                     log.exception("%s: pass failed", self.name)
                     self.store_errors += 1
                     self._step_down()
+                self.between_passes()
                 stop.wait(self.backoff(interval))
         finally:
             stop.set()
-            renewer.join()
-            listener.join()
+            for thread in threads:
+                thread.join()
             try:
                 self.elector.resign()
             except Exception as exc:
                 log.warning("%s: cannot resign (%s): the lease expires by itself", self.name, exc)
             self.cluster.controller.fencer.stop()  # fence agents still running: their whole process groups
             self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def start(self, stop: threading.Event) -> list[threading.Thread]:
+        """The threads that run beside the passes until ``stop``: the lease renewed every
+        third of the TTL while passes keep within ``pass_limit`` (:meth:`keep_leading`), and
+        heartbeats taken as they arrive (:meth:`~clustercore.reconcile.observe.Observer.listen`)."""
+        threads = [threading.Thread(target=self.keep_leading, args=(stop,), name=f"renew-{self.name}", daemon=True),
+                   threading.Thread(target=self.cluster.controller.observer.listen, args=(self.clock.now, stop),
+                                    name=f"heartbeats-{self.name}", daemon=True)]
+        for thread in threads:
+            thread.start()
+        return threads
+
+    def between_passes(self) -> None:
+        """What a manager does between two passes, never in one: with ``freeze_memory``,
+        :func:`freeze_long_lived` after the first pass and every :data:`REFREEZE` seconds."""
+        if self.freeze_memory and self.elector.monotonic() - self._frozen_at >= REFREEZE:
+            freeze_long_lived()
+            self._frozen_at = self.elector.monotonic()
 
     def keep_leading(self, stop: threading.Event) -> None:
         """Renew the lease every third of the TTL until ``stop`` (what :meth:`run` runs

@@ -3,6 +3,8 @@ arrive, and the hosts' own transitions committed together (clustercore.reconcile
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -307,3 +309,23 @@ def test_a_connecting_host_rests_until_its_grace_can_end_and_a_heartbeat_wakes_i
     cluster.step()
     assert all(cluster.host(n).state is HostState.NON_RESPONSIVE for n in ("h000", "h001")), \
         "NonResponsive on the first pass past the grace, as without resting"
+
+
+def test_a_manager_process_freezes_what_its_first_pass_read_and_nothing_before_it_was_asked() -> None:
+    """The collector is the whole process's: only a manager told so (the CLI's) freezes it,
+    between passes."""
+    script = (
+        "import gc, threading\n"
+        "from clustercore import Plugins\n"
+        "from clustercore.manager import Manager\n"
+        "from clustercore.store.memory import MemoryStore\n"
+        "from clustercore.testing import FakeFlavor\n"
+        "plugins = Plugins([FakeFlavor('fake')], entry_points=False)\n"
+        "for freeze in (False, True):\n"
+        "    stop = threading.Event()\n"
+        "    m = Manager(MemoryStore(), 'm', plugins=plugins, freeze_memory=freeze)\n"
+        "    m.on_pass.append(lambda took, leading: stop.set())\n"
+        "    m.run(0.01, stop)\n"
+        "    print(gc.get_freeze_count() > 0)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == ["False", "True"], out.stderr

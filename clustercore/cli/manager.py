@@ -98,7 +98,7 @@ def run_manager(args: argparse.Namespace) -> int:
               "nothing to clear: the leader key is absent or on a lease (it expires with it)")
         return 0
     name = args.name or f"{socket.gethostname()}-{os.getpid()}"
-    manager = Manager(store, name, ttl=args.ttl, pass_limit=args.pass_limit)
+    manager = Manager(store, name, ttl=args.ttl, pass_limit=args.pass_limit, freeze_memory=True)
     server = serve(manager, args) if args.listen else None
     try:
         with stop_on_signals() as stop:
