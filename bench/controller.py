@@ -82,12 +82,13 @@ def _timed_observe(cluster: Cluster) -> list[float]:
 
 class Listener:
     """The manager's heartbeat listener (:meth:`Observer.listen`) on its own thread, as
-    ``Manager.run`` starts it; :meth:`caught_up` waits until it has taken ``count`` beats."""
+    ``Manager.run`` starts it (polling every 50 ms when idle); :meth:`caught_up` waits until
+    it has taken ``count`` beats."""
 
     def __init__(self, cluster: Cluster, clock: FakeClock) -> None:
         self.observer = cluster.controller.observer
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.observer.listen, args=(clock.now, self.stop, 0.001), daemon=True)
+        self.thread = threading.Thread(target=self.observer.listen, args=(clock.now, self.stop), daemon=True)
         self.thread.start()
 
     def caught_up(self, count: int) -> None:

@@ -107,6 +107,14 @@ class Observer:
         self.listen_seconds = 0.0  # CPU time the listener spent taking them
 
     def sync(self, now: float, errors: list[str]) -> View:
+        # A set keeps the table of its largest size: one emptied (after a mass join, say) is
+        # made anew, else every pass going over it would scan its old size.
+        if not self.unsettled:
+            self.unsettled = set()
+        if not self.watchdogs:
+            self.watchdogs = set()
+        if not self.reboots:
+            self.reboots = set()
         self._config_informer.sync()
         config = self.state.config_of(self._config_informer.items.get("")).value
         self._tell_corrupt(CONFIG_KEY, now, "config-corrupt", "cluster", "the last good config stays in force")
