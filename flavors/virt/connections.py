@@ -1,13 +1,19 @@
 """Connections to libvirt hosts: kept per URI, reopened when they die, opened under a
 per-host lock (a host that hangs never blocks the others), with libvirt's event loop and
 keepalives so a dead daemon is noticed; :class:`VirtError`, the flavor's error for a
-failed libvirt operation."""
+failed libvirt operation.
+
+A connection is closed when the last thread holding it lets it go (a finalizer), never
+under a thread still inside a call on it: libvirt frees a closed connection at once, and
+a call running on it then crashes the process (a statistics sample on a host's lane while
+the flavor was closed did, in a clean-clone run)."""
 
 from __future__ import annotations
 
 import contextlib
 import subprocess
 import threading
+import weakref
 from collections.abc import Iterator
 
 import libvirt
@@ -63,6 +69,12 @@ def _hint(uri: str, error: str) -> str:
     return ""
 
 
+def _close(pointer: object) -> None:
+    """Close the connection behind ``pointer`` (its Python object is gone: nobody uses it)."""
+    with contextlib.suppress(libvirt.libvirtError):
+        libvirt.virConnect(pointer).close()
+
+
 class Connections:
     """One kept connection per host URI."""
 
@@ -89,6 +101,7 @@ class Connections:
             _event_loop()
             try:
                 conn = libvirt.open(uri)
+                weakref.finalize(conn, _close, conn._o)  # closed once nobody holds it
                 if not uri.startswith("test:"):
                     conn.setKeepAlive(5, 3)  # a silent daemon closes the connection in 15-20 s
             except libvirt.libvirtError as exc:
@@ -111,10 +124,8 @@ class Connections:
         return run.returncode == 0
 
     def close(self) -> None:
+        """Let every kept connection go: each is closed by its finalizer once no call holds it."""
         with self._guard:
-            for conn in self._conns.values():
-                with contextlib.suppress(libvirt.libvirtError):
-                    conn.close()
             self._conns.clear()
 
     @contextlib.contextmanager
