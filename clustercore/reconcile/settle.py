@@ -89,7 +89,8 @@ class Settle:
                 self.due.arm(name, now + after)
             else:
                 self.due.cancel(name)
-        names = [*self.due.pop_due(now), *(n for n in sorted(self._asking) if n not in self.due)]
+        due = self.due.pop_due(now)
+        names = list(dict.fromkeys([*due, *(n for n in sorted(self._asking) if n not in self.due)]))  # each once
         launched = self.launched() if names else set()
         for name in names:
             current = flying.get(name)
