@@ -90,12 +90,7 @@ class Harness:
         return names
 
     def libvirt_runs(self) -> dict[str, list[str]]:
-        out = {}
-        for host in self.lab.hosts:
-            if not host.running or not host.reachable:
-                continue
-            out[host.name] = host.active_domains()
-        return out
+        return self.lab.libvirt_runs()
 
     def running_once(self, names: list[str]) -> dict[str, str]:
         """Where each guest runs according to libvirt; each runs on exactly one host."""

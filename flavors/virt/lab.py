@@ -345,6 +345,23 @@ class Lab:
         """A fresh ``127.0.0.1:PORT`` for a udp NIC's ``local`` end."""
         return self.networks.nic_endpoint()
 
+    def libvirt_runs(self, paused: bool = True) -> dict[str, list[str]]:
+        """The domains running on each host whose libvirtd answers (without paused ones when
+        ``paused`` is False). A host powered off or cut while being asked runs nothing and is
+        left out; any other failure to ask is raised."""
+        import libvirt
+
+        out = {}
+        for host in self.hosts:
+            if not host.running or not host.reachable:
+                continue
+            try:
+                out[host.name] = host.active_domains(paused)
+            except libvirt.libvirtError:
+                if host.running and host.reachable:
+                    raise
+        return out
+
     def host(self, name: str) -> LabHost:
         return next(h for h in self.hosts if h.name == name)
 

@@ -273,7 +273,7 @@ class LabCluster:
 
     def libvirt_runs(self) -> dict[str, list[str]]:
         """The guests running on each host that answers (a migration's paused end is not)."""
-        return {h.name: h.active_domains(paused=False) for h in self.lab.hosts if h.running and h.reachable}
+        return self.lab.libvirt_runs(paused=False)
 
     def running_once(self, names: list[str]) -> dict[str, str]:
         """Where each guest runs according to libvirt; each runs on one host at most."""
