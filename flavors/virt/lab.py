@@ -2,8 +2,9 @@
 
 Each :class:`LabHost` is one ``libvirtd`` (with ``virtlogd``, ``virtlockd``) in its own mount and PID
 namespace, with its own ``/run``, ``/var/lib/libvirt``, ``/var/log/libvirt`` and
-``/etc/libvirt`` (a copy), its own host uuid, TCP port, migration and display port ranges, reachable
-at ``qemu+tcp://127.0.0.1:PORT/system``, or with ``Lab(transport="tls")`` at ``qemu+tls://``
+``/etc/libvirt`` (a copy, :mod:`flavors.virt.labconfig`), its own host uuid, TCP port,
+migration and display port ranges, reachable at ``qemu+tcp://127.0.0.1:PORT/system``,
+or with ``Lab(transport="tls")`` at ``qemu+tls://``
 (a lab CA's certificates, migration TLS too) or ``"ssh"`` at ``qemu+ssh://`` (an sshd per
 host): :mod:`flavors.virt.labtransport`. The recipe is the one verified in the project's
 LAB notes. Needs root and the Debian packages ``libvirt-daemon-system qemu-system-x86``.
@@ -42,7 +43,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -55,6 +55,7 @@ import attrs
 
 from clustercore.model import Host
 from flavors.virt.labbmc import LabBmcs
+from flavors.virt.labconfig import SCRIPT, configure
 from flavors.virt.labnet import BASE_PORT, LabError, check_free, check_ports, host_ports
 from flavors.virt.labprocs import alive, tree
 from flavors.virt.labsignals import guard
@@ -64,18 +65,6 @@ from flavors.virt.labtransport import LabAccess, Transport
 __all__ = ["BASE_PORT", "Lab", "LabBmcs", "LabError", "LabHost", "LabSwitch", "domain_type", "linux_domain_type"]
 # Ports of host k = TCP port - BASE_PORT (k < 1200): migration 24000+10k.., display 36000+10k..,
 # websocket 48000+10k.. (10 each), BMC (UDP) 6230+k; no two hosts share one (table in labnet.py).
-SCRIPT = """set -e
-mount -t tmpfs tmpfs /run
-mkdir -p /run/libvirt /run/lock
-mount --bind {dir}/lib /var/lib/libvirt
-mount --bind {dir}/cache /var/cache/libvirt
-mount --bind {dir}/log /var/log/libvirt
-mount --bind {dir}/etc /etc/libvirt
-virtlogd -d
-virtlockd -d
-{sshd}# libvirtd restarted when it dies, as systemd does (a soft fence kills it)
-while true; do libvirtd --listen >>{dir}/libvirtd.out 2>&1 || true; sleep 0.2; done
-"""
 
 
 def kvm_available() -> bool:
@@ -131,33 +120,7 @@ class LabHost:
         return host_ports(self.port)["migration"]
 
     def prepare(self) -> None:
-        for sub in ("lib", "cache", "log"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
-        (self.root / "lib" / "qemu").mkdir(exist_ok=True)
-        etc = self.root / "etc"
-        if not etc.exists():
-            shutil.copytree("/etc/libvirt", etc, symlinks=True)
-            for autostart in ("qemu/networks/autostart", "storage/autostart"):
-                shutil.rmtree(etc / autostart, ignore_errors=True)
-        libvirtd, qemu, self.sshd = (self.access.prepare(self.name, self.root, self.port) if self.access
-                                      else ("listen_tls = 0\n", "", ""))
-        (etc / "libvirtd.conf").write_text(
-            f'listen_tcp = 1\n{libvirtd}listen_addr = "127.0.0.1"\ntcp_port = "{self.port}"\n'
-            f'auth_tcp = "none"\nhost_uuid = "{self.host_uuid}"\nlog_outputs = "3:stderr"\n')
-        ports = host_ports(self.port)
-        (low, high), (display, display_max), (websocket, websocket_max) = (
-            ports["migration"], ports["display"], ports["websocket"])
-        # No cgroups: else two hosts' same-named domains share /machine/qemu-1-NAME.libvirt-qemu
-        # and a power cut leaves it behind.
-        (etc / "qemu.conf").write_text(
-            f'migration_port_min = {low}\nmigration_port_max = {high}\n'
-            f'remote_display_port_min = {display}\nremote_display_port_max = {display_max}\n'
-            f'remote_websocket_port_min = {websocket}\nremote_websocket_port_max = {websocket_max}\n'
-            'security_driver = "none"\nnamespaces = [ ]\ncgroup_controllers = [ ]\n'
-            'user = "root"\ngroup = "root"\ndynamic_ownership = 0\nlock_manager = "lockd"\n' + qemu)
-        # Direct leases (no file_lockspace_dir): virtlockd locks each disk file itself, so a
-        # local disk at the same path on two hosts (two files) never conflicts.
-        (etc / "qemu-lockd.conf").write_text("auto_disk_leases = 1\nrequire_lease_for_disks = 0\n")
+        self.sshd = configure(self.name, self.root, self.port, self.host_uuid, self.access)
 
     def power_on(self, timeout: float = 30.0) -> None:
         if self.running:
