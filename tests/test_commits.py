@@ -13,31 +13,19 @@ from typing import Any
 import attrs
 import pytest
 
-from clustercore import Cluster, ClusterConfig, FakeClock, HostReport, HostState, Plugins
+from clustercore import Cluster, FakeClock, HostState
 from clustercore.errors import StoreError
 from clustercore.model import Placement, PlacementState, Workload
 from clustercore.reconcile.writer import TXN_OPS
 from clustercore.resources import Resources
 from clustercore.state import encode
-from clustercore.statistics import StatsPolicy
 from clustercore.store.base import Check, Delete, Put
-from clustercore.testing import FakeDriver, FakeFlavor
-
-REPORT = HostReport(networks=frozenset({"mgmt"}))
+from clustercore.testing import FakeDriver
+from tests.cluster_support import REPORT, up_cluster
 
 
 def _cluster(hosts: int) -> tuple[Cluster, FakeClock]:
-    """Up hosts; statistics off (their sampling reads each host's workloads every interval)."""
-    clock = FakeClock()
-    cluster = Cluster(plugins=Plugins([FakeFlavor("fake")], entry_points=False), clock=clock,
-                      config=ClusterConfig(required_networks=frozenset({"mgmt"}), statistics=StatsPolicy(interval=0)))
-    for i in range(hosts):
-        cluster.register_host({"name": f"h{i:03d}", "capacity": {"cpu": 8, "memory": 8192}})
-        cluster.heartbeat(f"h{i:03d}", REPORT)
-    cluster.step()
-    cluster.step()
-    assert all(h.state is HostState.UP for h in cluster.hosts().values())
-    return cluster, clock
+    return up_cluster([f"h{i:03d}" for i in range(hosts)], statistics=False)
 
 
 class Transactions:

@@ -8,10 +8,10 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clustercore import Cluster, ClusterConfig, FakeClock, HostReport, HostState, Plugins
+from clustercore import Cluster, FakeClock, HostState
 from clustercore.deadlines import Deadlines
 from clustercore.lifecycle import LivenessPolicy
-from clustercore.testing import FakeFlavor
+from tests.cluster_support import REPORT, up_cluster
 
 
 def test_keys_come_due_in_order_of_their_time_and_are_then_disarmed() -> None:
@@ -94,20 +94,9 @@ def test_matches_a_plain_dict_of_deadlines(steps: list[tuple[str, int, float]]) 
 
 # ---------------------------------------------------------------- the controller's grace
 
-REPORT = HostReport(frozenset({"mgmt"}))
-
 
 def _cluster(hosts: int) -> tuple[Cluster, FakeClock]:
-    clock = FakeClock()
-    cluster = Cluster(plugins=Plugins([FakeFlavor("fake")], entry_points=False), clock=clock,
-                      config=ClusterConfig(required_networks=frozenset({"mgmt"})))
-    for i in range(hosts):
-        cluster.register_host({"name": f"h{i}", "capacity": {"cpu": 8, "memory": 8192}})
-        cluster.heartbeat(f"h{i}", REPORT)
-    cluster.step()
-    cluster.step()
-    assert all(h.state is HostState.UP for h in cluster.hosts().values())
-    return cluster, clock
+    return up_cluster([f"h{i}" for i in range(hosts)])
 
 
 def _beat(cluster: Cluster, names: list[str]) -> None:
