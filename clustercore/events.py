@@ -19,6 +19,7 @@ import attrs
 from clustercore.errors import CorruptEntry, ValidationError
 from clustercore.model import Reader
 from clustercore.store.base import Delete, Put, Store
+from clustercore.values import dumps
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class EventLog:
         """The store write that records ``event`` (to add to a transaction)."""
         key = f"{PREFIX}{event.time:017.6f}-{self._writer}-{next(self._counter):09d}"
         self._since_prune += 1
-        return Put(key, json.dumps(event.to_dict(), separators=(",", ":")).encode())
+        return Put(key, dumps(event.to_dict(), sort_keys=False))
 
     def record(self, event: Event) -> None:
         op = self.put_op(event)

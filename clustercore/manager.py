@@ -20,16 +20,18 @@ collector is the whole process's, so a library user's manager leaves it alone) c
 garbage once after its first pass (which reads every host) and every :data:`REFREEZE`
 seconds, and freezes what is left (:func:`freeze_long_lived`), so the cluster's long-lived
 state (a hundred thousand hosts' records) is not traversed again by every later
-collection, which would otherwise land inside passes.
+collection; and it holds the collector off during each pass (:func:`collector_held`), so
+the collections a pass's allocations call for run after it, between passes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TextIO
 
@@ -42,7 +44,7 @@ from clustercore.state import CONFIG_KEY, HOSTS
 from clustercore.store.base import Store
 from clustercore.store.url import open_store
 
-__all__ = ["Manager", "open_store", "status"]
+__all__ = ["Manager", "collector_held", "freeze_long_lived", "open_store", "status"]
 
 log = logging.getLogger(__name__)
 REFREEZE = 600.0  # seconds between two freezes of what survived (freeze_long_lived)
@@ -54,6 +56,21 @@ def freeze_long_lived() -> None:
     before are collected by this call first, so nothing that was garbage is kept."""
     gc.collect()
     gc.freeze()
+
+
+@contextlib.contextmanager
+def collector_held(hold: bool = True) -> Iterator[None]:
+    """No automatic collection inside the block (with ``hold``): the collections its
+    allocations call for run once it ends, on the next allocation of any thread. Objects
+    freed by their reference counts are freed at once as always; only cycles wait."""
+    if not hold or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 class Manager:
@@ -151,7 +168,8 @@ class Manager:
                 self.cluster.controller.take_over(self.clock.now())
         self._pass_started = started = self.elector.monotonic()
         try:
-            report = self.cluster.step()
+            with collector_held(self.freeze_memory):
+                report = self.cluster.step()
         finally:
             self._pass_started = None
         elapsed = self.elector.monotonic() - started

@@ -46,7 +46,7 @@ from clustercore.errors import ClusterError, Conflict, InvalidTransition, Valida
 from clustercore.events import Event, EventLog
 from clustercore.state import Versioned
 from clustercore.store.base import Check, Put, Store
-from clustercore.values import EMPTY, NAME_RE, FrozenMap, Reader, frozen_map
+from clustercore.values import EMPTY, NAME_RE, FrozenMap, Reader, dumps, frozen_map
 
 PREFIX = "operations/"
 ID_RE = re.compile(r"\A[0-9a-f]{32}\Z")
@@ -301,7 +301,7 @@ class OperationRequests:
 
 
 def _encode(op: Operation) -> bytes:
-    return json.dumps(op.to_dict(), separators=(",", ":"), sort_keys=True).encode()
+    return dumps(op.to_dict())
 
 
 def _json(value: bytes) -> object:

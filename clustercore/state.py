@@ -32,6 +32,7 @@ from clustercore.model import Host, HostReport, Placement, Workload
 from clustercore.network import LogicalNetwork
 from clustercore.storage import StorageDomain, Volume
 from clustercore.store.base import EventType, KeyValue, Store, Watch
+from clustercore.values import dumps
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class Versioned(Generic[T]):
 
 
 def encode(obj: _Encodable) -> bytes:
-    return json.dumps(obj.to_dict(), separators=(",", ":"), sort_keys=True).encode()
+    return dumps(obj.to_dict())
 
 
 class ClusterState:
