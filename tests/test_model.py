@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from clustercore.errors import ValidationError
 from clustercore.model import FenceDevice, FrozenMap, Host, HostState, Placement, Resources, Workload
+from clustercore.values import dumps
 
 names = st.from_regex(r"[a-z][a-z0-9-]{0,15}", fullmatch=True)
 resources = st.builds(
@@ -115,3 +116,31 @@ def test_malformed_workload_names_the_field(data: object, field: str) -> None:
 def test_placement_round_trip() -> None:
     p = Placement("w", "h1", target="h2", reason="drain")
     assert Placement.from_dict(p.to_dict()) == p
+
+
+JSON_DATA = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12)
+
+
+@given(JSON_DATA)
+def test_dumps_reads_back_as_the_json_module_writes_it(data: object) -> None:
+    """What the store keeps (orjson, or json for what orjson refuses: integers beyond 64
+    bits) parses to what json.dumps gives, keys sorted, compact."""
+    out = dumps(data)
+    assert json.loads(out) == json.loads(json.dumps(data)) == data
+
+    def keys_sorted(value: object) -> bool:
+        if isinstance(value, dict):
+            return list(value) == sorted(value) and all(keys_sorted(v) for v in value.values())
+        return not isinstance(value, list) or all(keys_sorted(v) for v in value)
+
+    assert keys_sorted(json.loads(out))
+
+
+def test_dumps_sorts_keys_unless_told_and_falls_back_for_what_orjson_refuses() -> None:
+    assert dumps({"b": 1, "a": [1.5, None, "é"]}) == '{"a":[1.5,null,"é"],"b":1}'.encode()
+    assert dumps({"b": 1, "a": 2}, sort_keys=False) == b'{"b":1,"a":2}'
+    assert dumps({"n": 2**70}) == b'{"n":1180591620717411303424}'  # beyond 64 bits: json writes it
+    assert dumps({1: "x"}) == b'{"1":"x"}'  # a key not a string: json's way
