@@ -102,8 +102,9 @@ class Listener:
 
 
 class Collections:
-    """The time the garbage collector spends, inside the passes and outside them (with a
-    listener the passes run with the collector held off, as a manager's do)."""
+    """The time the garbage collector spends inside the passes and outside them (with a
+    listener the passes run with the collector held off, as a manager's do: what a pass's
+    allocations call for runs as it ends, just after it, and counts as outside)."""
 
     def __init__(self) -> None:
         self.outside: list[float] = []
@@ -141,14 +142,14 @@ def _passes(cluster: Cluster, clock: FakeClock, names: list[str], passes: int,
         if listener is not None:
             listener.caught_up(taken + written)
         clock.advance(1.0)
-        if collections is not None:
-            collections.in_pass = True
-        t0 = time.perf_counter()
         with collector_held(listener is not None):
+            if collections is not None:
+                collections.in_pass = True
+            t0 = time.perf_counter()
             report = cluster.controller.step()
-        out.append((time.perf_counter() - t0, observed[-1], len(report.events)))
-        if collections is not None:
-            collections.in_pass = False
+            out.append((time.perf_counter() - t0, observed[-1], len(report.events)))
+            if collections is not None:
+                collections.in_pass = False
     return out
 
 
@@ -236,8 +237,9 @@ def run() -> str:
                 lines.append(f"| {r['hosts']:,} | {'every 15 s' if r['stats'] else 'off'} | {MODES[mode]} "
                              f"| {whole:.1f} | {decide:.1f} | {events} |")
     lines += ["", "The garbage collector over those passes (steady and 1 %): collections inside the passes and "
-              "outside them (with the listener the passes run with the collector held off, as a manager's do: "
-              "what their allocations call for runs after them, in whichever thread allocates next):", "",
+              "outside them, in any thread (with the listener the passes run with the collector held off, as a "
+              "manager's do: what a pass's allocations call for runs just after it, outside; the times above are "
+              "the passes' own):", "",
               "| hosts | host statistics | heartbeats taken by | passes | inside: collections, ms total / max "
               "| outside: collections, ms total / max |", "|---:|---|---|---:|---|---|"]
     for r in rows:
