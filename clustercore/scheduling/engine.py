@@ -26,6 +26,7 @@ import numpy as np
 
 from clustercore.errors import NoValidHost
 from clustercore.model import Workload, ratio_map
+from clustercore.scheduling.incremental import Incremental, normalised
 from clustercore.scheduling.protocols import (
     Filter,
     ForFlavor,
@@ -42,7 +43,7 @@ from clustercore.scheduling.protocols import (
     as_weigher,
     view,
 )
-from clustercore.scheduling.snapshot import Mask, Snapshot
+from clustercore.scheduling.snapshot import Floats, Mask, Snapshot
 
 if TYPE_CHECKING:
     from clustercore.scheduling.policies import Policy
@@ -52,6 +53,9 @@ __all__ = ["BatchResult", "Filter", "ForFlavor", "ForFlavorWeigher", "HostFilter
            "as_filter", "as_weigher", "place", "view"]
 
 log = logging.getLogger(__name__)
+
+#: What a scheduler derives from its filters and weighers (see ``Scheduler._planned``).
+Plan = tuple[object, object, list[tuple[Filter, bool, bool]], list[tuple[Weigher, float, bool]], Incremental | None]
 
 
 # --------------------------------------------------------------------------- results
@@ -113,21 +117,25 @@ class Scheduler:
         self.weighers: tuple[tuple[Weigher, float], ...] = (*self.policy.weighers, *(as_weigher(w) for w in weighers))
         self.snapshot = snapshot
         self.rng = np.random.default_rng(seed)
-        self._plan: tuple[object, object, list[tuple[Filter, bool, bool]], list[tuple[Weigher, float, bool]]] | None \
-            = None
+        #: Whether ``select`` carries the row-wise plugins' arrays from one decision to the next
+        #: (:mod:`.incremental`); the decisions are the same either way.
+        self.incremental = True
+        self._plan: Plan | None = None
 
-    def _planned(self) -> tuple[list[tuple[Filter, bool, bool]], list[tuple[Weigher, float, bool]]]:
+    def _planned(self) -> Plan:
         """Filters with whether they need the candidates left and whether they can reject
-        without reasons, weighers with their factor and whether they are optional (computed
-        again when ``filters`` or ``weighers`` is replaced)."""
+        without reasons, weighers with their factor and whether they are optional, and what
+        is carried between decisions (computed again when ``filters`` or ``weighers`` is
+        replaced)."""
         plan = self._plan
         if plan is None or plan[0] is not self.filters or plan[1] is not self.weighers:
             from clustercore.scheduling.filters import WHOLE_CLUSTER
 
             filters = [(f, not isinstance(f, WHOLE_CLUSTER), isinstance(f, RejectingFilter)) for f in self.filters]
             weighers = [(w, factor, isinstance(w, OptionalWeigher)) for w, factor in self.weighers if factor != 0]
-            plan = self._plan = (self.filters, self.weighers, filters, weighers)
-        return plan[2], plan[3]
+            carried = Incremental(self.filters, [w for w, _, _ in weighers])
+            plan = self._plan = (self.filters, self.weighers, filters, weighers, carried if carried.useful else None)
+        return plan
 
     # ------------------------------------------------------------------ deciding
 
@@ -156,14 +164,22 @@ class Scheduler:
     def passing(self, workload: Workload, snap: Snapshot) -> np.ndarray:
         """The hosts of ``snap`` that pass every filter, by index: what ``candidates`` gives,
         without the per-reason accounting (one mask, the union of every rejection)."""
+        return self._passing(workload, snap)
+
+    def _passing(self, workload: Workload, snap: Snapshot, masks: Sequence[Mask | None] = ()) -> np.ndarray:
+        """``passing``, with ``masks`` (by filter position, None: none) in place of what those
+        filters would reject."""
         failed: Mask | None = None
         owned = False  # failed is an array of ours (the first mask is the filter's)
         everyone = snap.everyone
-        filters, _ = self._planned()
-        for f, narrowed, rejecting in filters:
-            if rejecting:
+        filters = self._planned()[2]
+        for k, (f, narrowed, rejecting) in enumerate(filters):
+            carried = masks[k] if masks else None
+            if carried is not None:
+                verdict: Mapping[str, Mask] = {"": carried}
+            elif rejecting:
                 union = f.reject(workload, snap)  # type: ignore[attr-defined]
-                verdict: Mapping[str, Mask] = {} if union is None else {"": union}
+                verdict = {} if union is None else {"": union}
             elif narrowed and failed is not None:
                 left = np.flatnonzero(~failed)
                 if not len(left):
@@ -183,30 +199,33 @@ class Scheduler:
             return everyone
         return np.flatnonzero(~failed)
 
-    def _weigh(self, workload: Workload, snap: Snapshot, candidates: np.ndarray, explain: bool = False
-               ) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
+    def _weigh(self, workload: Workload, snap: Snapshot, candidates: np.ndarray, explain: bool = False,
+               raws: Sequence[Floats | None] = ()) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
         """Each weigher's raw scores min-max normalised over the candidates (all equal: 0),
-        times its factor, summed in order; with ``explain``, each part too."""
+        times its factor, summed in order; with ``explain``, each part too. ``raws`` (by
+        weigher position, over every host; None: none) replace what those weighers give."""
         total: np.ndarray | None = None
         parts: list[tuple[str, np.ndarray]] = []
         if len(candidates) < 2:
             return np.zeros(len(candidates)), parts
-        _, weighers = self._planned()
-        for weigher, factor, optional in weighers:
+        weighers = self._planned()[3]
+        everyone = len(candidates) == snap.size
+        for k, (weigher, factor, optional) in enumerate(weighers):
             if optional and not weigher.applies(workload, snap):  # type: ignore[attr-defined]
                 if explain:
                     parts.append((weigher.name, factor * np.zeros(len(candidates))))
                 continue
-            raw = np.asarray(weigher.weigh(workload, snap, candidates), dtype=float)
+            carried = raws[k] if raws else None
+            if carried is not None:
+                raw = carried if everyone else carried[candidates]
+            else:
+                raw = np.asarray(weigher.weigh(workload, snap, candidates), dtype=float)
             low, high = raw.min(), raw.max()
             if not high > low:
                 if explain:
                     parts.append((weigher.name, factor * np.zeros(len(candidates))))
                 continue
-            normal = raw - low
-            normal /= high - low
-            if factor != 1.0:
-                normal *= factor
+            normal = normalised(raw, low, high, factor)
             if explain:
                 parts.append((weigher.name, normal))
             if total is None:
@@ -223,12 +242,18 @@ class Scheduler:
     def select(self, workload: Workload) -> str:
         """The best host for ``workload`` now (nothing reserved); NoValidHost with counts."""
         snap = self.snapshot
-        candidates = self.passing(workload, snap)
+        *_, weighers, incremental = self._planned()
+        carried = incremental.current(workload.requests, snap) if incremental and self.incremental else None
+        candidates = self._passing(workload, snap, carried.masks if carried else ())
         if not len(candidates):
             error = NoValidHost(workload.name, snap.size, self.candidates(workload, snap)[1])
             log.info("%s", error)
             raise error
-        total, _ = self._weigh(workload, snap, candidates)
+        total = None
+        if carried and incremental and len(candidates) > 1:
+            total = incremental.total(carried, workload, snap, candidates, weighers)
+        if total is None:
+            total, _ = self._weigh(workload, snap, candidates, raws=carried.raws if carried else ())
         return snap.hosts[self._choose(candidates, total)].name
 
     def explain(self, workload: Workload) -> list[Row]:

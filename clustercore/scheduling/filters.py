@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping
 import attrs
 import numpy as np
 
-from clustercore.model import AffinityRule, FrozenMap, TaintEffect, Workload, ratio_map
+from clustercore.model import AffinityRule, FrozenMap, Resources, TaintEffect, Workload, ratio_map
 from clustercore.scheduling.reservations import AntiRule
-from clustercore.scheduling.snapshot import Mask, Snapshot, matches
+from clustercore.scheduling.snapshot import Ints, Mask, Snapshot, matches
 from clustercore.storage import StorageDomain, Volume, free, reaches
 from clustercore.topology import NETWORK, STORAGE
 
@@ -49,6 +49,22 @@ class ResourcesFilter:
             if amount > 0:
                 out[f"insufficient {snap.resources[j]}"] = asked.after(j) > limits[:, j]
         return out
+
+    def reject_rows(self, requests: Resources, snap: Snapshot, rows: Ints | None) -> Mask:
+        """The union of ``filter``'s masks at ``rows`` (None: every host): row-wise."""
+        asked = snap.asked(requests)
+        if asked.unknown:
+            return np.ones(snap.size if rows is None else len(rows), dtype=bool)
+        limits = snap.limits(self.ratios)
+        out: Mask | None = None
+        for j, amount in enumerate(asked.vector.tolist()):
+            if amount > 0:
+                if rows is None:
+                    over = asked.after(j) > limits[:, j]
+                else:
+                    over = snap.used[rows, j] + asked.vector[j] > limits[rows, j]
+                out = over if out is None else np.logical_or(out, over, out=out)
+        return np.zeros(snap.size if rows is None else len(rows), dtype=bool) if out is None else out
 
 
 @attrs.frozen

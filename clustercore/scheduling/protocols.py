@@ -5,6 +5,10 @@ Two ways to write a plugin:
 * vectorised (fast): ``Filter.filter(workload, snapshot, candidates) -> {reason: mask}``
   and ``Weigher.weigh(workload, snapshot, candidates) -> scores`` over numpy columns
   (a weigher may also say beforehand that it cannot tell hosts apart: :class:`OptionalWeigher`);
+* row-wise (incremental): a vectorised plugin whose answer for a host depends only on the
+  request and that host's row of ``used`` can say so (:class:`RowwiseFilter`,
+  :class:`RowwiseWeigher`); the engine then keeps its answers per request between decisions
+  and asks again only for the hosts whose reservations changed (:mod:`.incremental`);
 * per host (simple): ``HostFilter.check(workload, view) -> reason | None`` and
   ``HostWeigher.weigh(workload, view) -> float``, with a :class:`HostView` of one host.
   The engine adapts them (:func:`as_filter`, :func:`as_weigher`); they cost a Python call
@@ -20,7 +24,7 @@ import attrs
 import numpy as np
 
 from clustercore.model import Host, Resources, Workload
-from clustercore.scheduling.snapshot import Mask, Snapshot
+from clustercore.scheduling.snapshot import Floats, Ints, Mask, Snapshot
 
 
 @runtime_checkable
@@ -48,6 +52,26 @@ class Weigher(Protocol):
 
     def weigh(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> np.ndarray:
         """A raw score per candidate (aligned with ``candidates``); higher is better."""
+
+
+@runtime_checkable
+class RowwiseFilter(Filter, Protocol):
+    """A filter whose verdict on a host is a function of the workload's requests and of that
+    host's row of ``used`` (and of what reservations never change: hosts, allocatable)."""
+
+    def reject_rows(self, requests: Resources, snap: Snapshot, rows: Ints | None) -> Mask:
+        """True where ``filter`` would reject the host for any reason, for the hosts ``rows``
+        (None: every host), aligned with them: a new array, which the engine keeps and changes."""
+
+
+@runtime_checkable
+class RowwiseWeigher(Weigher, Protocol):
+    """A weigher whose raw score for a host is a function of the workload's requests and of
+    that host's row of ``used`` (and of what reservations never change)."""
+
+    def weigh_rows(self, requests: Resources, snap: Snapshot, rows: Ints | None) -> Floats:
+        """The raw scores of the hosts ``rows`` (None: every host), bit for bit what ``weigh``
+        gives them whatever the other candidates: a new array, which the engine keeps and changes."""
 
 
 @attrs.frozen

@@ -97,6 +97,8 @@ class Journal:
         self.base = base or Holding()  # never changed: replays start from a copy
         self.offset = max(self.base.entries) + 1 if self.base.entries else 0  # positions after the base's
         self.log: list[tuple[int, Workload | str]] = []
+        self.rows: list[int] = []  # the hosts each entry changed, in order
+        self.marks = [0]  # len(rows) at each version
         self.tip = self.base.copy()
         self.lock = threading.Lock()
 
@@ -126,6 +128,8 @@ class Journal:
             journal = self._writable(version, held)
             journal.tip.add(journal.offset + len(journal.log), index, workload)
             journal.log.append((index, workload))
+            journal.rows.append(index)
+            journal.marks.append(len(journal.rows))
             return journal, len(journal.log)
 
     def drop(self, version: int, held: Holding, name: str) -> tuple[Journal, int, list[Entry]]:
@@ -135,4 +139,12 @@ class Journal:
             journal = self._writable(version, held)
             gone = journal.tip.drop(name)
             journal.log.append((-1, name))
+            journal.rows.extend(index for index, _ in gone)
+            journal.marks.append(len(journal.rows))
             return journal, len(journal.log), gone
+
+    def changed(self, start: int, stop: int) -> list[int]:
+        """The hosts whose reservations may differ between versions ``start`` and ``stop``
+        (either order; a host may be listed more than once)."""
+        low, high = (start, stop) if start <= stop else (stop, start)
+        return self.rows[self.marks[low]:self.marks[high]]

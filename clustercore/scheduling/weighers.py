@@ -13,50 +13,53 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
-from clustercore.model import TaintEffect, Workload
+from clustercore.model import Resources, TaintEffect, Workload
 from clustercore.scheduling.filters import _scope_counts
-from clustercore.scheduling.snapshot import Snapshot
+from clustercore.scheduling.snapshot import Floats, Ints, Snapshot
 
 
-def _shares(snap: Snapshot, workload: Workload, candidates: np.ndarray, resources: tuple[str, ...]
-            ) -> list[np.ndarray]:
-    """Per resource, the fraction of allocatable used on each candidate once the workload
-    is added (1 where nothing is allocatable). Memoised on the snapshot for one decision:
-    the least-allocated and balanced weighers share it."""
-    asked = snap.asked(workload.requests)
+def _shares(snap: Snapshot, requests: Resources, hosts: Ints | None, resources: tuple[str, ...]) -> list[Floats]:
+    """Per resource, the fraction of allocatable used on each of ``hosts`` (None: every host)
+    once the request is added (1 where nothing is allocatable): each host's from its own row
+    only. Memoised on the snapshot for one decision: the least-allocated and balanced
+    weighers share it."""
+    asked = snap.asked(requests)
     memo = asked.extra.get(resources)
-    if isinstance(memo, tuple) and memo[0] is candidates:
+    if isinstance(memo, tuple) and memo[0] is hosts:
         return memo[1]  # type: ignore[no-any-return]
     shares = []
-    everyone = len(candidates) == snap.size
+    every = hosts is None or len(hosts) == snap.size
     for r in resources:
         j = snap.column(r)
         if j is None:
             continue
-        alloc = snap.allocatable[:, j]
-        if snap.offered(j):
-            share = asked.after(j) / alloc
+        if every:
+            after, alloc = asked.after(j), snap.allocatable[:, j]
         else:
-            share = np.divide(asked.after(j), alloc, out=np.ones(snap.size), where=alloc > 0)
-        shares.append(share if everyone else share[candidates])
-    asked.extra[resources] = (candidates, shares)
+            after, alloc = snap.used[hosts, j] + asked.vector[j], snap.allocatable[hosts, j]
+        shares.append(after / alloc if snap.offered(j) else
+                      np.divide(after, alloc, out=np.ones(len(after)), where=alloc > 0))
+    asked.extra[resources] = (hosts, shares)
     return shares
 
 
 @attrs.frozen
 class LeastAllocated:
     """Free share of ``resources`` after placing (kube's LeastAllocated; Nova's RAM/CPU
-    weighers). With a negative factor it stacks (most allocated)."""
+    weighers). With a negative factor it stacks (most allocated). Row-wise."""
 
     resources: tuple[str, ...] = ("cpu", "memory")
     name: str = "least-allocated"
 
     def weigh(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> np.ndarray:
-        shares = _shares(snap, workload, candidates, self.resources)
+        return self.weigh_rows(workload.requests, snap, candidates)
+
+    def weigh_rows(self, requests: Resources, snap: Snapshot, rows: Ints | None) -> Floats:
+        shares = _shares(snap, requests, rows, self.resources)
         if len(shares) == 2:
             score = shares[0] + shares[1]
             score /= 2
-            return np.subtract(1.0, score, out=score)  # type: ignore[no-any-return]
+            return np.subtract(1.0, score, out=score)
         return 1.0 - np.stack(shares, axis=1).mean(axis=1)  # type: ignore[no-any-return]
 
 
@@ -64,17 +67,20 @@ class LeastAllocated:
 class BalancedAllocation:
     """Hosts whose CPU and memory fill evenly are better (kube's BalancedAllocation): minus
     the standard deviation of the shares; for two resources minus their difference, which
-    is twice that and normalises the same."""
+    is twice that and normalises the same. Row-wise."""
 
     resources: tuple[str, ...] = ("cpu", "memory")
     name: str = "balanced-allocation"
 
     def weigh(self, workload: Workload, snap: Snapshot, candidates: np.ndarray) -> np.ndarray:
-        shares = _shares(snap, workload, candidates, self.resources)
+        return self.weigh_rows(workload.requests, snap, candidates)
+
+    def weigh_rows(self, requests: Resources, snap: Snapshot, rows: Ints | None) -> Floats:
+        shares = _shares(snap, requests, rows, self.resources)
         if len(shares) == 2:
             score = shares[0] - shares[1]
             np.abs(score, out=score)
-            return np.negative(score, out=score)  # type: ignore[no-any-return]
+            return np.negative(score, out=score)
         return -np.stack(shares, axis=1).std(axis=1)  # type: ignore[no-any-return]
 
 

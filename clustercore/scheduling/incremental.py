@@ -1,0 +1,166 @@
+"""Incremental scoring: what one decision computed over every host, carried to the next.
+
+Between two decisions of a scheduler on snapshots of one lineage (``reserve``,
+``unreserve``, a rewind to an earlier one) ``used`` differs only on the hosts whose
+reservations changed, and the journal of reservations names them
+(:meth:`~.reservations.Journal.changed`). A row-wise plugin's answer for a host depends
+only on the request and on that host's row (:class:`~.protocols.RowwiseFilter`,
+:class:`~.protocols.RowwiseWeigher`: the resources filter, least-allocated and balanced
+allocation). So a scheduler keeps, per request (the last few asked), a :class:`Carried`:
+the row-wise filters' masks and the row-wise weighers' raw scores over every host, and
+the total of the weighers' normalised scores; on the next snapshot it asks the plugins
+again only for the changed hosts. The total is patched there too while no normalisation
+moved (each weigher's min and max over the candidates, and which weighers take part);
+otherwise it is summed again from the carried raw scores.
+
+Every number is computed by the same numpy operations on the same operands as a full
+computation (elementwise: a host's result does not depend on the others), so decisions
+are the same bit for bit (``tests/test_scheduler_incremental.py`` checks it against
+scheduling without the carried arrays).
+
+Copy-on-write: these arrays belong to the scheduler that carries them. No snapshot sees
+them and none is handed out (the engine gives callers host indices, or arrays of its own),
+so patching them in place cannot change an answer a snapshot or a caller already has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from clustercore.model import Resources, Workload
+from clustercore.scheduling.columns import Floats, Ints, Mask, Shared
+from clustercore.scheduling.protocols import Filter, RowwiseFilter, RowwiseWeigher, Weigher
+from clustercore.scheduling.reservations import Entry, Journal
+from clustercore.scheduling.snapshot import Snapshot
+
+#: Bytes of carried arrays a scheduler may hold, and at most this many requests.
+BUDGET = 32 << 20
+MOST = 32
+
+
+def most_changed(size: int) -> int:
+    """Past this many changed hosts, computing anew costs about what patching would."""
+    return max(32, size // 8)
+
+Scale = tuple[int, float, float, float]  # weigher position, factor, low, high
+
+
+def normalised(raw: Floats, low: float, high: float, factor: float) -> Floats:
+    """``raw`` min-max normalised with ``low`` and ``high``, times ``factor`` (a new array)."""
+    normal = raw - low
+    normal /= high - low
+    if factor != 1.0:
+        normal *= factor
+    return normal
+
+
+def summed(raws: Sequence[Floats | None], scales: Sequence[Scale], size: int) -> Floats:
+    """The total of the normalised parts ``scales`` names, added in order (zeros: none)."""
+    total: Floats | None = None
+    for k, factor, low, high in scales:
+        normal = normalised(raws[k], low, high, factor)  # type: ignore[arg-type]
+        if total is None:
+            total = normal
+        else:
+            total += normal
+    return np.zeros(size) if total is None else total
+
+
+class Carried:
+    """One request's arrays over every host, for the snapshot at ``version`` of ``journal``
+    (with ``released``): ``masks`` of the row-wise filters and ``raws`` of the row-wise
+    weighers (None for the others, by position), ``total`` with the ``scales`` it was
+    summed with, stale on the hosts ``pending``."""
+
+    __slots__ = ("journal", "masks", "pending", "raws", "released", "scales", "shared", "total", "version")
+
+    def __init__(self, snap: Snapshot, masks: list[Mask | None], raws: list[Floats | None]) -> None:
+        self.shared: Shared = snap.shared
+        self.journal: Journal = snap.journal
+        self.version = snap.version
+        self.released: tuple[Entry, ...] = snap.released
+        self.masks, self.raws = masks, raws
+        self.total: Floats | None = None
+        self.scales: tuple[Scale, ...] = ()
+        self.pending: list[Ints] = []
+
+
+class Incremental:
+    """The carried arrays of one scheduler's plan (its filters and weighers, in order)."""
+
+    def __init__(self, filters: Sequence[Filter], weighers: Sequence[Weigher]) -> None:
+        self.filters = [f if isinstance(f, RowwiseFilter) else None for f in filters]
+        self.weighers = [w if isinstance(w, RowwiseWeigher) else None for w in weighers]
+        self.carried: dict[Resources, Carried] = {}
+
+    @property
+    def useful(self) -> bool:
+        return any(f is not None for f in self.filters) or any(w is not None for w in self.weighers)
+
+    def current(self, requests: Resources, snap: Snapshot) -> Carried:
+        """The arrays of ``requests`` for ``snap``: carried from the last snapshot they were
+        asked on and asked again on the hosts that changed since, else computed anew."""
+        carried = self.carried.pop(requests, None)
+        self.carried[requests] = carried = self._update(carried, requests, snap)
+        per_host = sum(f is not None for f in self.filters) + 8 * (sum(w is not None for w in self.weighers) + 1)
+        most = max(1, min(MOST, BUDGET // (snap.size * per_host + 1)))
+        while len(self.carried) > most:
+            del self.carried[next(iter(self.carried))]
+        return carried
+
+    def _update(self, carried: Carried | None, requests: Resources, snap: Snapshot) -> Carried:
+        if carried is not None and carried.journal is snap.journal and carried.version == snap.version \
+                and carried.released is snap.released and carried.shared is snap.shared:
+            return carried
+        rows = self._changed(carried, snap)
+        if carried is None or rows is None:
+            return Carried(snap, [None if f is None else f.reject_rows(requests, snap, None) for f in self.filters],
+                           [None if w is None else w.weigh_rows(requests, snap, None) for w in self.weighers])
+        for f, mask in zip(self.filters, carried.masks, strict=True):
+            if f is not None:
+                mask[rows] = f.reject_rows(requests, snap, rows)  # type: ignore[index]
+        for w, raw in zip(self.weighers, carried.raws, strict=True):
+            if w is not None:
+                raw[rows] = w.weigh_rows(requests, snap, rows)  # type: ignore[index]
+        if carried.total is not None:
+            carried.pending.append(rows)
+            if sum(len(p) for p in carried.pending) > most_changed(snap.size):
+                carried.total, carried.pending = None, []
+        carried.journal, carried.version, carried.released = snap.journal, snap.version, snap.released
+        return carried
+
+    @staticmethod
+    def _changed(carried: Carried | None, snap: Snapshot) -> Ints | None:
+        """The hosts whose rows may differ between ``carried``'s snapshot and ``snap`` (sorted,
+        once each), or None when not known or too many to be worth patching."""
+        if carried is None or carried.journal is not snap.journal or carried.released is not snap.released \
+                or carried.shared is not snap.shared or abs(snap.version - carried.version) > most_changed(snap.size):
+            return None
+        return np.unique(np.array(snap.journal.changed(carried.version, snap.version), dtype=np.int64))
+
+    def total(self, carried: Carried, workload: Workload, snap: Snapshot, candidates: Ints,
+              weighers: Sequence[tuple[Weigher, float, bool]]) -> Floats | None:
+        """The candidates' totals as the engine's ``_weigh`` gives them, from ``carried``;
+        None when a weigher that is not row-wise takes part."""
+        everyone = len(candidates) == snap.size
+        scales: list[Scale] = []
+        for k, (weigher, factor, optional) in enumerate(weighers):
+            if optional and not weigher.applies(workload, snap):  # type: ignore[attr-defined]
+                continue
+            raw = carried.raws[k]
+            if raw is None:
+                return None
+            seen = raw if everyone else raw[candidates]
+            low, high = seen.min(), seen.max()
+            if high > low:
+                scales.append((k, factor, low, high))
+        if carried.total is None or tuple(scales) != carried.scales:
+            carried.total, carried.scales = summed(carried.raws, scales, snap.size), tuple(scales)
+        elif carried.pending:
+            rows = carried.pending[0] if len(carried.pending) == 1 else np.unique(np.concatenate(carried.pending))
+            carried.total[rows] = summed([None if raw is None else raw[rows] for raw in carried.raws], scales,
+                                         len(rows))
+        carried.pending = []
+        return carried.total if everyone else carried.total[candidates]
