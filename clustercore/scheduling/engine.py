@@ -26,7 +26,7 @@ import numpy as np
 
 from clustercore.errors import NoValidHost
 from clustercore.model import Workload, ratio_map
-from clustercore.scheduling.incremental import Incremental, normalised
+from clustercore.scheduling.incremental import CARRY_FROM, Incremental, normalised
 from clustercore.scheduling.protocols import (
     Filter,
     ForFlavor,
@@ -55,7 +55,8 @@ __all__ = ["BatchResult", "Filter", "ForFlavor", "ForFlavorWeigher", "HostFilter
 log = logging.getLogger(__name__)
 
 #: What a scheduler derives from its filters and weighers (see ``Scheduler._planned``).
-Plan = tuple[object, object, list[tuple[Filter, bool, bool]], list[tuple[Weigher, float, bool]], Incremental | None]
+Plan = tuple[object, object, list[tuple[Filter, bool, bool]], list[tuple[Weigher, float, bool]],
+             list[Incremental | None]]
 
 
 # --------------------------------------------------------------------------- results
@@ -117,9 +118,10 @@ class Scheduler:
         self.weighers: tuple[tuple[Weigher, float], ...] = (*self.policy.weighers, *(as_weigher(w) for w in weighers))
         self.snapshot = snapshot
         self.rng = np.random.default_rng(seed)
-        #: Whether ``select`` carries the row-wise plugins' arrays from one decision to the next
-        #: (:mod:`.incremental`); the decisions are the same either way.
-        self.incremental = True
+        #: From how many hosts ``select`` carries the row-wise plugins' arrays from one decision
+        #: to the next (:mod:`.incremental`; below, computing anew costs less): the decisions
+        #: are the same either way.
+        self.carry_from = CARRY_FROM
         self._plan: Plan | None = None
 
     def _planned(self) -> Plan:
@@ -133,9 +135,16 @@ class Scheduler:
 
             filters = [(f, not isinstance(f, WHOLE_CLUSTER), isinstance(f, RejectingFilter)) for f in self.filters]
             weighers = [(w, factor, isinstance(w, OptionalWeigher)) for w, factor in self.weighers if factor != 0]
-            carried = Incremental(self.filters, [w for w, _, _ in weighers])
-            plan = self._plan = (self.filters, self.weighers, filters, weighers, carried if carried.useful else None)
+            plan = self._plan = (self.filters, self.weighers, filters, weighers, [])
         return plan
+
+    def _incremental(self) -> Incremental | None:
+        """What the plan carries between decisions (None: nothing row-wise), made on first use."""
+        plan = self._planned()
+        if not plan[4]:
+            carried = Incremental(self.filters, [w for w, _, _ in plan[3]])
+            plan[4].append(carried if carried.useful else None)
+        return plan[4][0]
 
     # ------------------------------------------------------------------ deciding
 
@@ -235,25 +244,27 @@ class Scheduler:
         return (np.zeros(len(candidates)) if total is None else total), parts
 
     def _choose(self, candidates: np.ndarray, total: np.ndarray) -> int:
-        best = np.flatnonzero(total >= total.max() - 1e-12)
-        pick = best[0] if len(best) == 1 else best[int(self.rng.integers(len(best)))]
-        return int(candidates[pick])
+        return int(candidates[self._pick(np.flatnonzero(total >= total.max() - 1e-12))])
+
+    def _pick(self, best: np.ndarray) -> int:
+        """One of ``best``: the only one, or drawn by the seeded generator."""
+        return int(best[0] if len(best) == 1 else best[int(self.rng.integers(len(best)))])
 
     def select(self, workload: Workload) -> str:
         """The best host for ``workload`` now (nothing reserved); NoValidHost with counts."""
         snap = self.snapshot
-        *_, weighers, incremental = self._planned()
-        carried = incremental.current(workload.requests, snap) if incremental and self.incremental else None
+        incremental = self._incremental() if snap.size >= self.carry_from else None
+        carried = incremental.current(workload.requests, snap) if incremental else None
         candidates = self._passing(workload, snap, carried.masks if carried else ())
         if not len(candidates):
             error = NoValidHost(workload.name, snap.size, self.candidates(workload, snap)[1])
             log.info("%s", error)
             raise error
-        total = None
         if carried and incremental and len(candidates) > 1:
-            total = incremental.total(carried, workload, snap, candidates, weighers)
-        if total is None:
-            total, _ = self._weigh(workload, snap, candidates, raws=carried.raws if carried else ())
+            best = incremental.best(carried, workload, snap, candidates, self._planned()[3])
+            if best is not None:
+                return snap.hosts[self._pick(best)].name
+        total, _ = self._weigh(workload, snap, candidates, raws=carried.raws if carried else ())
         return snap.hosts[self._choose(candidates, total)].name
 
     def explain(self, workload: Workload) -> list[Row]:

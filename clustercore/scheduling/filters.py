@@ -62,7 +62,7 @@ class ResourcesFilter:
                 if rows is None:
                     over = asked.after(j) > limits[:, j]
                 else:
-                    over = snap.used[rows, j] + asked.vector[j] > limits[rows, j]
+                    over = snap.used[:, j][rows] + asked.vector[j] > limits[:, j][rows]
                 out = over if out is None else np.logical_or(out, over, out=out)
         return np.zeros(snap.size if rows is None else len(rows), dtype=bool) if out is None else out
 

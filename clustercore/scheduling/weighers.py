@@ -36,7 +36,7 @@ def _shares(snap: Snapshot, requests: Resources, hosts: Ints | None, resources: 
         if every:
             after, alloc = asked.after(j), snap.allocatable[:, j]
         else:
-            after, alloc = snap.used[hosts, j] + asked.vector[j], snap.allocatable[hosts, j]
+            after, alloc = snap.used[:, j][hosts] + asked.vector[j], snap.allocatable[:, j][hosts]
         shares.append(after / alloc if snap.offered(j) else
                       np.divide(after, alloc, out=np.ones(len(after)), where=alloc > 0))
     asked.extra[resources] = (hosts, shares)
