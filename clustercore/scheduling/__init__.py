@@ -4,7 +4,8 @@
 reservations in :mod:`.reservations`), :mod:`.engine` (the Scheduler), :mod:`.protocols`
 (the plugin protocols and per-host adapters, re-exported by the engine), :mod:`.filters`
 and :mod:`.weighers` (the generic plugins), :mod:`.policies` (named bundles),
-:mod:`.balancer` and :mod:`.capacity`.
+:mod:`.incremental` (what a scheduler carries from one decision to the next), :mod:`.balancer`
+and :mod:`.capacity`.
 """
 
 from clustercore.scheduling.engine import (
@@ -16,6 +17,8 @@ from clustercore.scheduling.engine import (
     HostView,
     HostWeigher,
     Row,
+    RowwiseFilter,
+    RowwiseWeigher,
     Scheduler,
     Weigher,
     place,
@@ -23,4 +26,4 @@ from clustercore.scheduling.engine import (
 from clustercore.scheduling.snapshot import Snapshot
 
 __all__ = ["BatchResult", "Filter", "ForFlavor", "ForFlavorWeigher", "HostFilter", "HostView", "HostWeigher", "Row",
-           "Scheduler", "Snapshot", "Weigher", "place"]
+           "RowwiseFilter", "RowwiseWeigher", "Scheduler", "Snapshot", "Weigher", "place"]

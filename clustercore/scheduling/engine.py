@@ -6,8 +6,10 @@ candidates; each weigher's scores are normalised to [0, 1] over the candidates (
 Nova style; all equal gives 0) and multiplied by the policy's factor; the best total wins.
 Ties break through a random generator seeded by the caller: deterministic for a seed.
 
-Plugins are vectorised (``Filter``, ``Weigher``) or per host (``HostFilter``,
-``HostWeigher``): see :mod:`.protocols`, whose names are re-exported here.
+Plugins are vectorised (``Filter``, ``Weigher``; row-wise ones, ``RowwiseFilter`` and
+``RowwiseWeigher``, have their arrays carried from one decision to the next on large
+clusters, see :mod:`.incremental`) or per host (``HostFilter``, ``HostWeigher``): see
+:mod:`.protocols`, whose names are re-exported here.
 
 The :class:`Scheduler` holds a snapshot and the reservations made on it: ``schedule``
 decides and reserves, so the next decision sees the resources taken; ``unreserve`` gives
@@ -38,6 +40,8 @@ from clustercore.scheduling.protocols import (
     PerHostFilter,
     PerHostWeigher,
     RejectingFilter,
+    RowwiseFilter,
+    RowwiseWeigher,
     Weigher,
     as_filter,
     as_weigher,
@@ -49,7 +53,8 @@ if TYPE_CHECKING:
     from clustercore.scheduling.policies import Policy
 
 __all__ = ["BatchResult", "Filter", "ForFlavor", "ForFlavorWeigher", "HostFilter", "HostView", "HostWeigher",
-           "OptionalWeigher", "PerHostFilter", "PerHostWeigher", "RejectingFilter", "Row", "Scheduler", "Weigher",
+           "OptionalWeigher", "PerHostFilter", "PerHostWeigher", "RejectingFilter", "Row", "RowwiseFilter",
+           "RowwiseWeigher", "Scheduler", "Weigher",
            "as_filter", "as_weigher", "place", "view"]
 
 log = logging.getLogger(__name__)
