@@ -8,12 +8,13 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clustercore.errors import NoValidHost
 from clustercore.model import AffinityRule, Host, HostState, Placement, PlacementState, Resources, Workload
-from clustercore.scheduling import Scheduler, Snapshot
+from clustercore.scheduling import Scheduler, Snapshot, incremental
 from clustercore.scheduling.policies import POLICIES
 from clustercore.scheduling.weighers import BalancedAllocation, LeastAllocated
 
@@ -54,21 +55,23 @@ def check_carried(scheduler: Scheduler, w: Workload) -> None:
     """What ``scheduler`` carries for ``w``'s request, as computed anew on its snapshot: the
     masks, the raw scores, their extremes, the total where it is not stale, its best hosts."""
     snap = scheduler.snapshot
-    incremental = scheduler._incremental()
-    assert incremental is not None
-    carried = incremental.carried[w.requests]
+    carrier = scheduler._incremental()
+    assert carrier is not None
+    carried = carrier.carried.get(w.requests)
+    if carried is None:  # asked once while there was no room: nothing carried
+        return
     assert (carried.journal, carried.version, carried.released) == (snap.journal, snap.version, snap.released)
-    for f, mask in zip(incremental.filters, carried.masks, strict=True):
+    for f, mask in zip(carrier.filters, carried.masks, strict=True):
         if f is not None:
             assert np.array_equal(mask, f.reject_rows(w.requests, snap, None))
-    for weigher, raw, extremes in zip(incremental.weighers, carried.raws, carried.extremes, strict=True):
+    for weigher, raw, extremes in zip(carrier.weighers, carried.raws, carried.extremes, strict=True):
         if weigher is not None:
             assert np.array_equal(raw, weigher.weigh_rows(w.requests, snap, None))
             assert extremes is None or extremes == (raw.min(), raw.max())
     everyone = snap.everyone
     taking_part = [k for k, (weigher, _, optional) in enumerate(scheduler._planned()[3])
                    if not optional or weigher.applies(w, snap)]  # type: ignore[attr-defined]
-    row_wise = all(incremental.weighers[k] is not None for k in taking_part)
+    row_wise = all(carrier.weighers[k] is not None for k in taking_part)
     if row_wise and carried.total is not None and not carried.pending \
             and len(scheduler.passing(w, snap)) == snap.size > 1:
         total, _ = scheduler._weigh(w, snap, everyone)
@@ -196,3 +199,13 @@ def test_a_host_given_back_rejoins_the_best() -> None:
         ops += [("schedule", 0, 0, 0), ("select", 0, 0, 0), ("unreserve", 0, 0, k), ("select", 0, 0, 0)]
     for seed in range(6):
         assert replay(snap, ops, "evenly_distributed", 1.0, seed) == 24
+
+
+def test_with_room_for_two_requests_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the room is full a request asked for the first time is computed without carrying,
+    the second time it is carried in place of the least recent: decisions unchanged."""
+    monkeypatch.setattr(incremental, "MOST", 2)
+    hosts = [Host(f"h{i:02d}", capacity=Resources(16, 32768, {"gpu": 2}), state=HostState.UP) for i in range(40)]
+    rng = random.Random(9)
+    ops = [("schedule", rng.randrange(len(SHAPES)), 0, rng.randrange(100)) for _ in range(120)]
+    assert replay(Snapshot.build(hosts), ops, "evenly_distributed", 1.0, 1) == 120
