@@ -171,10 +171,6 @@ def _json(value: bytes) -> object:
     return json.loads(value)
 
 
-def _put(obj: ApiToken | JoinToken) -> bytes:
-    return json.dumps(obj.to_dict(), separators=(",", ":"), sort_keys=True).encode()
-
-
 def check_name(name: object) -> str:
     """A token's name (named in audit events): printable, 1-128 characters."""
     if not isinstance(name, str) or not TOKEN_NAME_RE.match(name) or CONTROL.search(name):
@@ -199,7 +195,7 @@ def issue_token(store: Store, name: str, role: Role | str, now: float | None = N
                      "", time.time() if now is None else now, None, by)
     secret = secrets.token_urlsafe(32)
     token = attrs.evolve(token, digest=_digest(secret))
-    store.put(TOKENS + token.id, _put(token), expect=0)
+    store.put(TOKENS + token.id, encode(token), expect=0)
     return token, f"cc_{token.id}_{secret}"
 
 
@@ -248,7 +244,7 @@ def revoke_token(store: Store, token_id: str, now: float | None = None) -> ApiTo
             return token
         token = attrs.evolve(token, revoked=time.time() if now is None else now)
         try:
-            store.put(TOKENS + token_id, _put(token), expect=kv.mod_revision)
+            store.put(TOKENS + token_id, encode(token), expect=kv.mod_revision)
             return token
         except Conflict:
             continue
@@ -276,7 +272,7 @@ def issue_join_token(store: Store, host: str, now: float, ttl: float = JOIN_TTL,
                 store.delete(kv.key, expect=kv.mod_revision)
     secret = secrets.token_urlsafe(32)
     token = JoinToken(secrets.token_hex(8), host, _digest(secret), now, now + ttl, by)
-    store.put(JOIN + token.id, _put(token), expect=0)
+    store.put(JOIN + token.id, encode(token), expect=0)
     return token, f"ccj_{token.id}_{secret}"
 
 

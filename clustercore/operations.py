@@ -44,9 +44,9 @@ import attrs
 
 from clustercore.errors import ClusterError, Conflict, InvalidTransition, ValidationError
 from clustercore.events import Event, EventLog
-from clustercore.state import Versioned
+from clustercore.state import Versioned, encode
 from clustercore.store.base import Check, Put, Store
-from clustercore.values import EMPTY, NAME_RE, FrozenMap, Reader, dumps, frozen_map
+from clustercore.values import EMPTY, NAME_RE, FrozenMap, Reader, frozen_map
 
 PREFIX = "operations/"
 ID_RE = re.compile(r"\A[0-9a-f]{32}\Z")
@@ -210,14 +210,14 @@ class Operations:
     def request(self, op: Operation) -> Operation:
         """Write a new operation (Pending), with an event naming who asked."""
         self.store.txn([Check(PREFIX + op.id, 0)], [
-            Put(PREFIX + op.id, _encode(op)),
+            Put(PREFIX + op.id, encode(op)),
             self.events.put_op(Event(op.created, f"operation/{op.id}", "requested",
                                      f"{op.kind} {op.target} by {op.by or 'unknown'}", "", op.state.value))])
         return op
 
     def put(self, current: Versioned[Operation], new: Operation) -> Versioned[Operation]:
         """Replace ``current`` by ``new`` (Conflict when another writer changed it first)."""
-        ops = [Put(PREFIX + new.id, _encode(new))]
+        ops = [Put(PREFIX + new.id, encode(new))]
         if new.state is not current.value.state:
             ops.append(self.events.put_op(Event(new.updated, f"operation/{new.id}", new.state.value.lower(),
                                                 new.error or new.result or new.step, current.value.state.value,
@@ -298,10 +298,6 @@ class OperationRequests:
         """The operation once done (the leader must be stepping meanwhile), or as it is
         after ``timeout`` seconds."""
         return self.ops.wait(op_id, timeout)
-
-
-def _encode(op: Operation) -> bytes:
-    return dumps(op.to_dict())
 
 
 def _json(value: bytes) -> object:
