@@ -12,7 +12,8 @@ One ``step(now)`` is one pass. It composes the reconcilers of :mod:`clustercore.
    (host compare-and-swap + event, :mod:`~clustercore.reconcile.writer`; the hosts' own
    transitions together at the end of the look, :mod:`~clustercore.reconcile.commits`),
    then flavors told;
-4. settle orphaned Starting/Migrating placements; recovery (HA restart) of Failed ones.
+4. settle orphaned Starting/Migrating placements; recovery (HA restart) of Failed ones;
+5. the hosts due to be measured (:mod:`~clustercore.reconcile.stats`: the round runs after).
 
 Calls into flavors and hosts run off the pass on per-host lanes with deadlines
 (:mod:`~clustercore.reconcile.calls`): the pass waits for them briefly, looks again at
@@ -92,16 +93,14 @@ class Controller:
                  events: EventLog, executor: Executor | None = None, writer: Writer | None = None,
                  may_act: Callable[[], bool] | None = None, monotonic: Callable[[], float] | None = None,
                  actions: Actions | None = None) -> None:
-        """``actions``: the operator's API the operations reconciler carries requests out
-        with (the Cluster)."""
+        """``actions``: the operator's API (the Cluster) that operations are carried out with."""
         self.plugins, self.clock, self.state, self.events = plugins, clock, state, events
         self.writer = writer or Writer(state.store, state, events)
         self.calls = HostCalls(monotonic or time.monotonic)
         self.observer = Observer(state.store, state, events)
         self.topology = self.observer.topology
         self.drainer = Drainer(executor)
-        # Whether this manager may act now: it leads and its lease is valid (clustercore.leadership).
-        self.may_act: Callable[[], bool] = may_act or (lambda: True)
+        self.may_act: Callable[[], bool] = may_act or (lambda: True)  # it leads, its lease valid
         act = self.may_act
         self.commits = Commits(self.writer, self.observer, plugins, act)
         self.hosts = Hosts(plugins, self.calls, self.topology)
@@ -112,6 +111,7 @@ class Controller:
         self.recovery = Recovery(state, plugins, self.calls, self.writer, self.observer, self.scheduler, act)
         self.probes = Probes(state, plugins, self.calls, self.observer)
         self.stats = Stats(state.store, plugins, self.calls, self._workloads_on)
+        self.launch_stats = True  # the statistics round starts as the pass ends (a Manager's: after it)
         self.rebalance = Rebalance(state, plugins, lambda: self.stats.loads,
                                    functools.partial(self.scheduler, moving=True), self.drain.move,
                                    self.drainer.executor, self.writer.record, act)
@@ -234,6 +234,8 @@ class Controller:
                 if not self.may_act():
                     return StepReport(now, len(view.hosts), (), (), ("not the leader: observing only",))
                 self._act(view, events, conflicts, errors)
+                if self.launch_stats:
+                    self.stats.launch()
             except NotLeader as exc:  # deposed mid-pass: nothing more may be written
                 errors.append(str(exc))
                 log.warning("pass stopped: %s", exc)
@@ -271,11 +273,11 @@ class Controller:
             self.calls.settle()
             looking = waiting
         self._record_watchdogs(view, conflicts)
-        self.stats.sync(view, errors)  # after the looks: a pass never waits for a measure
         self.rebalance.sync(view, errors)
         self.power.sync(view, errors)
         self.operations.sync(view, errors)
         self.events.maybe_prune()
+        self.stats.sync(view, errors)  # last: its round runs after the pass (launch_stats), off it
 
     def _record_watchdogs(self, view: View, conflicts: list[str]) -> None:
         """Record in each host the watchdog its agent now reports (armed, changed, disarmed):

@@ -98,6 +98,7 @@ class Manager:
         # A pass waits on slow hosts for at most half its limit (else a slow host's answer
         # would make the leader resign mid-work).
         self.cluster.controller.wait_budget = self.pass_limit / 2
+        self.cluster.controller.launch_stats = False  # between passes (between_passes)
         self._token = 0  # the leadership the controller last took over
         self._pass_started: float | None = None  # monotonic time of the pass under way
         self._frozen_at = float("-inf")  # monotonic time of the last freeze_long_lived()
@@ -241,8 +242,12 @@ class Manager:
         return threads
 
     def between_passes(self) -> None:
-        """What a manager does between two passes, never in one: with ``freeze_memory``,
+        """What a manager does between two passes, never in one: start the statistics round
+        of the hosts the pass found due (:meth:`~clustercore.reconcile.stats.Stats.launch`,
+        which then runs off the passes), and with ``freeze_memory``,
         :func:`freeze_long_lived` after the first pass and every :data:`REFREEZE` seconds."""
+        if self.leading:
+            self.cluster.controller.stats.launch()
         if self.freeze_memory and self.elector.monotonic() - self._frozen_at >= REFREEZE:
             freeze_long_lived()
             self._frozen_at = self.elector.monotonic()

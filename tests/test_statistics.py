@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given
@@ -16,6 +18,8 @@ from clustercore.model import Host
 from clustercore.plugins import hookimpl
 from clustercore.reconcile.stats import STATS
 from clustercore.statistics import Counters, Load, Sample, StatsPolicy, Usage, rates, smooth
+from clustercore.store.base import Check, Delete, Put
+from clustercore.store.memory import MemoryStore
 from clustercore.testing import FakeFlavor
 
 counters = st.builds(Counters, st.integers(0, 10**15), st.floats(0, 1e6), st.floats(0, 1e6),
@@ -113,7 +117,7 @@ def test_the_leader_measures_every_up_host_each_interval_and_a_bad_host_stops_no
                 cluster.heartbeat(name)
             cluster.step()
             clock.advance(5)
-        loads = cluster.controller.stats.loads
+        loads = cluster.controller.stats.loads  # each round replaces it whole
         assert cluster.host(where).state is HostState.UP
         assert loads[where].workloads["busy"].cpu == pytest.approx(2.0)
         assert loads[where].cpu == pytest.approx(0.5) and loads[where].memory_used == 1024
@@ -127,6 +131,7 @@ def test_the_leader_measures_every_up_host_each_interval_and_a_bad_host_stops_no
                 cluster.heartbeat(name)
             cluster.step()
             clock.advance(5)
+        loads = cluster.controller.stats.loads
         assert 0 < loads[where].workloads["busy"].cpu < 0.5
         assert len(cluster.controller.stats.series[where]) >= 7
         from clustercore.metrics import Metrics  # the api extra
@@ -142,3 +147,100 @@ def test_the_leader_measures_every_up_host_each_interval_and_a_bad_host_stops_no
         metrics.close()
     finally:
         hanging.release.set()
+
+
+class StatsGate(MemoryStore):
+    """A memory store whose writes of measures (``stats/``) block while ``open`` is clear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = threading.Event()
+        self.open.set()
+
+    def txn(self, checks: Sequence[Check], ops: Sequence[Put | Delete]) -> int:
+        if any(op.key.startswith(STATS) for op in ops):
+            self.open.wait(30)
+        return super().txn(checks, ops)
+
+
+def _beat_and_step(cluster: Cluster, names: Sequence[str], clock: FakeClock, seconds: float) -> None:
+    for name in names:
+        cluster.heartbeat(name)
+    cluster.step()
+    clock.advance(seconds)
+
+
+def test_a_store_that_stalls_the_measures_stalls_no_pass_and_the_hosts_due_meanwhile_wait() -> None:
+    clock, store = FakeClock(), StatsGate()
+    names = ("h1", "h2", "h3")
+    config = ClusterConfig(statistics=StatsPolicy(interval=10), call_timeout=0.3, call_wait=0.1)
+    cluster = Cluster(store=store, plugins=Plugins([FakeFlavor("fake", clock=clock.now)], entry_points=False),
+                      clock=clock, config=config)
+    for name in names:
+        cluster.register_host({"name": name, "capacity": {"cpu": 4, "memory": 8192}})
+    for _ in range(8):
+        _beat_and_step(cluster, names, clock, 5)
+    stats = cluster.controller.stats
+    assert set(stats.loads) == set(names)
+    series = {n: len(stats.series[n]) for n in names}
+    store.open.clear()  # the store takes no measure now
+    try:
+        stepping = threading.Thread(target=lambda: [_beat_and_step(cluster, names, clock, 5) for _ in range(6)])
+        stepping.start()
+        stepping.join(10)
+        assert not stepping.is_alive(), "the passes waited for the stalled statistics"
+        time.sleep(0.4)  # past the round's call timeout
+        report = cluster.step()
+        assert any("statistics: a round has run for more than" in e for e in report.errors)
+        assert all(len(stats.series[n]) <= series[n] + 1 for n in names)  # at most the stalled round's
+    finally:
+        store.open.set()
+    for _ in range(8):
+        _beat_and_step(cluster, names, clock, 5)
+    assert all(len(stats.series[n]) >= series[n] + 3 for n in names)  # measured again, every host
+    for name in names:
+        stored = store.get(STATS + name)
+        assert stored is not None and Load.from_dict(json.loads(stored.value)) == stats.loads[name]
+
+
+class Counting(FakeFlavor):
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__("fake", clock=clock.now)
+        self.sampled: list[str] = []
+
+    @hookimpl
+    def clustercore_sample_host(self, host: Host, workloads: Sequence[Workload]) -> Sample | None:
+        self.sampled.append(host.name)
+        return super().clustercore_sample_host(host, workloads)
+
+
+def test_a_manager_measures_between_its_passes_and_a_removed_host_is_forgotten() -> None:
+    from clustercore.manager import Manager
+
+    clock, store = FakeClock(), MemoryStore()
+    flavor = Counting(clock)
+    manager = Manager(store, "m1", plugins=Plugins([flavor], entry_points=False), clock=clock)
+    operator, stats = manager.operator, manager.cluster.controller.stats
+    operator.configure({"statistics": {"interval": 10}})
+
+    def passes(count: int, names: Sequence[str] = ("h1", "h2"), between: bool = True) -> None:
+        for _ in range(count):
+            for name in names:
+                operator.heartbeat(name)
+            assert manager.step()
+            if between:
+                manager.between_passes()
+            clock.advance(10)  # every host due each pass
+
+    for name in ("h1", "h2"):
+        operator.register_host({"name": name, "capacity": {"cpu": 4, "memory": 8192}})
+    passes(4, between=False)
+    assert manager.cluster.host("h1").state is HostState.UP and not flavor.sampled  # no pass measures
+    passes(6)
+    assert {"h1", "h2"} <= set(flavor.sampled) and set(stats.loads) == {"h1", "h2"}
+    assert manager.store.get(STATS + "h2") is not None
+    operator.start_maintenance("h2")
+    passes(4, ("h1",))
+    operator.remove_host("h2")
+    passes(4, ("h1",))
+    assert set(stats.loads) == set(stats.series) == {"h1"}  # its measures forgotten, h1's go on

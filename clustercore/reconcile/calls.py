@@ -63,8 +63,9 @@ class HostCalls:
         self._launched: list[Call] = []
         self._idle: list[queue.SimpleQueue[str]] = []  # workers waiting for a host to serve
 
-    def submit(self, host: str, key: Hashable, fn: Callable[[], Any], timeout: float) -> Call:
-        """Queue ``fn()`` on ``host``'s lane under ``key`` (one call per key at a time)."""
+    def submit(self, host: str, key: Hashable, fn: Callable[[], Any], timeout: float, settled: bool = True) -> Call:
+        """Queue ``fn()`` on ``host``'s lane under ``key`` (one call per key at a time);
+        ``settled=False``: not among the calls :meth:`settle` waits for."""
         with self._lock:
             existing = self._calls.get(key)
             if existing is not None:
@@ -72,7 +73,8 @@ class HostCalls:
             call = Call(host, key, timeout, self.monotonic(), self.monotonic)
             self._calls[key] = call
             self._queues.setdefault(host, deque()).append((call, fn))
-            self._launched.append(call)
+            if settled:
+                self._launched.append(call)
             start = host not in self._busy
             worker = None
             if start:
