@@ -197,7 +197,8 @@ def test_a_store_that_stalls_the_measures_stalls_no_pass_and_the_hosts_due_meanw
         store.open.set()
     for _ in range(8):
         _beat_and_step(cluster, names, clock, 5)
-    assert all(len(stats.series[n]) >= series[n] + 3 for n in names)  # measured again, every host
+    now = {n: len(stats.series[n]) for n in names}
+    assert all(now[n] >= series[n] + 3 for n in names), (series, now)  # measured again, every host
     for name in names:
         stored = store.get(STATS + name)
         assert stored is not None and Load.from_dict(json.loads(stored.value)) == stats.loads[name]

@@ -153,22 +153,25 @@ class Stats:
         return True
 
     def _run(self, work: Round) -> list[str]:
-        """One round, off the pass: forget, take the measures back, ask the due, write."""
+        """One round, off the pass: forget, take the measures back, ask the due, write,
+        and wait (at most a pass's call wait) for what it asked."""
         errors: list[str] = []
         for name in work.gone | work.gaps:
             self.samples.pop(name, None)
         for name in work.gone:
             self.series.pop(name, None)
         written = self._collect(work, errors)
+        asked = []
         for host in work.due:
             if host.name not in self._pending:
-                self.calls.submit(host.name, ("stats", host.name), partial(self._sample, host), work.timeout,
-                                  settled=False)
+                asked.append(self.calls.submit(host.name, ("stats", host.name), partial(self._sample, host),
+                                               work.timeout, settled=False).future)
                 self._pending.add(host.name)
         if written or work.gone & self.loads.keys():
             self.loads = {n: v for n, v in {**self.loads, **written}.items() if n not in work.gone}
         if written:
             self._write(written, work.ttl, work.now, errors)
+        wait(asked, timeout=self.calls.wait)  # fast hosts' measures are in for the next round
         return errors
 
     def _sample(self, host: Host) -> Sample | None:
