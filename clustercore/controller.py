@@ -27,7 +27,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 
 import attrs
@@ -39,12 +39,12 @@ from clustercore.driver import migrates_storage
 from clustercore.errors import Conflict, CorruptEntry, NotLeader, StoreError, UnknownWorkload
 from clustercore.events import Event, EventLog
 from clustercore.fencing import Fencer
-from clustercore.lifecycle import HostEvent
+from clustercore.lifecycle import HostEvent, heard
 from clustercore.maintenance import Drainer
 from clustercore.model import Host, HostReport, HostState, Workload
 from clustercore.operations import Operations
 from clustercore.plugins import Plugins
-from clustercore.reconcile.calls import HostCalls
+from clustercore.reconcile.calls import HostCalls, outcome
 from clustercore.reconcile.commits import STAGED, Commits
 from clustercore.reconcile.drain import Drain
 from clustercore.reconcile.fence import Fence
@@ -67,12 +67,7 @@ from clustercore.state import ClusterState, Versioned
 log = logging.getLogger(__name__)
 __all__ = ["Controller", "Decision", "StepReport"]
 LOOKS = 3  # looks per pass at hosts whose calls answered within the pass
-
-
-def heard(host: Host, last_seen: Mapping[str, float]) -> float:
-    """When ``host`` was last heard from: its latest heartbeat, or its last change if later."""
-    seen = last_seen.get(host.name)
-    return host.since if seen is None or seen < host.since else seen
+PRUNE = ("(events)", "prune")  # the events' pruning: its lane (never a host's name) and key
 
 
 @attrs.frozen
@@ -276,7 +271,11 @@ class Controller:
         self.rebalance.sync(view, errors)
         self.power.sync(view, errors)
         self.operations.sync(view, errors)
-        self.events.maybe_prune()
+        pruned = self.calls.take(PRUNE)  # the last prune, once over: its failure reported
+        if pruned is not None and outcome(pruned)[1] is not None:
+            errors.append(f"events not pruned: {outcome(pruned)[1]}")
+        if self.events.due():  # it lists every event: off the pass, on a lane of its own
+            self.calls.submit(PRUNE[0], PRUNE, self.events.prune, view.config.call_timeout, settled=False)
         self.stats.sync(view, errors)  # last: its round runs after the pass (launch_stats), off it
 
     def _record_watchdogs(self, view: View, conflicts: list[str]) -> None:
@@ -315,7 +314,7 @@ class Controller:
                 if current is None or current.value.state is not up:
                     self.deadlines.cancel(name)
                 else:
-                    self.deadlines.arm(name, heard(current.value, last_seen) + limit)
+                    self.deadlines.arm(name, heard(current.value, last_seen.get(name)) + limit)
 
     def _needing_look(self, view: View) -> list[str]:
         """The hosts this pass looks at: every one not Up or missing a required network or
@@ -336,7 +335,7 @@ class Controller:
                 current = hosts.get(name)
                 if current is None or current.value.state is not up:
                     continue  # never so: a change that made it so disarmed it
-                seen = heard(current.value, last_seen)
+                seen = heard(current.value, last_seen.get(name))
                 arm(name, seen + limit)
                 if now - seen > limit:
                     looking.add(name)

@@ -80,9 +80,17 @@ class EventLog:
         log.debug("event %s", event)
         self.maybe_prune()
 
+    def due(self) -> bool:
+        """A tenth of ``retain`` events written since the last prune."""
+        return self._since_prune >= max(1, self.retain // 10)
+
     def maybe_prune(self) -> None:
-        if self._since_prune < max(1, self.retain // 10):
-            return
+        if self.due():
+            self.prune()
+
+    def prune(self) -> None:
+        """Delete the oldest events beyond ``retain`` (it lists them all: the controller runs
+        it off its pass)."""
         self._since_prune = 0
         entries = self.store.list(PREFIX)
         excess = len(entries) - self.retain

@@ -217,6 +217,11 @@ class LivenessPolicy:
         return policy
 
 
+def heard(host: Host, last_seen: float | None) -> float:
+    """When ``host`` was last heard from: its latest heartbeat seen, or its last change if later."""
+    return host.since if last_seen is None or last_seen < host.since else last_seen
+
+
 def liveness_event(
     host: Host,
     last_seen: float | None,
@@ -232,8 +237,7 @@ def liveness_event(
     state = host.state
     seen_since_change = last_seen is not None and last_seen > host.since
     if state in MONITORED:
-        reference = host.since if last_seen is None else max(last_seen, host.since)
-        silent = now - reference
+        silent = now - heard(host, last_seen)
         if silent > policy.connecting_after:
             return E.HEARTBEAT_MISSED, f"no heartbeat for {silent:.0f} s (limit {policy.connecting_after:.0f} s)"
         return None

@@ -13,13 +13,14 @@ from hypothesis import strategies as st
 
 from clustercore import Cluster, ClusterConfig, FakeClock, HostReport, HostState, Plugins, hookimpl
 from clustercore.errors import ClusterError
+from clustercore.events import PREFIX as EVENTS
 from clustercore.fencing import FencePolicy
 from clustercore.leadership import LEADER_KEY
 from clustercore.lifecycle import LivenessPolicy
 from clustercore.manager import Manager
 from clustercore.model import FenceDevice, Host, PlacementState
 from clustercore.plugins import HostDescription
-from clustercore.store.base import StoreEvent
+from clustercore.store.base import KeyValue, StoreEvent
 from clustercore.store.memory import MemoryStore, MemoryWatch
 from clustercore.testing import FakeFlavor
 
@@ -276,3 +277,46 @@ def test_a_pass_that_overruns_its_limit_gives_the_leadership_up() -> None:
         stop.set()
         runner.join(10)
     assert not runner.is_alive() and store.get(LEADER_KEY) is None, "stopping resigns"
+
+
+class SlowEventListing(MemoryStore):
+    """A memory store whose listing of the events (what pruning them begins with) blocks
+    while ``open`` is clear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = threading.Event()
+        self.open.set()
+        self.listings = 0
+
+    def list(self, prefix: str) -> list[KeyValue]:
+        if prefix == EVENTS:
+            self.listings += 1
+            self.open.wait(30)
+        return super().list(prefix)
+
+
+def test_the_events_are_pruned_off_the_pass() -> None:
+    store = SlowEventListing()
+    cluster = Cluster(store=store, plugins=Plugins([FakeFlavor("fake")], entry_points=False),
+                      config=ClusterConfig(events_retained=10))
+    names = [f"h{i}" for i in range(8)]
+    for name in names:
+        cluster.register_host({"name": name, "capacity": {"cpu": 4, "memory": 8192}})
+        cluster.heartbeat(name)
+    store.open.clear()  # pruning sticks in the store
+    try:
+        stepping = threading.Thread(target=lambda: [cluster.step() for _ in range(3)])
+        stepping.start()
+        stepping.join(10)
+        assert not stepping.is_alive(), "a pass waited for the events' pruning"
+        assert store.listings == 1 and all(cluster.host(n).state is S.UP for n in names)
+        written = [kv.key for kv in sorted(MemoryStore.list(store, EVENTS), key=lambda kv: kv.mod_revision)]
+        assert len(written) > 10
+    finally:
+        store.open.set()
+    deadline = time.monotonic() + 5
+    while len(MemoryStore.list(store, EVENTS)) != 10 and time.monotonic() < deadline:
+        cluster.step()
+        time.sleep(0.01)
+    assert {kv.key for kv in MemoryStore.list(store, EVENTS)} == set(written[-10:])  # the newest kept
