@@ -90,14 +90,15 @@ class EventLog:
 
     def prune(self) -> None:
         """Delete the oldest events beyond ``retain`` (it lists them all: the controller runs
-        it off its pass)."""
-        self._since_prune = 0
+        it off its pass); one that fails is due again at once."""
+        counted = self._since_prune
         entries = self.store.list(PREFIX)
         excess = len(entries) - self.retain
         if excess > 0:  # oldest first, a hundred per transaction (etcd allows 128 operations)
             oldest = [kv.key for kv in sorted(entries, key=lambda kv: kv.mod_revision)[:excess]]
             for i in range(0, len(oldest), 100):
                 self.store.txn([], [Delete(key) for key in oldest[i:i + 100]])
+        self._since_prune -= counted  # those written meanwhile count towards the next
 
     def query(self, subject: str | None = None, kind: str | None = None, since: float | None = None) -> list[Event]:
         """Events in the order they were written, filtered. Corrupt entries are logged and skipped."""

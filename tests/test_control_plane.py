@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clustercore import Cluster, ClusterConfig, FakeClock, HostReport, HostState, Plugins, hookimpl
-from clustercore.errors import ClusterError
+from clustercore.errors import ClusterError, StoreError
 from clustercore.events import PREFIX as EVENTS
 from clustercore.fencing import FencePolicy
 from clustercore.leadership import LEADER_KEY
@@ -288,11 +288,14 @@ class SlowEventListing(MemoryStore):
         self.open = threading.Event()
         self.open.set()
         self.listings = 0
+        self.fail = False
 
     def list(self, prefix: str) -> list[KeyValue]:
         if prefix == EVENTS:
             self.listings += 1
             self.open.wait(30)
+            if self.fail:
+                raise StoreError("the events cannot be listed")
         return super().list(prefix)
 
 
@@ -320,3 +323,27 @@ def test_the_events_are_pruned_off_the_pass() -> None:
         cluster.step()
         time.sleep(0.01)
     assert {kv.key for kv in MemoryStore.list(store, EVENTS)} == set(written[-10:])  # the newest kept
+
+
+def test_a_prune_that_fails_is_reported_by_a_later_pass_and_tried_again() -> None:
+    store = SlowEventListing()
+    store.fail = True
+    cluster = Cluster(store=store, plugins=Plugins([FakeFlavor("fake")], entry_points=False),
+                      config=ClusterConfig(events_retained=10))
+    for name in ("h1", "h2", "h3", "h4", "h5", "h6"):
+        cluster.register_host({"name": name, "capacity": {"cpu": 4, "memory": 8192}})
+        cluster.heartbeat(name)
+    errors: list[str] = []
+    deadline = time.monotonic() + 5
+    while not any("events not pruned" in e for e in errors) and time.monotonic() < deadline:
+        errors += cluster.step().errors
+        time.sleep(0.01)
+    assert any("events not pruned: the events cannot be listed" in e for e in errors)
+    assert all(h.state is S.UP for h in cluster.hosts().values())  # nothing else held up
+    assert len(MemoryStore.list(store, EVENTS)) > 10
+    store.fail = False  # no event written since: the failed prune is due again all the same
+    deadline = time.monotonic() + 5
+    while len(MemoryStore.list(store, EVENTS)) > 10 and time.monotonic() < deadline:
+        cluster.step()
+        time.sleep(0.01)
+    assert len(MemoryStore.list(store, EVENTS)) == 10
