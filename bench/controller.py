@@ -8,8 +8,8 @@ split into *observe* (the informers take the store's changes: a cost per heartbe
 and the rest, *decide* (who needs a look: hosts not Up, and Up hosts whose heartbeat grace
 came due in :mod:`clustercore.deadlines`). Scenarios: steady state; the pass in which 1 % of
 the hosts, silent for 30 s, go Connecting (transitions committed with their events). Host
-statistics (one sampling call per host every 15 s) are off except in one 10,000-host row:
-their cost is one call per host per interval by design, not the pass's.
+statistics (one sampling call per host every 15 s, in a round after the pass) are off except
+in one 10,000-host row.
 """
 
 from __future__ import annotations
@@ -274,7 +274,8 @@ def run() -> str:
         "(`clustercore.reconcile.commits`). The memory store hands each watch only the events under its prefix. "
         "What is left in the 1 % pass is the work per transition (the new host and its event encoded, "
         "compare-and-swap, the flavors told). With statistics on, each host is sampled every 15 s "
-        "(667 calls a second at 10,000 hosts, on the "
-        "hosts' call lanes): their cost is per call, inside the passes. Command: `python -m bench controller`.",
+        "(667 calls a second at 10,000 hosts, on the hosts' call lanes): the pass only finds who is due; "
+        "the round that asks them and stores their loads runs after the pass, off it "
+        "(`clustercore.reconcile.stats`). Command: `python -m bench controller`.",
     ]
     return "\n".join(lines)
