@@ -245,3 +245,22 @@ def test_a_manager_measures_between_its_passes_and_a_removed_host_is_forgotten()
     operator.remove_host("h2")
     passes(4, ("h1",))
     assert set(stats.loads) == set(stats.series) == {"h1"}  # its measures forgotten, h1's go on
+
+
+def test_a_measure_that_hangs_holds_up_none_of_its_hosts_other_calls() -> None:
+    clock, hanging = FakeClock(), Hanging()
+    config = ClusterConfig(statistics=StatsPolicy(interval=10), call_timeout=30, call_wait=0.2)
+    cluster = Cluster(plugins=Plugins([FakeFlavor("fake", clock=clock.now), hanging], entry_points=False),
+                      clock=clock, config=config)
+    cluster.register_host({"name": "h3", "capacity": {"cpu": 4, "memory": 8192}})
+    try:
+        for _ in range(4):
+            _beat_and_step(cluster, ("h3",), clock, 10)  # its measure asked, and hanging
+        measure = cluster.controller.calls.get(("stats", "h3"))
+        assert measure is not None and not measure.future.done()
+        cluster.start_maintenance("h3")  # asks the flavors on the host's own lane
+        for _ in range(6):
+            _beat_and_step(cluster, ("h3",), clock, 1)
+        assert cluster.host("h3").state is HostState.MAINTENANCE
+    finally:
+        hanging.release.set()

@@ -142,7 +142,7 @@ class Stats:
         wait([running.future], timeout=self.calls.wait)
         if not running.future.done():
             if running.overdue():
-                errors.append(f"statistics: a round has run for more than {timeout:.0f} s (the store?)")
+                errors.append(f"statistics: a round has run for more than {timeout:g} s (the store?)")
             return False
         self._round = None
         self.calls.take(running.key)
@@ -164,7 +164,7 @@ class Stats:
         asked = []
         for host in work.due:
             if host.name not in self._pending:
-                asked.append(self.calls.submit(host.name, ("stats", host.name), partial(self._sample, host),
+                asked.append(self.calls.submit(f"{host.name}/stats", ("stats", host.name), partial(self._sample, host),
                                                work.timeout, settled=False).future)
                 self._pending.add(host.name)
         if written or work.gone & self.loads.keys():
