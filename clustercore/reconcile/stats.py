@@ -184,6 +184,7 @@ class Stats:
             key = ("stats", name)
             call = self.calls.get(key)
             if call is None or name in work.gone:
+                self.calls.forget(key)  # a removed host's: its answer is of no use
                 self._pending.discard(name)
                 continue
             if call.overdue():
