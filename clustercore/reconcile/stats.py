@@ -92,8 +92,7 @@ class Stats:
         self._asked: dict[str, Host] = {}  # due since the last round began
         self._gaps: set[str] = set()
         self._gone: set[str] = set()
-        self._round: Call | None = None
-        self._ready = False  # the last round is over: another may start
+        self._round: Call | None = None  # the round started last, until a pass sees it over
         self._next: tuple[float, StatsPolicy, float] | None = None  # (now, policy, timeout) of the last pass
 
     def sync(self, view: View, errors: list[str]) -> None:
@@ -120,37 +119,37 @@ class Stats:
             else:
                 self._gaps.add(name)
                 self._asked.pop(name, None)
-        self._ready = self._finished(view.config.call_timeout, errors)
+        self._take_round(view.config.call_timeout, errors)
         self._next = (now, policy, view.config.call_timeout)
 
     def launch(self) -> None:
         """Start the round of what the passes found due since the last one, unless the last
         round is still running: by the pass at its end, or by a manager between its passes."""
-        if not self._ready or self._next is None or not (self._asked or self._gaps or self._gone or self._pending):
+        work_left = self._asked or self._gaps or self._gone or self._pending
+        if self._round is not None or self._next is None or not work_left:
             return
         now, policy, timeout = self._next
         work = Round(now, policy.alpha, policy.keep, 3 * policy.interval, timeout,
                      tuple(self._asked.values()), frozenset(self._gaps), frozenset(self._gone))
-        self._asked, self._gaps, self._gone, self._ready = {}, set(), set(), False
+        self._asked, self._gaps, self._gone = {}, set(), set()
         self._round = self.calls.submit(LANE, ("stats", LANE), partial(self._run, work), timeout, settled=False)
 
-    def _finished(self, timeout: float, errors: list[str]) -> bool:
-        """The last round is over (waited for at most the pass's call wait); its errors told."""
+    def _take_round(self, timeout: float, errors: list[str]) -> None:
+        """The last round, once over (waited for at most the pass's call wait), forgotten
+        and its errors told: another may start."""
         running = self._round
         if running is None:
-            return True
+            return
         wait([running.future], timeout=self.calls.wait)
         if not running.future.done():
             if running.overdue():
                 errors.append(f"statistics: a round has run for more than {timeout:g} s (the store?)")
-            return False
+            return
         self._round = None
         self.calls.take(running.key)
-        if running.future.cancelled():  # a deposed leader's
-            return True
-        result, error = outcome(running)
-        errors.extend([f"statistics: {error}"] if error is not None else result)
-        return True
+        if not running.future.cancelled():  # a deposed leader's was
+            result, error = outcome(running)
+            errors.extend([f"statistics: {error}"] if error is not None else result)
 
     def _run(self, work: Round) -> list[str]:
         """One round, off the pass: forget, take the measures back, ask the due, write,
