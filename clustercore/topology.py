@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 import networkx as nx
 
-from clustercore.model import Host
+from clustercore.model import EMPTY, FrozenMap, Host
 
 Node = tuple[str, str]
 NETWORK = "network"
@@ -32,7 +32,7 @@ class Topology:
         self.required_networks = frozenset(required_networks)
         self.required_storage = frozenset(required_storage)
         self._missing: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
-        self._located: dict[str, frozenset[tuple[str, str]]] = {}
+        self._located: dict[str, FrozenMap[str, str]] = {}
         #: Hosts that miss something required (kept current, for a cheap "all fine?" test).
         self.incomplete: set[str] = set()
 
@@ -47,8 +47,8 @@ class Topology:
     def add_host(self, host: Host) -> None:
         """Add or re-place a host in its failure domains (idempotent, cheap when unchanged)."""
         node = (HOST, host.name)
-        location = frozenset(host.location.items())
-        if self._located.get(host.name) == location and node in self.graph:
+        location, located = host.location, self._located.get(host.name)
+        if (located is location or located == location) and node in self.graph:
             return
         if node in self.graph:
             for other in list(self.graph.neighbors(node)):
@@ -56,7 +56,7 @@ class Topology:
                     self.graph.remove_edge(node, other)
         else:
             self.graph.add_node(node, kind=HOST)
-        for kind, value in location:
+        for kind, value in location.items():
             self.graph.add_edge(node, (kind, value))
         self._located[host.name] = location
         if host.name not in self._missing:
@@ -112,10 +112,7 @@ class Topology:
 
     def domain(self, name: str, kind: str) -> str | None:
         """The ``kind`` failure domain (rack, power...) of host ``name``, if it has one."""
-        for k, v in self._located.get(name, ()):
-            if k == kind:
-                return v
-        return None
+        return self._located.get(name, EMPTY).get(kind)
 
     def peers(self, name: str, kind: str) -> frozenset[str]:
         """Hosts sharing host ``name``'s ``kind`` domain (itself included)."""
