@@ -47,7 +47,7 @@ from clustercore.model import Host, HostState, NonOperationalReason, Reader
 S = HostState
 
 
-class HostEvent(enum.Enum):
+class HostEvent(enum.StrEnum):
     APPROVE = "approve"
     INSTALL_SUCCEEDED = "install-succeeded"
     INSTALL_FAILED = "install-failed"
@@ -72,9 +72,6 @@ class HostEvent(enum.Enum):
     REMOVE = "remove"
     STANDBY = "standby"
     WAKE = "wake"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class _Previous(enum.Enum):
@@ -168,14 +165,7 @@ def transition(
     if target is PREVIOUS:
         target = host.previous or S.UP
     assert isinstance(target, HostState)
-    return attrs.evolve(
-        host,
-        state=target,
-        since=now,
-        reason=reason,
-        previous=previous,
-        non_operational=non_operational if target is S.NON_OPERATIONAL else None,
-    )
+    return host.with_status(target, now, reason, previous, non_operational if target is S.NON_OPERATIONAL else None)
 
 
 @attrs.frozen

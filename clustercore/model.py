@@ -30,6 +30,7 @@ from clustercore.values import (
     RESOURCE_RE,
     FrozenMap,
     Reader,
+    dumps,
     freeze,
     frozen_map,
     ratio_map,
@@ -69,7 +70,7 @@ __all__ = [
 # --------------------------------------------------------------------------- hosts
 
 
-class HostState(enum.Enum):
+class HostState(enum.StrEnum):
     """Where a host is in its life; the transitions are in :mod:`clustercore.lifecycle`."""
 
     PENDING_APPROVAL = "PendingApproval"
@@ -89,11 +90,8 @@ class HostState(enum.Enum):
     STANDBY = "Standby"  # emptied and powered off by power saving (clustercore.powersaving)
     REMOVED = "Removed"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class NonOperationalReason(enum.Enum):
+class NonOperationalReason(enum.StrEnum):
     """Why a reachable host cannot run workloads. Some clear by themselves."""
 
     NETWORK_UNREACHABLE = "network-unreachable"
@@ -106,9 +104,6 @@ class NonOperationalReason(enum.Enum):
     def auto_recoverable(self) -> bool:
         """True when the controller returns the host to Up once the cause is gone."""
         return self in (NonOperationalReason.NETWORK_UNREACHABLE, NonOperationalReason.STORAGE_UNREACHABLE)
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @attrs.frozen
@@ -165,6 +160,11 @@ def _default_allocatable(host: Host) -> Resources:
     return host.capacity
 
 
+#: The fields of a host that its transitions change (:func:`clustercore.lifecycle.transition`);
+#: every other field is its definition.
+STATUS = ("state", "since", "reason", "non_operational", "previous")
+
+
 @attrs.frozen
 class Host:
     """A machine the cluster manages: its definition and its lifecycle status.
@@ -194,6 +194,32 @@ class Host:
     self_fence: bool | None = None
     #: The watchdog timeout (s) its agent last reported armed, as the leader recorded it; 0: none.
     watchdog: float = 0.0
+    # The JSON of the definition (every field but STATUS): made by the first to_json(), kept
+    # by with_status(), which changes only the status.
+    _definition: bytes | None = attrs.field(default=None, init=False, repr=False, eq=False)
+
+    def with_status(self, state: HostState, since: float, reason: str, previous: HostState | None,
+                    non_operational: NonOperationalReason | None) -> Host:
+        """This host with another status (the fields in :data:`STATUS`) and the same definition."""
+        new = attrs.evolve(self, state=state, since=since, reason=reason, previous=previous,
+                           non_operational=non_operational)
+        object.__setattr__(new, "_definition", self._definition)
+        return new
+
+    def to_json(self) -> bytes:
+        """The stored form: :meth:`to_dict` as JSON, the status first. The definition's JSON
+        is made once and shared by the hosts :meth:`with_status` makes, so a transition encodes
+        only the status (a host's definition is most of its bytes)."""
+        definition = self._definition
+        if definition is None:
+            data = self.to_dict()
+            for key in STATUS:
+                del data[key]
+            definition = dumps(data)
+            object.__setattr__(self, "_definition", definition)
+        status = dumps({"state": self.state, "since": self.since, "reason": self.reason,
+                        "non_operational": self.non_operational, "previous": self.previous}, sort_keys=False)
+        return status[:-1] + b"," + definition[1:]
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -63,7 +63,9 @@ class Versioned(Generic[T]):
 
 
 def encode(obj: _Encodable) -> bytes:
-    return dumps(obj.to_dict())
+    """The stored form of ``obj``: a host's :meth:`~clustercore.model.Host.to_json`, anything
+    else's ``to_dict()`` as JSON."""
+    return obj.to_json() if isinstance(obj, Host) else dumps(obj.to_dict())
 
 
 class ClusterState:
