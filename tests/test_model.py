@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from clustercore.errors import ValidationError
 from clustercore.model import FenceDevice, FrozenMap, Host, HostState, Placement, Resources, Workload
+from clustercore.state import encode
 from clustercore.values import dumps
 
 names = st.from_regex(r"[a-z][a-z0-9-]{0,15}", fullmatch=True)
@@ -47,6 +50,31 @@ def test_host_round_trips(name: str, capacity: Resources, labels: dict[str, str]
     again = Host.from_dict(json.loads(json.dumps(host.to_dict())))
     assert again == host
     assert hash(again) == hash(host)
+
+
+_STATUS_CHANGE = st.tuples(st.just("status"), st.sampled_from(list(HostState)), st.floats(0, 1e9),
+                           st.text(max_size=20), st.sampled_from([None, *HostState]))
+_DEFINITION_CHANGE = st.tuples(st.just("definition"), resources, st.dictionaries(names, names, max_size=2),
+                               st.dictionaries(names, st.integers(), max_size=2))
+
+
+@given(st.lists(st.one_of(_STATUS_CHANGE, _DEFINITION_CHANGE), max_size=8))
+def test_stored_host_reads_back_through_status_and_definition_changes(changes: list[tuple[Any, ...]]) -> None:
+    """The definition's JSON a host keeps across status changes never goes stale: after any
+    mix of transitions (``with_status``) and new definitions (``attrs.evolve``), the stored
+    form reads back as the host and equals that of a fresh copy (which encodes everything)."""
+    host = Host("h1", capacity=Resources(cpu=4), facts={"virt": {"models": ["Haswell"]}})
+    for change in changes:
+        encode(host)  # what the writer does before the next change: the definition's JSON is made
+        if change[0] == "status":
+            _, state, since, reason, previous = change
+            host = host.with_status(state, since, reason, previous, None)
+        else:
+            _, capacity, labels, facts = change
+            host = attrs.evolve(host, capacity=capacity, allocatable=capacity, labels=labels, facts={"x": facts})
+        stored = encode(host)
+        assert Host.from_dict(json.loads(stored)) == host
+        assert stored == encode(attrs.evolve(host))
 
 
 def test_frozen_values_are_immutable_and_hashable() -> None:
