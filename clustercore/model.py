@@ -43,6 +43,7 @@ __all__ = [
     "LABEL_RE",
     "NAME_RE",
     "RESOURCE_RE",
+    "STATUS",
     "ZERO",
     "AffinityRule",
     "FenceDevice",
@@ -201,8 +202,11 @@ class Host:
     def with_status(self, state: HostState, since: float, reason: str, previous: HostState | None,
                     non_operational: NonOperationalReason | None) -> Host:
         """This host with another status (the fields in :data:`STATUS`) and the same definition."""
-        new = attrs.evolve(self, state=state, since=since, reason=reason, previous=previous,
-                           non_operational=non_operational)
+        # Every field, positionally in their order: half the time of attrs.evolve, in a pass
+        # that commits thousands of transitions (tests/test_model.py checks nothing is lost).
+        new = Host(self.name, self.capacity, self.allocatable, self.address, self.labels, self.location,
+                   self.fence_devices, self.taints, self.schedulable, state, since, reason, non_operational,
+                   previous, self.facts, self.self_fence, self.watchdog)
         object.__setattr__(new, "_definition", self._definition)
         return new
 

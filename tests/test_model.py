@@ -11,7 +11,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from clustercore.errors import ValidationError
-from clustercore.model import FenceDevice, FrozenMap, Host, HostState, Placement, Resources, Workload
+from clustercore.model import (
+    STATUS,
+    FenceDevice,
+    FrozenMap,
+    Host,
+    HostState,
+    NonOperationalReason,
+    Placement,
+    Resources,
+    Taint,
+    TaintEffect,
+    Workload,
+)
 from clustercore.state import encode
 from clustercore.values import dumps
 
@@ -75,6 +87,23 @@ def test_stored_host_reads_back_through_status_and_definition_changes(changes: l
         stored = encode(host)
         assert Host.from_dict(json.loads(stored)) == host
         assert stored == encode(attrs.evolve(host))
+
+
+def test_with_status_keeps_every_field_of_the_definition() -> None:
+    host = Host("h1", capacity=Resources(cpu=8, memory=64), allocatable=Resources(cpu=6, memory=32),
+                address="10.0.0.1", labels={"tier": "gold"}, location={"rack": "r1"},
+                fence_devices=(FenceDevice("fence_ipmilan", "127.0.0.1", 6230, "admin", "secret"),),
+                taints=(Taint("gpu", "", TaintEffect.NO_SCHEDULE),), schedulable=False,
+                facts={"virt": {"models": ["Haswell"]}}, self_fence=True, watchdog=60.0)
+    defaults = Host("h0")
+    definition = [f.name for f in attrs.fields(Host) if f.init and f.name not in STATUS]
+    unset = [n for n in definition if getattr(host, n) == getattr(defaults, n)]
+    assert not unset, f"give {unset} a value other than its default in this test"
+    new = host.with_status(HostState.MAINTENANCE, 5.0, "operator", HostState.UP, NonOperationalReason.OPERATOR)
+    assert [getattr(new, n) for n in definition] == [getattr(host, n) for n in definition]
+    assert (new.state, new.since, new.reason, new.previous, new.non_operational) == (
+        HostState.MAINTENANCE, 5.0, "operator", HostState.UP, NonOperationalReason.OPERATOR)
+    assert sorted(STATUS) == sorted(f.name for f in attrs.fields(Host) if f.init and f.name not in definition)
 
 
 def test_frozen_values_are_immutable_and_hashable() -> None:
