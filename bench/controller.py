@@ -285,7 +285,7 @@ def run() -> str:
         "time and pushes the host's deadline back, so an Up host that keeps beating never comes up in a pass. "
         "The hosts' own transitions of a look are stored together, at most 128 operations a transaction "
         "(`clustercore.reconcile.commits`). The memory store hands each watch only the events under its prefix. "
-        "What is left in the 1 % pass is the work per transition (the new host and its event encoded, "
+        "What is left in the 1 % pass is the work per transition (the new host's status and its event encoded: a host keeps its definition's JSON across transitions, `Host.to_json`; "
         "compare-and-swap, the flavors told). With statistics on, each host is sampled every 15 s "
         "(667 calls a second at 10,000 hosts, on the hosts' call lanes): the pass only finds who is due; "
         "the round that asks them and stores their loads runs after the pass, off it "
