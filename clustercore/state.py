@@ -3,7 +3,7 @@
 Key layout (values are JSON)::
 
     config/cluster        ClusterConfig
-    hosts/NAME            Host
+    hosts/NAME            Host (its status first, then its definition: Host.to_json)
     workloads/NAME        Workload
     placements/NAME       Placement of workload NAME
     heartbeats/NAME       HostReport, rewritten by the host at each beat
