@@ -276,7 +276,7 @@ class Controller:
             errors.append(f"events not pruned: {outcome(pruned)[1]}")
         if self.events.due():  # it lists every event: off the pass, on a lane of its own
             self.calls.submit(PRUNE[0], PRUNE, self.events.prune, view.config.call_timeout, settled=False)
-        self.stats.sync(view, errors)  # last: its round runs after the pass (launch_stats), off it
+        self.stats.sync(view, errors, self.launch_stats)  # last: its round runs after the pass, off it
 
     def _record_watchdogs(self, view: View, conflicts: list[str]) -> None:
         """Record in each host the watchdog its agent now reports (armed, changed, disarmed):

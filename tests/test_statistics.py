@@ -231,6 +231,7 @@ def test_a_manager_measures_between_its_passes_and_a_removed_host_is_forgotten()
             assert manager.step()
             if between:
                 manager.between_passes()
+                assert stats.settle(5), "a round did not end"  # a manager's pass waits for none
             clock.advance(10)  # every host due each pass
 
     for name in ("h1", "h2"):
@@ -245,6 +246,44 @@ def test_a_manager_measures_between_its_passes_and_a_removed_host_is_forgotten()
     operator.remove_host("h2")
     passes(4, ("h1",))
     assert set(stats.loads) == set(stats.series) == {"h1"}  # its measures forgotten, h1's go on
+
+
+def test_a_managers_pass_waits_for_no_round_even_one_the_store_stalls() -> None:
+    """A bare cluster's pass waits (at most its call wait) for the round its last pass
+    started; a manager's never does: its round started between passes is taken once over."""
+    from clustercore.manager import Manager
+
+    clock, store = FakeClock(), StatsGate()
+    manager = Manager(store, "m1", ttl=60, plugins=Plugins([FakeFlavor("fake", clock=clock.now)], entry_points=False),
+                      clock=clock)
+    operator, stats = manager.operator, manager.cluster.controller.stats
+    operator.configure({"statistics": {"interval": 10}, "call_wait": 3.0, "call_timeout": 30.0})
+    for name in ("h1", "h2"):
+        operator.register_host({"name": name, "capacity": {"cpu": 4, "memory": 8192}})
+
+    def passes(count: int) -> None:
+        for _ in range(count):
+            for name in ("h1", "h2"):
+                operator.heartbeat(name)
+            assert manager.step()
+            manager.between_passes()
+            clock.advance(10)
+
+    passes(4)
+    assert stats.settle(5)
+    store.open.clear()  # the next round blocks writing its measures
+    try:
+        passes(2)
+        stepping = threading.Thread(target=passes, args=(4,))  # waiting, these would take 4 x 3 s
+        stepping.start()
+        stepping.join(6)
+        assert not stepping.is_alive(), "a manager's pass waited for the stalled round"
+        assert not stats.settle(0), "the round should still be blocked"
+    finally:
+        store.open.set()
+    assert stats.settle(5)
+    passes(2)
+    assert stats.settle(5) and set(stats.loads) == {"h1", "h2"}
 
 
 def test_a_measure_that_hangs_holds_up_none_of_its_hosts_other_calls() -> None:

@@ -95,7 +95,10 @@ class Stats:
         self._round: Call | None = None  # the round started last, until a pass sees it over
         self._next: tuple[float, StatsPolicy, float] | None = None  # (now, policy, timeout) of the last pass
 
-    def sync(self, view: View, errors: list[str]) -> None:
+    def sync(self, view: View, errors: list[str], wait_round: bool = True) -> None:
+        """Find who is due; take the last round if it is over, waiting for it at most the
+        pass's call wait when ``wait_round`` (a bare cluster, whose round started as its last
+        pass ended; a manager's pass never waits: its round is taken by a later pass)."""
         policy = view.config.statistics
         if policy.interval <= 0 or not self.plugins.implements(HOOK):
             return
@@ -119,7 +122,7 @@ class Stats:
             else:
                 self._gaps.add(name)
                 self._asked.pop(name, None)
-        self._take_round(view.config.call_timeout, errors)
+        self._take_round(view.config.call_timeout, errors, wait_round)
         self._next = (now, policy, view.config.call_timeout)
 
     def launch(self) -> None:
@@ -134,13 +137,20 @@ class Stats:
         self._asked, self._gaps, self._gone = {}, set(), set()
         self._round = self.calls.submit(LANE, ("stats", LANE), partial(self._run, work), timeout, settled=False)
 
-    def _take_round(self, timeout: float, errors: list[str]) -> None:
-        """The last round, once over (waited for at most the pass's call wait), forgotten
-        and its errors told: another may start."""
+    def settle(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for the running round, if any (for callers that
+        drive passes back to back: tests, simulations); True when none is left running."""
+        running = self._round
+        return running is None or not wait([running.future], timeout=timeout).not_done
+
+    def _take_round(self, timeout: float, errors: list[str], wait_round: bool) -> None:
+        """The last round, once over (waited for at most the pass's call wait when
+        ``wait_round``), forgotten and its errors told: another may start."""
         running = self._round
         if running is None:
             return
-        wait([running.future], timeout=self.calls.wait)
+        if wait_round:
+            wait([running.future], timeout=self.calls.wait)
         if not running.future.done():
             if running.overdue():
                 errors.append(f"statistics: a round has run for more than {timeout:g} s (the store?)")
