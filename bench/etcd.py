@@ -79,14 +79,14 @@ def _manager(conn: Connection, url: str, name: str) -> None:
             elif command == "dump" and profile is not None:
                 pstats.Stats(profile).sort_stats("cumulative").dump_stats(arg)
                 profile = None
-        t0 = time.monotonic()
+        t0, own = time.monotonic(), time.thread_time()
         if profile is not None:
             profile.enable()
         leading = manager.step()
         if profile is not None:
             profile.disable()
         took = time.monotonic() - t0
-        conn.send((t0, took, leading, manager.elector.renewed_at, time.process_time()))
+        conn.send((t0, took, leading, manager.elector.renewed_at, time.process_time(), time.thread_time() - own))
         manager.between_passes()
         time.sleep(max(0.0, 1.0 - (time.monotonic() - t0)))
 
@@ -98,7 +98,7 @@ class Child:
         self.conn, child = ctx.Pipe()
         self.process: BaseProcess = ctx.Process(target=target, args=(child, *args), daemon=True)
         self.process.start()
-        self.reports: list[tuple[float, float, bool, float, float]] = []
+        self.reports: list[tuple[float, float, bool, float, float, float]] = []
         self.fresh = threading.Event()
         if listen:
             threading.Thread(target=self._listen, daemon=True).start()
@@ -128,12 +128,13 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _busy() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine so far."""
+def _busy() -> tuple[float, float, float]:
+    """(busy, total, stolen) CPU seconds of the whole machine so far; stolen: the time its
+    virtual CPUs wanted to run and the hypervisor ran something else (counted as busy)."""
     with open("/proc/stat") as f:
         values = [int(v) for v in f.readline().split()[1:]]
-    idle = values[3] + values[4]
-    return (sum(values) - idle) / os.sysconf("SC_CLK_TCK"), sum(values) / os.sysconf("SC_CLK_TCK")
+    idle, tick = values[3] + values[4], os.sysconf("SC_CLK_TCK")
+    return (sum(values) - idle) / tick, sum(values) / tick, values[7] / tick
 
 
 def _q(values: Sequence[float], q: float) -> float:
@@ -148,6 +149,13 @@ def _dist(values: Sequence[float], unit: float = 1000.0) -> str:
 def _dist1(values: Sequence[float]) -> str:
     v = sorted(values)
     return f"{1000 * _q(v, 0.5):.1f} / {1000 * _q(v, 0.99):.1f} / {1000 * v[-1]:.1f}" if v else "-"
+
+
+def _own_cpu(w: Window) -> str:
+    """The leader's passes' own CPU, and the CPU of its slowest pass (a pass much slower than
+    its CPU waited: for a core, or for the interpreter another thread of its process held)."""
+    slowest = max(zip(w.leader, w.leader_cpu, strict=True), default=(0.0, float("nan")))
+    return f"{_dist1(w.leader_cpu)}; {1000 * slowest[1]:.1f}"
 
 
 def _seed(url: str, names: list[str]) -> tuple[dict[str, str], float, float, int]:
@@ -202,7 +210,9 @@ def _window(seconds: float, generators: list[Child], managers: list[Child], pids
                   after["failures"] - before["failures"],
                   {k: [(b - a) / wall for a, b in zip(cpu0[k], cpu1[k], strict=True)] for k in pids},
                   (busy1[0] - busy0[0]) / (busy1[1] - busy0[1]) * (os.cpu_count() or 1),
-                  [r[1] for r in reports if r[2]], [r[1] for r in reports if not r[2]], changes)
+                  (busy1[2] - busy0[2]) / (busy1[1] - busy0[1]) * (os.cpu_count() or 1),
+                  [r[1] for r in reports if r[2]], [r[5] for r in reports if r[2]], [r[1] for r in reports if not r[2]],
+                  changes)
 
 
 @attrs.frozen
@@ -212,7 +222,9 @@ class Window:
     failures: int
     usage: dict[str, list[float]]  # share of one core, per process
     machine: float  # cores busy on the whole machine
+    stolen: float  # of which stolen by the hypervisor
     leader: list[float]  # pass seconds, of whichever manager led
+    leader_cpu: list[float]  # the CPU seconds of those passes' own thread
     follower: list[float]
     changes: int  # leadership changes seen
 
@@ -326,6 +338,7 @@ def _report(seeding: tuple[float, float, int, float], a: Window, b: Window, sile
         ("... etcd's answers (done - sent)", both(lambda w: _dist([s[2] - s[1] for s in w.samples]))),
         ("**leader pass** (renewal + reconcile) p50 / p99 / max, ms (target p99 <= 100)",
          both(lambda w: f"**{_dist1(w.leader)}** ({len(w.leader)} passes)")),
+        ("... the pass's own CPU (its thread), p50 / p99 / max, ms; the slowest pass's", both(_own_cpu)),
         ("follower pass (observe only) p50 / p99 / max, ms", both(lambda w: f"{_dist1(w.follower)}")),
         ("leadership changes in the window", both(lambda w: str(w.changes))),
         ("CPU, % of one core: etcd members", both(lambda w: cores(w.usage["etcd"]))),
@@ -333,6 +346,7 @@ def _report(seeding: tuple[float, float, int, float], a: Window, b: Window, sile
         ("... manager processes (m1 + m2)", both(lambda w: cores(w.usage["managers"]))),
         ("... all of these / whole machine (2 cores = 200)",
          both(lambda w: f"{100 * sum(sum(v) for v in w.usage.values()):.0f} / {100 * w.machine:.0f}")),
+        ("... of the whole machine, stolen by the hypervisor (steal)", both(lambda w: f"{100 * w.stolen:.1f}")),
     ]
     table = ("| measure | statistics every 15 s (default) | statistics off |\n|---|---|---|\n"
              + "".join(f"| {x} | {y} |\n" for x, y in rows))
