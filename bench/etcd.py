@@ -380,8 +380,10 @@ def _report(seeding: tuple[float, float, int, float], a: Window, b: Window, sile
             "its first split (the loop's own lag) shows whether the generator delays beats. Hosts join on the "
             "embedded store and their records are copied into etcd (a join through etcd is not timed here). "
             "The managers take heartbeats on a listener thread, as `Manager.run` does; a leader renewed "
-            "within a third of its TTL asks etcd nothing in its pass, so its pass is mostly its own work, "
-            "while a beat's lateness is etcd's: the machine is saturated (the whole-machine row), the members "
+            "within a third of its TTL asks etcd nothing in its pass and waits for no statistics round (they "
+            "run between passes and are taken once over), so its pass is its own work and its wait for the "
+            "interpreter and a core (the CPU row beside it), while a beat's lateness is etcd's: the machine "
+            "is saturated (the whole-machine row), the members "
             "taking three quarters of it. The follower keeps its cache warm through watches, so its first "
             "pass as leader needs no listing; failover is bounded by the lease TTL (the dead leader's lease "
             "must expire before anyone else may act).\n")
