@@ -150,7 +150,7 @@ class Stats:
         if running is None:
             return
         if wait_round:
-            wait([running.future], timeout=self.calls.wait)
+            self.settle(self.calls.wait)
         if not running.future.done():
             if running.overdue():
                 errors.append(f"statistics: a round has run for more than {timeout:g} s (the store?)")
