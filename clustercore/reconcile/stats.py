@@ -11,9 +11,10 @@ measures that came back, turns each pair into a :class:`~clustercore.statistics.
 hosts, each on its host's own lane (a host that hangs costs only its own measures, and a
 measure never holds up the host's other calls), and writes the new loads to the store
 (``stats/NAME``) on a lease of its own (three intervals): when no leader measures, the
-measures vanish rather than go stale. A pass waits for the last round at most the pass's
-call wait, and a store that stalls a round stalls no pass: the hosts due meanwhile wait
-for the next round. Its errors are reported by the pass after it.
+measures vanish rather than go stale. A manager's pass never waits for a round (a bare
+cluster's waits for the one its last pass started, at most its call wait), so a store that
+stalls a round stalls no pass: the hosts due meanwhile wait for the next round. A round's
+errors are reported by the pass that takes it.
 """
 
 from __future__ import annotations
